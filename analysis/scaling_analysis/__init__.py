@@ -1,0 +1,1 @@
+"""Scaling-law analysis: load run records, fit laws, plot, report. Imports without torch."""

@@ -1,0 +1,1 @@
+"""datascale: data-scaling experiments (data, model, training, orchestration)."""

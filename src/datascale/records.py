@@ -1,0 +1,150 @@
+"""The run record: one JSON file per run, the source of truth for every analysis (W&B is only a view).
+
+A record is written once, atomically (temp file + ``os.replace``), when a run finishes. A record whose
+``status`` is ``done`` is never overwritten. This module is torch-free so that the analysis package can read
+records without importing the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RECORD_FILENAME = "record.json"
+STATUSES = ("done", "failed")
+
+
+def _doc(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
+    """A dataclass field whose documentation travels with it (README table, analysis docs)."""
+    kwargs: dict[str, Any] = {"metadata": {"doc": text}}
+    if default is not MISSING:
+        kwargs["default"] = default
+    if default_factory is not MISSING:
+        kwargs["default_factory"] = default_factory
+    return field(**kwargs)
+
+
+@dataclass
+class RunRecord:
+    """Everything one finished run measured, and everything needed to reproduce it."""
+
+    # identity
+    run_id: str = _doc("hash of the resolved config and the subset manifest; also the W&B run id")
+    study: str = _doc("study name (`study.name`); the W&B group")
+    status: str = _doc("`done` (trained and tested) or `failed`")
+    axes: dict[str, Any] = _doc("the swept values of this run, e.g. {'unique_tokens': 16000, 'seed': 1}; W&B tags")
+    seed: int = _doc("training seed (initialisation and batch order)")
+    # provenance
+    created_at: str = _doc("UTC ISO-8601 time the record was written")
+    code_version: str = _doc("git commit of the code (`+dirty` if uncommitted changes), or the package version")
+    config: dict[str, Any] = _doc("the resolved Hydra config the worker ran")
+    corpus_hash: str = _doc("content hash of the deduplicated corpus")
+    tokenizer_hash: str = _doc("hash of tokenizer.json")
+    subset_hash: str = _doc("hash of the subset manifest (doc ids, order seed, token stream)")
+    train_domains: list[str] = _doc("domains in the training pool")
+    eval_domains: list[str] = _doc("domains with held-out validation/test sets")
+    # model
+    params_total: int = _doc("parameters, embeddings included (tied weights counted once)")
+    params_non_embedding: int = _doc("parameters without token/position embeddings")
+    # data exposure
+    unique_tokens: int = _doc("U: tokens in the training subset")
+    tokens_seen: int = _doc("D: training tokens processed (steps x global batch tokens)")
+    epochs: float = _doc("D / U")
+    steps: int = _doc("optimizer steps taken")
+    planned_steps: int = _doc("steps of the token cap; the LR schedule spans them")
+    best_step: int = _doc("step of the checkpoint with the best validation loss")
+    tokens_at_best: int = _doc("tokens seen at the best checkpoint")
+    epochs_at_best: float = _doc("tokens_at_best / U")
+    converged: bool = _doc("True if early stopping fired; False if the token cap was hit first")
+    stop_reason: str = _doc("`early_stopping` or `token_cap`")
+    # losses (nats per token unless said otherwise)
+    best_val_loss: float = _doc("best macro-mean validation loss over domains (selection metric)")
+    final_val_loss: float = _doc("macro-mean validation loss at the last evaluation")
+    test_loss: float = _doc("macro-mean test loss of the best checkpoint (what fits use by default)")
+    val_loss_best: dict[str, float] = _doc("per-domain validation loss at the best checkpoint")
+    val_loss_final: dict[str, float] = _doc("per-domain validation loss at the last evaluation")
+    test_loss_by_domain: dict[str, float] = _doc("per-domain test loss of the best checkpoint")
+    val_bpb_best: dict[str, float] = _doc("per-domain validation bits per byte at the best checkpoint")
+    test_bpb: dict[str, float] = _doc("per-domain test bits per byte of the best checkpoint")
+    test_bpb_mean: float = _doc("macro-mean test bits per byte")
+    # cost
+    wall_time_s: float = _doc("seconds from worker start to record")
+    train_time_s: float = _doc("seconds inside Trainer.fit")
+    tokens_per_s: float = _doc("training tokens per second during fit (global)")
+    # execution
+    world_size: int = _doc("processes (ranks)")
+    strategy: str = _doc("Lightning strategy name")
+    accelerator: str = _doc("cpu / cuda")
+    precision: str = _doc("Lightning precision setting")
+    wandb: dict[str, Any] = _doc("W&B run id, project, group, mode and local dir", default_factory=dict)
+    error: str | None = _doc("one-line reason when status is `failed`", default=None)
+    schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status={self.status!r}: must be one of {list(STATUSES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def field_docs() -> dict[str, str]:
+    """Column documentation for every record field, in declaration order."""
+    return {f.name: f.metadata.get("doc", "") for f in fields(RunRecord)}
+
+
+class RecordExistsError(FileExistsError):
+    """Raised instead of overwriting a finished run's record."""
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(run_dir: Path, record: RunRecord) -> Path:
+    """Write ``run_dir/record.json``; refuse to replace a ``done`` record."""
+    path = Path(run_dir) / RECORD_FILENAME
+    existing = read_record(path) if path.exists() else None
+    if existing is not None and existing.status == "done":
+        raise RecordExistsError(f"{path}: a finished run's record is never overwritten")
+    atomic_write_json(path, record.to_dict())
+    return path
+
+
+def read_record(path: Path) -> RunRecord:
+    with open(path) as fh:
+        return RunRecord.from_dict(json.load(fh))
+
+
+def is_done(run_dir: Path) -> bool:
+    path = Path(run_dir) / RECORD_FILENAME
+    return path.exists() and read_record(path).status == "done"
+
+
+def find_records(root: Path, status: str | None = "done") -> list[RunRecord]:
+    """Every record below ``root`` (a study dir or a results dir), sorted by run id."""
+    records = [read_record(p) for p in sorted(Path(root).rglob(RECORD_FILENAME))]
+    if status is not None:
+        records = [r for r in records if r.status == status]
+    return sorted(records, key=lambda r: (r.study, r.run_id))
