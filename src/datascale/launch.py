@@ -1,0 +1,177 @@
+"""The Hydra job: validate the config, prepare the data, and launch training as a ``torchrun`` subprocess.
+
+Lightning's ``ddp`` inside a Hydra multirun re-executes the whole sweep in every rank (upstream bug), so a
+Hydra job never hosts training ranks. It resolves the config once, derives the run id from it and the data
+manifest, skips runs that are already done, writes ``resolved.yaml`` and runs
+``torchrun -m datascale.training.worker resolved.yaml``. The same path serves one process, DDP and FSDP.
+
+Usage::
+
+    python -m datascale.launch subset.unique_tokens=32000 seed=1          # one run
+    python -m datascale.launch --config-dir sweeps --config-name data_size  # a study (multirun)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from filelock import FileLock, Timeout
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from datascale import CONF_DIR
+from datascale.config_errors import ConfigError
+from datascale.records import RECORD_FILENAME, atomic_write_json, is_done, read_record
+from datascale.run_id import run_identity
+
+log = logging.getLogger("datascale.launch")
+
+#: Config groups whose leaves are instantiated (and so validated) before any compute is spent.
+VALIDATED_GROUPS = ("source", "split", "tokenizer", "subset", "model", "schedule", "training", "strategy")
+#: Environment variables of an enclosing distributed job that must not leak into the torchrun we start.
+DISTRIBUTED_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                   "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
+class LaunchError(RuntimeError):
+    """A run could not be trained; the message says where its log is."""
+
+
+def _leaf_error(group: str, exc: Exception) -> ConfigError:
+    """Turn an OmegaConf/instantiate failure into the project's one-line error."""
+    if isinstance(exc, ConfigError):
+        return exc.prefixed(group)
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ConfigError):
+        return cause.prefixed(group)
+    if isinstance(exc, OmegaConfBaseException) and getattr(exc, "key", None) is not None:
+        return ConfigError(f"{group}.{exc.key}", getattr(exc, "value", None),
+                           str(getattr(exc, "msg", exc)).splitlines()[0])
+    return ConfigError(group, "<config>", str(cause).splitlines()[0])
+
+
+def validate_config(cfg: DictConfig) -> dict[str, Any]:
+    """Type-check and instantiate every validated leaf; raise a one-line :class:`ConfigError` on bad input.
+
+    Dataclass targets are first merged into their structured schema (types), then constructed, so their
+    ``__post_init__`` checks run (allowed values). Returns the instantiated leaves.
+    """
+    leaves: dict[str, Any] = {}
+    for group in VALIDATED_GROUPS:
+        if group not in cfg:
+            raise ConfigError(group, None, "missing config group; see conf/config.yaml defaults")
+        node = cfg[group]
+        try:
+            target = get_class(node["_target_"]) if "_target_" in node else None
+            if target is not None and dataclasses.is_dataclass(target):
+                fields = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+                          if not k.startswith("_")}
+                OmegaConf.merge(OmegaConf.structured(target), fields)
+            leaves[group] = instantiate(node)
+        except Exception as exc:
+            raise _leaf_error(group, exc) from None
+    study = cfg.study.name
+    if not isinstance(study, str) or not study or "/" in study:
+        raise ConfigError("study.name", study, "must be a non-empty name without '/'")
+    for axis in cfg.study.axes:
+        if OmegaConf.select(cfg, axis, default=None) is None:
+            raise ConfigError("study.axes", axis, "every axis must be a dotted key of the config")
+    return leaves
+
+
+def axis_values(cfg: DictConfig) -> dict[str, Any]:
+    """The swept values of this job, keyed by the axis' last name (``subset.unique_tokens`` -> ``unique_tokens``)."""
+    return {axis.split(".")[-1]: OmegaConf.select(cfg, axis) for axis in cfg.study.axes}
+
+
+def torchrun_command(resolved_path: Path, nproc_per_node: int, num_nodes: int = 1) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone" if num_nodes == 1 else "",
+            f"--nnodes={num_nodes}", f"--nproc_per_node={nproc_per_node}",
+            "-m", "datascale.training.worker", str(resolved_path)]
+
+
+def worker_env(nproc_per_node: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env.setdefault("WANDB_START_METHOD", "thread")
+    if nproc_per_node > 1:
+        env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """One study point: returns a short summary (status, run id, run dir)."""
+    from datascale.data.prepare import prepare_from_config  # data stage; imported late to keep --help fast
+
+    validate_config(cfg)
+    artifacts = prepare_from_config(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert isinstance(resolved, dict)
+    resolved.pop("hydra", None)
+    run_id = run_identity(resolved, artifacts.subset_hash)
+    run_dir = Path(cfg.paths.results_dir) / cfg.study.name / "runs" / run_id
+    summary: dict[str, Any] = {"run_id": run_id, "run_dir": str(run_dir), "axes": axis_values(cfg)}
+    if is_done(run_dir):
+        log.info("skip %s %s: already done (%s)", run_id, summary["axes"], run_dir / RECORD_FILENAME)
+        return summary | {"status": "skipped"}
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("skip %s: another process is training it (lock %s)", run_id, lock.lock_file)
+        return summary | {"status": "locked"}
+    try:
+        if is_done(run_dir):  # finished while we waited for the lock
+            return summary | {"status": "skipped"}
+        artifacts_path = run_dir / "data_artifacts.json"
+        artifacts.save(artifacts_path)
+        resolved["run"] = {"id": run_id, "dir": str(run_dir), "data_artifacts": str(artifacts_path),
+                           "axes": summary["axes"]}
+        resolved_path = run_dir / "resolved.yaml"
+        OmegaConf.save(OmegaConf.create(resolved), resolved_path)
+        devices = int(cfg.strategy.devices)
+        cmd = [c for c in torchrun_command(resolved_path, devices, int(cfg.strategy.num_nodes)) if c]
+        log.info("train %s %s -> %s", run_id, summary["axes"], run_dir)
+        started = time.time()
+        proc = subprocess.run(cmd, env=worker_env(devices), check=False)
+        elapsed = time.time() - started
+        if proc.returncode != 0 or not is_done(run_dir):
+            reason = f"worker exited with code {proc.returncode}; see {run_dir / 'worker.log'}"
+            atomic_write_json(run_dir / "status.json", {"status": "failed", "reason": reason,
+                                                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            raise LaunchError(f"run {run_id} {summary['axes']} failed: {reason}")
+        record = read_record(run_dir / RECORD_FILENAME)
+        log.info("done %s in %.0f s: best val %.4f, test %.4f, %.1f epochs, %s", run_id, elapsed,
+                 record.best_val_loss, record.test_loss, record.epochs, record.stop_reason)
+        return summary | {"status": "trained", "test_loss": record.test_loss}
+    finally:
+        lock.release()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return run_job(cfg)
+    except ConfigError as err:
+        log.error("config error: %s", err)
+        raise SystemExit(f"config error: {err}") from None
+
+
+def main() -> None:
+    """Console entry point (``datascale``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
