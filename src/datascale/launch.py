@@ -24,6 +24,8 @@ from typing import Any
 
 import hydra
 from filelock import FileLock, Timeout
+from hydra.core.global_hydra import GlobalHydra
+from hydra.experimental.callback import Callback
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -157,6 +159,52 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         return summary | {"status": "trained", "test_loss": record.test_loss}
     finally:
         lock.release()
+
+
+def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
+    """Expand a multirun config into each job's overrides, exactly as Hydra's basic sweeper does."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    parser = OverridesParser.create()
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+class StudyCallback(Callback):
+    """Check every point of a sweep (config and data budget) before the first one trains; summarise at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from datascale.data.prepare import prepare_from_config
+
+        loader = GlobalHydra.instance().config_loader()
+        jobs = sweep_job_overrides(config)
+        log.info("study %s: checking %d runs before training", config.study.name, len(jobs))
+        for overrides in jobs:
+            job_cfg = loader.load_sweep_config(config, overrides)
+            try:
+                validate_config(job_cfg)
+                prepare_from_config(job_cfg)  # cached; also verifies that the study's subsets nest
+            except ConfigError as err:
+                raise SystemExit(f"config error in run [{' '.join(overrides)}]: {err}") from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from datascale.records import find_records
+
+        study_dir = Path(config.paths.results_dir) / config.study.name
+        records = find_records(study_dir, status=None)
+        table = Table(title=f"study {config.study.name}: {len(records)} finished runs in {study_dir}")
+        for column in ("run id", "axes", "U", "epochs", "best val", "test", "stop"):
+            table.add_column(column)
+        for r in sorted(records, key=lambda r: (r.unique_tokens, r.seed)):
+            table.add_row(r.run_id, " ".join(f"{k}={v}" for k, v in r.axes.items()), f"{r.unique_tokens:,}",
+                          f"{r.epochs:.1f}", f"{r.best_val_loss:.4f}", f"{r.test_loss:.4f}", r.stop_reason)
+        Console(stderr=True).print(table)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
