@@ -1,0 +1,453 @@
+"""Glue: source -> documents -> dedup/splits -> tokenizer -> token caches -> subset manifest, cached and locked.
+
+Every stage is stored under ``cache_dir`` by a content key (what went in + its config), built in a temporary
+place and renamed into position under a file lock, so parallel Hydra jobs can call :func:`prepare_data` at once:
+one builds, the others wait and reuse. A fully cached call loads no documents and tokenises nothing.
+
+CLI: ``python -m datascale.data.prepare [--unique-tokens N [N ...]] [hydra overrides ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import tokenizers
+from filelock import FileLock
+
+from datascale.config_errors import ConfigError
+from datascale.data.atomic import atomic_write_json
+from datascale.data.documents import (
+    canonical_json_hash,
+    column,
+    content_hash,
+    dataset_content_hash,
+    domain_stats,
+    validate_documents,
+)
+from datascale.data.sources import DocumentSource
+from datascale.data.splits import HeldoutSplit, SplitAssignment, assign_splits, deduplicate
+from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, write_subset_manifest
+from datascale.data.token_cache import TokenCache, build_token_cache, cache_key
+from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer, token_byte_lengths
+
+log = logging.getLogger("datascale.data")
+
+#: Bump a stage's version when its output format or rules change; it is part of that stage's cache key.
+STAGE_VERSIONS = {"corpus": 1, "splits": 1, "tokenizer": 1}
+GROUPS = ("source", "split", "tokenizer", "subset")
+
+
+@dataclass
+class DataArtifacts:
+    """Everything a training run needs from data preparation; JSON on disk (``<run_dir>/data_artifacts.json``)."""
+
+    corpus_hash: str
+    corpus_manifest: str
+    tokenizer_path: str
+    tokenizer_hash: str
+    vocab_size: int
+    eos_id: int
+    token_bytes_path: str
+    train_cache: str
+    eval_caches: dict[str, dict[str, str]]
+    subset_manifest: str
+    subset_hash: str
+    unique_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path | str) -> Path:
+        atomic_write_json(Path(path), self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> DataArtifacts:
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        missing = known - set(data)
+        if missing:
+            raise ValueError(f"{path}: data artifacts lack {sorted(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _prefixed(group: str) -> Iterator[None]:
+    """ConfigErrors raised inside a stage name their config group (``subset.unique_tokens=...``)."""
+    try:
+        yield
+    except ConfigError as err:
+        raise err.prefixed(group) from None
+
+
+@contextmanager
+def _building(final: Path) -> Iterator[Path]:
+    """A fresh temporary directory next to ``final`` that is renamed to ``final`` on success, removed on failure."""
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def _quiet_datasets(progress: bool) -> Iterator[None]:
+    was_enabled = datasets.utils.are_progress_bars_disabled() is False
+    if not progress and was_enabled:
+        datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not progress and was_enabled:
+            datasets.utils.enable_progress_bars()
+
+
+class _Corpus:
+    """The deduplicated corpus on disk; documents are only read when a stage has to be built."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+
+    @property
+    def hash(self) -> str:
+        return str(self.manifest["corpus_hash"])
+
+    @cached_property
+    def documents(self) -> datasets.Dataset:
+        return datasets.load_from_disk(str(self.path / "documents"))
+
+    @cached_property
+    def columns(self) -> dict[str, list[str]]:
+        return {name: column(self.documents, name) for name in ("doc_id", "domain", "text")}
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _corpus_stage(source: DocumentSource, root: Path, progress: bool) -> _Corpus:
+    fingerprint = source.fingerprint()
+    key = canonical_json_hash({"source": fingerprint, "version": STAGE_VERSIONS["corpus"]})
+    final = root / key[:24]
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key[:24]}.lock")):
+        if (final / "manifest.json").exists():
+            log.info("corpus: cached %s", final)
+            return _Corpus(final)
+        start = time.perf_counter()
+        with _quiet_datasets(progress):
+            raw = source.load()
+            validate_documents(raw)
+            docs, removed = deduplicate(raw)
+        stats = domain_stats(docs)
+        provenance = source.provenance()
+        manifest = {
+            "corpus_hash": dataset_content_hash(docs),
+            "source_fingerprint": fingerprint,
+            "source": provenance,
+            "versions": {**provenance.get("versions", {}), "python": sys.version.split()[0],
+                         "datasets": datasets.__version__, "tokenizers": tokenizers.__version__},
+            "documents": len(docs),
+            "bytes": sum(s["bytes"] for s in stats.values()),
+            "raw_documents": len(raw),
+            "duplicates_removed": removed,
+            "domains": stats,
+            "build_seconds": round(time.perf_counter() - start, 3),
+        }
+        with _building(final) as tmp, _quiet_datasets(progress):
+            docs.save_to_disk(str(tmp / "documents"))
+            atomic_write_json(tmp / "manifest.json", manifest)
+        log.info("corpus: %d documents (%d duplicates removed), %.2f MB in %s, built in %.1f s", len(docs), removed,
+                 manifest["bytes"] / 1e6, sorted(stats), manifest["build_seconds"])
+    return _Corpus(final)
+
+
+def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, Any]:
+    key = canonical_json_hash({"corpus": corpus.hash, "split": asdict(split), "version": STAGE_VERSIONS["splits"]})
+    path = root / f"{key[:24]}.json"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key[:24]}.lock")):
+        if path.exists():
+            return json.loads(path.read_text())
+        assignment = assign_splits(corpus.documents, split)
+        cols = corpus.columns
+        hashes, domains = {}, {}
+        for name, idx in assignment.all_indices().items():
+            hashes[name] = content_hash([cols["doc_id"][i] for i in idx], [cols["domain"][i] for i in idx],
+                                        [cols["text"][i] for i in idx])
+            domains[name] = [cols["domain"][i] for i in idx]
+        record = {"corpus_hash": corpus.hash, "split": asdict(split), "assignment": assignment.to_dict(),
+                  "content_hashes": hashes, "doc_domains": domains}
+        atomic_write_json(path, record)
+        log.info("splits: pool %d documents; held out per domain: %s", len(assignment.pool),
+                 {d: {n: len(v) for n, v in s.items()} for d, s in assignment.eval.items()})
+        return record
+
+
+def _tokenizer_stage(corpus: _Corpus, splits: dict[str, Any], config: BPETokenizer, root: Path,
+                     progress: bool) -> tuple[TrainedTokenizer, Path]:
+    pool_hash = splits["content_hashes"]["pool"]
+    key = canonical_json_hash({"pool": pool_hash, "tokenizer": config.to_dict(), "tokenizers": tokenizers.__version__,
+                               "version": STAGE_VERSIONS["tokenizer"]})
+    final = root / key[:24]
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key[:24]}.lock")):
+        if not (final / "tokenizer.json").exists():
+            pool = SplitAssignment.from_dict(splits["assignment"]).pool
+            texts = corpus.columns["text"]
+            with _building(final) as tmp:
+                trained = config.train((texts[i] for i in pool), tmp / "tokenizer.json", length=len(pool),
+                                       progress=progress)
+                np.save(tmp / "token_bytes.npy", token_byte_lengths(trained.tokenizer))
+                atomic_write_json(tmp / "meta.json", {"pool_hash": pool_hash, "config": config.to_dict(),
+                                                      "tokenizer_hash": trained.hash, "vocab_size": trained.vocab_size,
+                                                      "eos_id": trained.eos_id})
+        else:
+            log.info("tokenizer: cached %s", final)
+    return TrainedTokenizer.load(final / "tokenizer.json", config.eos_token), final / "token_bytes.npy"
+
+
+def _token_cache_stage(corpus: _Corpus, splits: dict[str, Any], tok: TrainedTokenizer, root: Path,
+                       progress: bool) -> dict[str, TokenCache]:
+    assignment = SplitAssignment.from_dict(splits["assignment"])
+    caches: dict[str, TokenCache] = {}
+    for name, idx in assignment.all_indices().items():
+        chash = splits["content_hashes"][name]
+        final = root / cache_key(chash, tok.hash)[:32]
+        if (final / "meta.json").exists():
+            caches[name] = TokenCache.open(final)
+            continue
+        cols = corpus.columns
+        caches[name] = build_token_cache(
+            root, [cols["doc_id"][i] for i in idx], [cols["text"][i] for i in idx], chash, tok.tokenizer, tok.hash,
+            tok.eos_id, name=name, progress=progress,
+        )
+    return caches
+
+
+# ----------------------------------------------------------------------------------------------- public
+
+
+def _prepare(source: DocumentSource, split: HeldoutSplit, tokenizer: BPETokenizer, subset: SizeSubset,
+             cache_dir: Path, progress: bool) -> tuple[DataArtifacts, list[dict[str, Any]]]:
+    start = time.perf_counter()
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    with _prefixed("source"):
+        corpus = _corpus_stage(source, cache_dir / "corpus", progress)
+    with _prefixed("split"):
+        splits = _split_stage(corpus, split, cache_dir / "splits")
+    with _prefixed("tokenizer"):
+        tok, token_bytes = _tokenizer_stage(corpus, splits, tokenizer, cache_dir / "tokenizers", progress)
+    caches = _token_cache_stage(corpus, splits, tok, cache_dir / "tokens", progress)
+    with _prefixed("subset"):
+        manifest_file, manifest = write_subset_manifest(cache_dir / "subsets", caches["pool"], subset)
+    eval_caches: dict[str, dict[str, str]] = {}
+    for name, cache in caches.items():
+        if name != "pool":
+            domain, which = name.split("/")
+            eval_caches.setdefault(domain, {})[which] = str(cache.path)
+    artifacts = DataArtifacts(
+        corpus_hash=corpus.hash, corpus_manifest=str(corpus.path / "manifest.json"), tokenizer_path=str(tok.path),
+        tokenizer_hash=tok.hash, vocab_size=tok.vocab_size, eos_id=tok.eos_id, token_bytes_path=str(token_bytes),
+        train_cache=str(caches["pool"].path), eval_caches=eval_caches, subset_manifest=str(manifest_file),
+        subset_hash=manifest.manifest_hash, unique_tokens=manifest.unique_tokens,
+    )
+    rows = summarize(caches, splits["doc_domains"]["pool"])
+    for row in rows:
+        log.info("data %-12s pool %5d docs %9d tokens | val %4d docs %7d tokens | test %4d docs %7d tokens",
+                 row["domain"], row["pool_docs"], row["pool_tokens"], row["val_docs"], row["val_tokens"],
+                 row["test_docs"], row["test_tokens"])
+    log.info("data ready in %.1f s: corpus %s, tokenizer %s (vocab %d), subset unique_tokens=%d (%d docs) %s",
+             time.perf_counter() - start, corpus.hash[:12], tok.hash[:12], tok.vocab_size, manifest.unique_tokens,
+             manifest.n_docs, manifest.manifest_hash[:12])
+    return artifacts, rows
+
+
+def prepare_data(
+    source: DocumentSource,
+    split: HeldoutSplit,
+    tokenizer: BPETokenizer,
+    subset: SizeSubset,
+    cache_dir: Path,
+    progress: bool = True,
+) -> DataArtifacts:
+    """Run (or reuse) every data stage for these configs and return the artifacts a training run needs.
+
+    Safe to call from parallel jobs (stages are file-locked); a fully cached call reads no documents and tokenises
+    nothing. ConfigErrors name their group (``subset.unique_tokens=...``).
+    """
+    return _prepare(source, split, tokenizer, subset, cache_dir, progress)[0]
+
+
+def summarize(caches: dict[str, TokenCache], pool_domains: Sequence[str]) -> list[dict[str, Any]]:
+    """Per domain: documents, tokens and bytes in the pool and in the val/test sets (logs and the CLI table)."""
+    pool = caches["pool"]
+    domains_of_pool = np.asarray(list(pool_domains), dtype=object)
+    lengths = pool.doc_lengths()
+    held_out = {name.split("/")[0] for name in caches if name != "pool"}
+    rows = []
+    for domain in sorted(held_out | set(pool_domains)):
+        mask = domains_of_pool == domain
+        row: dict[str, Any] = {"domain": domain, "pool_docs": int(mask.sum()), "pool_tokens": int(lengths[mask].sum())}
+        for which in ("val", "test"):
+            cache = caches.get(f"{domain}/{which}")
+            row[f"{which}_docs"] = cache.n_docs if cache else 0
+            row[f"{which}_tokens"] = cache.n_tokens if cache else 0
+            row[f"{which}_bytes"] = cache.n_bytes if cache else 0
+        rows.append(row)
+    return rows
+
+
+def _unwrap_config_error(err: BaseException) -> ConfigError | None:
+    """Hydra wraps exceptions raised by a ``_target_`` in InstantiationException; find ours in the chain."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def instantiate_data_configs(cfg: Any) -> dict[str, Any]:
+    """``cfg.source``, ``cfg.split``, ``cfg.tokenizer``, ``cfg.subset`` as objects; bad values fail here, before any
+    compute, with the group in the field name."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    objects: dict[str, Any] = {}
+    for group in GROUPS:
+        if group not in cfg:
+            raise ConfigError(group, None, f"config group `{group}` is missing from the composed config")
+        missing = sorted(OmegaConf.missing_keys(cfg[group]))  # full keys when cfg[group] has a parent
+        if missing:
+            key = missing[0] if missing[0].startswith(f"{group}.") else f"{group}.{missing[0]}"
+            raise ConfigError(key, "???", "is required: set it, e.g. as a command-line override")
+        try:
+            objects[group] = instantiate(cfg[group], _convert_="all")
+        except Exception as err:
+            config_error = _unwrap_config_error(err)
+            if config_error is None:
+                raise
+            raise config_error.prefixed(group) from None
+    return objects
+
+
+def prepare_from_config(cfg: Any, progress: bool = True) -> DataArtifacts:
+    """:func:`prepare_data` for a composed project config (groups source/split/tokenizer/subset, paths.cache_dir)."""
+    return _prepare_from_config(cfg, progress)[0]
+
+
+def _prepare_from_config(cfg: Any, progress: bool) -> tuple[DataArtifacts, list[dict[str, Any]]]:
+    objects = instantiate_data_configs(cfg)
+    return _prepare(**objects, cache_dir=Path(str(cfg.paths.cache_dir)), progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+USAGE = "python -m datascale.data.prepare [--help] [--unique-tokens N [N ...]] [--no-progress] [hydra overrides ...]"
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """argparse cannot tell `--unique-tokens 1000 2000 source=local_files` apart; numbers are taken first."""
+    parser = argparse.ArgumentParser(
+        prog="python -m datascale.data.prepare", usage=USAGE,
+        description="Build (or reuse) the corpus, splits, tokenizer, token caches and nested subsets, verify the "
+                    "nesting and print a summary. Every stage is cached under paths.cache_dir.",
+    )
+    parser.add_argument("--unique-tokens", metavar="N", nargs="+", type=int,
+                        help="one or more subset budgets (default: subset.unique_tokens of the config)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tokenizer.vocab_size=8192 source=local_files")
+    budgets: list[str] = []
+    rest: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] == "--unique-tokens":
+            i += 1
+            while i < len(args) and args[i].replace("_", "").isdigit():
+                budgets.append(args[i].replace("_", ""))
+                i += 1
+            if not budgets:
+                parser.error("--unique-tokens needs at least one integer")
+            continue
+        rest.append(args[i])
+        i += 1
+    ns = parser.parse_args(rest)
+    ns.unique_tokens = [int(b) for b in budgets] or None
+    return ns
+
+
+def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int:
+    """CLI entry point; returns the exit code (2 for a bad config value)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.table import Table
+
+    import datascale
+
+    ns = _parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes: don't squeeze to 80 columns
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir or datascale.CONF_DIR)):
+        cfg = compose("config", overrides=list(ns.overrides))
+    budgets = ns.unique_tokens or [int(cfg.subset.unique_tokens)]
+    results: list[tuple[DataArtifacts, SubsetManifest]] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        for budget in budgets:
+            OmegaConf.update(cfg, "subset.unique_tokens", budget, merge=False)
+            artifacts, rows = _prepare_from_config(cfg, progress=not ns.no_progress)
+            results.append((artifacts, SubsetManifest.load(Path(artifacts.subset_manifest))))
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}", highlight=False)
+        return 2
+    first = results[0][0]
+    pool = TokenCache.open(first.train_cache)
+    verify_nested([m for _, m in results], pool)
+
+    table = Table(title=f"corpus {first.corpus_hash[:12]}  tokenizer {first.tokenizer_hash[:12]} (vocab {first.vocab_size})")
+    for col in ("domain", "pool docs", "pool tokens", "val docs", "val tokens", "test docs", "test tokens",
+                "val bytes/token"):
+        table.add_column(col, justify="left" if col == "domain" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(row["domain"], f"{row['pool_docs']:,}", f"{row['pool_tokens']:,}", f"{row['val_docs']:,}",
+                      f"{row['val_tokens']:,}", f"{row['test_docs']:,}", f"{row['test_tokens']:,}",
+                      f"{row['val_bytes'] / max(1, row['val_tokens']):.2f}")
+    console.print(table)
+    subsets = Table(title=f"subsets (order_seed {results[0][1].order_seed}, pool {pool.n_tokens:,} tokens): "
+                          "nested, verified")
+    for col in ("unique_tokens", "docs", "last doc tokens", "% of pool", "subset hash"):
+        subsets.add_column(col, justify="right")
+    for _, m in sorted(results, key=lambda r: r[1].unique_tokens):
+        subsets.add_row(f"{m.unique_tokens:,}", f"{m.n_docs:,}", f"{m.last_doc_tokens:,}",
+                        f"{100 * m.unique_tokens / m.pool_tokens:.1f}", m.manifest_hash[:12])
+    console.print(subsets)
+    console.print(f"manifests: {Path(first.subset_manifest).parent}", highlight=False, soft_wrap=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Byte-level BPE trained on training-pool documents only (Hydra ``tokenizer`` group), plus bytes per token.
+
+Training on the pool only keeps held-out text out of the vocabulary. The full ``tokenizer.json`` is saved (special
+tokens included: saving vocab/merges alone drops them) and its sha256 is the tokenizer's identity. Byte lengths per
+token id turn a loss in nats per token into exact bits per byte, comparable across tokenizers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from datascale.config_errors import require
+
+log = logging.getLogger("datascale.data")
+
+EOS_TOKEN = "<|endoftext|>"
+MIN_VOCAB = 257  # 256 byte symbols + EOS
+MAX_VOCAB = 1 << 20
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map used by the ByteLevel pre-tokenizer."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars), strict=True))
+
+
+@dataclass
+class BPETokenizer:
+    """Byte-level BPE config: target vocabulary size (EOS included) and the minimum pair frequency to merge."""
+
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    eos_token: str = EOS_TOKEN
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.vocab_size, int) and not isinstance(self.vocab_size, bool)
+                and MIN_VOCAB <= self.vocab_size <= MAX_VOCAB, "vocab_size", self.vocab_size,
+                f"must be an integer in [{MIN_VOCAB}, {MAX_VOCAB}] (256 bytes + EOS at least)")
+        require(isinstance(self.min_frequency, int) and not isinstance(self.min_frequency, bool)
+                and self.min_frequency >= 1, "min_frequency", self.min_frequency, "must be an integer >= 1")
+        require(isinstance(self.eos_token, str) and bool(self.eos_token), "eos_token", self.eos_token,
+                "must be a non-empty string")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def build(self) -> Tokenizer:
+        """An untrained tokenizer with this config's pipeline."""
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        return tok
+
+    def train(self, texts: Iterable[str], path: Path, length: int | None = None, progress: bool = False) -> TrainedTokenizer:
+        """Train on ``texts`` (training-pool documents only) and save the full tokenizer JSON to ``path``."""
+        tok = self.build()
+        trainer = trainers.BpeTrainer(
+            vocab_size=self.vocab_size, min_frequency=self.min_frequency, special_tokens=[self.eos_token],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=progress,
+        )
+        start = time.perf_counter()
+        tok.train_from_iterator(texts, trainer=trainer, length=length)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(str(path))
+        trained = TrainedTokenizer.load(path, self.eos_token)
+        log.info("tokenizer: trained byte-level BPE, vocab %d (asked %d), in %.1f s", trained.vocab_size,
+                 self.vocab_size, time.perf_counter() - start)
+        return trained
+
+
+@dataclass
+class TrainedTokenizer:
+    """A saved tokenizer: the file, its hash, its real vocabulary size and EOS id."""
+
+    path: Path
+    hash: str
+    vocab_size: int
+    eos_id: int
+    tokenizer: Tokenizer
+
+    @classmethod
+    def load(cls, path: Path, eos_token: str = EOS_TOKEN) -> TrainedTokenizer:
+        """Reload and check that EOS survived the round trip (a save that drops specials shifts ids)."""
+        path = Path(path)
+        tok = load_tokenizer(path, eos_token)
+        eos_id = tok.token_to_id(eos_token)
+        return cls(path=path, hash=file_sha256(path), vocab_size=tok.get_vocab_size(with_added_tokens=True),
+                   eos_id=eos_id, tokenizer=tok)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_tokenizer(path: Path, eos_token: str = EOS_TOKEN) -> Tokenizer:
+    """Load ``tokenizer.json`` ready to encode documents: EOS checked, special-token text inside documents encoded
+    as ordinary text (so only the EOS we append is EOS, and its 0 bytes never eat real text)."""
+    tok = Tokenizer.from_file(str(path))
+    eos_id = tok.token_to_id(eos_token)
+    if eos_id is None:
+        raise ValueError(f"{path}: EOS token {eos_token!r} is missing after reload")
+    specials = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    if eos_id not in specials:
+        raise ValueError(f"{path}: {eos_token!r} (id {eos_id}) is not a special token after reload")
+    tok.encode_special_tokens = True
+    return tok
+
+
+def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
+    """int32[vocab]: UTF-8 bytes each token id stands for (special tokens 0), by inverting the byte-level map."""
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    specials = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    lengths = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), dtype=np.int32)
+    for token, idx in vocab.items():
+        if idx in specials:
+            continue
+        missing = [c for c in token if c not in byte_of]
+        if missing:
+            raise ValueError(f"token {token!r} (id {idx}) is not byte-level: characters {missing} have no byte")
+        lengths[idx] = len(token)
+    return lengths
