@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from datascale import CONF_DIR
-from datascale.config_errors import ConfigError
+from datascale.config_errors import ConfigError, require
 from datascale.records import RECORD_FILENAME, atomic_write_json, is_done, read_record
 from datascale.run_id import run_identity
 
@@ -81,6 +81,9 @@ def validate_config(cfg: DictConfig) -> dict[str, Any]:
             leaves[group] = instantiate(node)
         except Exception as exc:
             raise _leaf_error(group, exc) from None
+    leaves["training"].validate(seq_len=leaves["model"].seq_len, world_size=leaves["strategy"].devices,
+                                unique_tokens=leaves["subset"].unique_tokens)
+    _check_optimizer(cfg.optim)
     study = cfg.study.name
     if not isinstance(study, str) or not study or "/" in study:
         raise ConfigError("study.name", study, "must be a non-empty name without '/'")
@@ -88,6 +91,18 @@ def validate_config(cfg: DictConfig) -> dict[str, Any]:
         if OmegaConf.select(cfg, axis, default=None) is None:
             raise ConfigError("study.axes", axis, "every axis must be a dotted key of the config")
     return leaves
+
+
+def _check_optimizer(optim: DictConfig) -> None:
+    """The optimizer leaf is a torch class (no dataclass to validate), so its values are checked here."""
+    lr = optim.get("lr")
+    require(isinstance(lr, int | float) and lr > 0, "optim.lr", lr, "must be a positive number")
+    weight_decay = optim.get("weight_decay", 0.0)
+    require(isinstance(weight_decay, int | float) and weight_decay >= 0, "optim.weight_decay", weight_decay,
+            "must be a number >= 0")
+    betas = list(optim.get("betas", [0.9, 0.999]))
+    require(len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas), "optim.betas",
+            betas, "must be two numbers in [0, 1)")
 
 
 def axis_values(cfg: DictConfig) -> dict[str, Any]:
