@@ -1,0 +1,284 @@
+"""``python -m scaling_analysis PATH``: fit, plot and report a study directory or a results table.
+
+Bad input (missing path, no records, unknown column or law) ends with exit status 2 and one line on stderr
+naming what is wrong, so that ``make analyze`` fails clearly instead of with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_FIT_FAILED = 1
+
+EPILOG = """examples:
+  python -m scaling_analysis results/data_size
+  python -m scaling_analysis results/data_size --loss-metric best_val_loss --resamples 200
+  python -m scaling_analysis chinchilla.csv --law chinchilla \\
+      --columns 'Model Size=N,Training FLOP=C,loss=loss' --derive 'D=C/(6*N)' --drop-highest 5
+  python -m scaling_analysis openlm.csv --law chinchilla --columns 'N=N,D=D,loss=loss' --collapse-min-over peak_lr
+
+outputs (in the study dir, or --out): runs.parquet, fit.json, report.md, scaling_curve.png, residuals.png,
+law_comparison.png (isoflop.png for laws of N and D).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import LOSS_METRICS
+    from .laws import LAWS
+
+    p = argparse.ArgumentParser(
+        prog="python -m scaling_analysis",
+        description="Fit a scaling law to a study's run records (or a CSV/parquet of results), with bootstrap "
+        "CIs, held-out extrapolation, law comparison, plots and a Markdown report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "path", metavar="PATH", help="a study directory (runs/*/record.json) or a .csv/.tsv/.parquet file"
+    )
+    p.add_argument(
+        "--law", default="saturating_power_D", choices=sorted(LAWS), help="law to fit (default: %(default)s)"
+    )
+    p.add_argument(
+        "--loss-metric",
+        default="test_loss",
+        choices=LOSS_METRICS,
+        help="record loss to fit, for study directories (default: %(default)s)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples; 0 skips (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output directory (default: the study dir, or ./<table>_analysis)",
+    )
+    p.add_argument(
+        "--columns",
+        default=None,
+        metavar="'col=var,...'",
+        help="table column -> schema name, e.g. 'Model Size=N,Training FLOP=C,loss=loss' (tables only)",
+    )
+    p.add_argument(
+        "--derive",
+        action="append",
+        default=[],
+        metavar="NAME=EXPR",
+        help="derived column from a pandas expression, e.g. 'D=C/(6*N)' (repeatable; tables only)",
+    )
+    p.add_argument(
+        "--variables", default=None, metavar="'var=col,...'", help="law variable -> column, e.g. 'D=U'"
+    )
+    p.add_argument(
+        "--drop-highest", type=int, default=0, metavar="K", help="drop the K highest-loss rows (recorded)"
+    )
+    p.add_argument(
+        "--collapse-min-over",
+        default=None,
+        metavar="COL",
+        help="keep the lowest loss over a sweep column per (N, D, ...) cell, e.g. peak_lr (tables only)",
+    )
+    p.add_argument(
+        "--exclude", default=None, metavar="QUERY", help="drop rows matching a pandas query, e.g. 'N < 1e8'"
+    )
+    p.add_argument(
+        "--candidates",
+        default=None,
+        metavar="LAW,...",
+        help="laws to compare on held-out error ('none' to skip; default: saturating_power_D,broken_power_D,kaplan_D "
+        "for a law of D alone)",
+    )
+    p.add_argument(
+        "--holdout-by",
+        default=None,
+        metavar="COL",
+        help="column whose largest values are held out (default: the law's variable; laws of N and D need one, "
+        "e.g. C)",
+    )
+    p.add_argument(
+        "--holdout-values",
+        type=int,
+        default=1,
+        metavar="K",
+        help="hold out the K largest distinct values (default: %(default)s)",
+    )
+    p.add_argument(
+        "--n-definition",
+        default=None,
+        help="study dirs: total|non_embedding; tables: free text recorded as N's definition",
+    )
+    p.add_argument("--jobs", type=int, default=-1, help="processes for fits and bootstrap (-1: all CPUs)")
+    return p
+
+
+def _pairs(spec: str | None, what: str) -> dict[str, str]:
+    from .data import parse_columns
+
+    try:
+        return parse_columns(spec)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("--columns", what)) from None
+
+
+def _derive(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--derive {item!r}: expected NAME=EXPR, e.g. 'D=C/(6*N)'")
+        name, expr = item.split("=", 1)
+        out[name.strip()] = expr.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Dispatch on PATH: a directory is a study, a file is a results table."""
+    from .data import TABLE_SUFFIXES
+    from .study import DEFAULT_CANDIDATES, analyze_study, analyze_table
+
+    path = Path(args.path)
+    candidates: Sequence[str] | None
+    if args.candidates is None:
+        candidates = None
+    elif args.candidates.strip().lower() in ("", "none"):
+        candidates = ()
+    else:
+        candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    variables = _pairs(args.variables, "--variables") or None
+    common = dict(
+        law=args.law,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        n_jobs=args.jobs,
+        variables=variables,
+        holdout_by=args.holdout_by,
+        n_holdout_values=args.holdout_values,
+    )
+    if path.is_dir():
+        table_only = [
+            name
+            for name, val in (
+                ("--columns", args.columns),
+                ("--derive", args.derive),
+                ("--collapse-min-over", args.collapse_min_over),
+            )
+            if val
+        ]
+        if table_only:
+            raise ValueError(f"{', '.join(table_only)}: only for tables; {path} is a study directory")
+        return analyze_study(
+            path,
+            out_dir=args.out,
+            loss_metric=args.loss_metric,
+            candidates=DEFAULT_CANDIDATES if candidates is None else candidates,
+            n_definition=args.n_definition or "total",
+            exclude_query=args.exclude,
+            drop_highest=args.drop_highest,
+            **common,
+        )
+    if path.is_file():
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise ValueError(f"{path}: not a study directory or a table ({', '.join(TABLE_SUFFIXES)})")
+        return analyze_table(
+            path,
+            columns=_pairs(args.columns, "--columns") or None,
+            derived_columns=_derive(args.derive) or None,
+            drop_highest=args.drop_highest,
+            collapse_min_over=args.collapse_min_over,
+            exclude_query=args.exclude,
+            n_definition=args.n_definition,
+            out_dir=args.out,
+            candidates=candidates,
+            **common,
+        )
+    raise FileNotFoundError(f"{path}: no such study directory or table")
+
+
+def print_summary(result: dict[str, Any], console: Any = None) -> None:
+    """A compact console view: parameters with CIs, held-out error, chosen law, verdict, warnings, outputs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import pct, short
+
+    def g6(v: Any) -> str:
+        return short(v, 6)
+
+    console = console or Console()
+    fj = result["fit_json"]
+    s = fj.get("summary", {})
+    x = s.get("x", "U")
+    console.print(
+        f"[bold]{fj['law']}[/bold]: {fj['formula']}   "
+        f"({s.get('n_runs')} runs, {s.get('n_sizes')} distinct {x}, "
+        f"{short(s.get('orders_of_magnitude'), 3)} orders of magnitude; loss = {fj.get('loss_metric')})"
+    )
+    t = Table(title="fit (6 significant digits; full precision in fit.json and report.md)", show_lines=False)
+    for col in ("parameter", "estimate", f"{fj.get('confidence', 0.95):.0%} CI", "std. error"):
+        t.add_column(col)
+    for name, value in fj["params"].items():
+        iv = fj["intervals"].get(name)
+        t.add_row(
+            name, g6(value), f"[{g6(iv[0])}, {g6(iv[1])}]" if iv else "—", g6(fj["std_errors"].get(name))
+        )
+    for name, d in (fj.get("derived") or {}).items():
+        iv = d.get("interval")
+        t.add_row(f"[dim]{name}[/dim]", g6(d.get("value")), f"[{g6(iv[0])}, {g6(iv[1])}]" if iv else "—", "")
+    console.print(t)
+    ho = fj.get("holdout") or {}
+    if ho.get("skipped"):
+        console.print(f"held-out extrapolation: skipped ({ho['skipped']})")
+    else:
+        console.print(
+            f"held-out extrapolation ({ho.get('n_test')} runs at {ho.get('by')} ≥ {short(ho.get('threshold'))}): "
+            f"MAPE {pct(ho.get('mape'))}, max ARE {pct(ho.get('max_are'))}"
+        )
+    cmp = fj.get("comparison") or {}
+    if cmp.get("skipped"):
+        console.print(f"law comparison: skipped ({cmp['skipped']})")
+    else:
+        console.print(f"law comparison: chosen [bold]{cmp.get('chosen')}[/bold]: {cmp.get('reason')}")
+    check = fj.get("scaling_check") or {}
+    style = "green" if check.get("looks_like_scaling") else "bold red"
+    console.print(f"[{style}]{check.get('sentence', '')}[/{style}]")
+    for w in (fj.get("diagnostics") or {}).get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if fj.get("non_converged"):
+        ids = ", ".join(r["run_id"] for r in fj["non_converged"])
+        console.print(f"[yellow]not converged (token cap):[/yellow] {ids}")
+    paths = result.get("paths", {})
+    if "report" in paths:
+        console.print(f"report: {paths['report']}")
+        console.print(f"outputs in {Path(paths['report']).parent}: {', '.join(fj.get('outputs', []))}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m scaling_analysis`` and the ``scaling-fit`` script."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import NoRecordsError
+
+    try:
+        result = run(args)
+    except (NoRecordsError, FileNotFoundError, ValueError, KeyError) as exc:
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"{parser.prog}: error: {msg.splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as exc:  # the fit itself failed (e.g. no finite objective at any start)
+        print(f"{parser.prog}: fit failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FIT_FAILED
+    print_summary(result)
+    return 0

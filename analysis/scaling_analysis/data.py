@@ -1,0 +1,602 @@
+"""Run records and external result tables -> one tidy DataFrame (one row per run) with a fixed schema.
+
+Fits, plots and reports read only this table, so they never depend on where the numbers came from
+(run records, a published CSV, a parquet written earlier). Every row filter or transformation that changes what
+gets fitted is a *preprocessing step*: it is applied by a function here, appended to
+``df.attrs["preprocessing"]`` and copied from there into the fit's ``preprocessing`` and ``fit.json``,
+so that no exclusion is ever silent (scaling-fits.md §5.7).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datascale.records import RunRecord, field_docs, find_records, write_record
+
+LOSS_METRICS = ("test_loss", "best_val_loss", "final_val_loss")
+N_DEFINITIONS = {"total": "params_total", "non_embedding": "params_non_embedding"}
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+class NoRecordsError(FileNotFoundError):
+    """A study directory without any usable run record (the message names the path)."""
+
+
+def _column_docs() -> dict[str, str]:
+    d = field_docs()
+    return {
+        "run_id": d["run_id"],
+        "study": d["study"],
+        "status": d["status"],
+        "seed": d["seed"],
+        "axis_<name>": "one column per swept axis: the value of `axes[<name>]` "
+        "(characters other than letters, digits and `_` become `_`). " + d["axes"],
+        "N": "model size used by fits: `params_total` by default ("
+        + d["params_total"]
+        + "); `n_definition='non_embedding'` uses `params_non_embedding` (recorded in preprocessing)",
+        "N_non_embedding": d["params_non_embedding"],
+        "U": d["unique_tokens"] + "; the scaling variable of a data-size study",
+        "D": d["tokens_seen"]
+        + "; tokens seen, not unique tokens (a data-size study trains many epochs, so D != U)",
+        "C": "approximate training compute in FLOP, 6 * N * D (records); for tables, as mapped or derived",
+        "epochs": d["epochs"],
+        "steps": d["steps"],
+        "converged": d["converged"],
+        "stop_reason": d["stop_reason"],
+        "loss": "the loss the fits use: a copy of `test_loss` unless `loss_metric` picks "
+        "`best_val_loss` or `final_val_loss` (recorded in preprocessing); nats per token",
+        "test_loss": d["test_loss"],
+        "best_val_loss": d["best_val_loss"],
+        "final_val_loss": d["final_val_loss"],
+        "val_loss_<domain>": d["val_loss_best"] + " (one column per domain)",
+        "test_loss_<domain>": d["test_loss_by_domain"] + " (one column per domain)",
+        "test_bpb_<domain>": d["test_bpb"] + " (one column per domain)",
+        "test_bpb_mean": d["test_bpb_mean"],
+        "tokens_at_best": d["tokens_at_best"],
+        "epochs_at_best": d["epochs_at_best"],
+        "wall_time_s": d["wall_time_s"],
+        "tokens_per_s": d["tokens_per_s"],
+        "code_version": d["code_version"],
+        "subset_hash": d["subset_hash"],
+        "tokenizer_hash": d["tokenizer_hash"],
+        "error": d["error"],
+        "condition": "a categorical condition (domain, mixture, quality level) for per-condition curves; "
+        "external tables map it, `domain_long` builds it from the per-domain columns",
+    }
+
+
+#: Every column of the tidy run table and what it means (rendered into the README and the report glossary).
+COLUMNS: dict[str, str] = _column_docs()
+
+_INT_COLUMNS = ("seed", "N", "N_non_embedding", "U", "D", "steps", "tokens_at_best")
+_FLOAT_COLUMNS = (
+    "C",
+    "epochs",
+    "loss",
+    "test_loss",
+    "best_val_loss",
+    "final_val_loss",
+    "test_bpb_mean",
+    "epochs_at_best",
+    "wall_time_s",
+    "tokens_per_s",
+)
+_STR_COLUMNS = (
+    "run_id",
+    "study",
+    "status",
+    "stop_reason",
+    "code_version",
+    "subset_hash",
+    "tokenizer_hash",
+    "error",
+)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", str(name))
+
+
+def _new_preprocessing(source: str, path: Path | str, **extra: Any) -> dict[str, Any]:
+    return {"source": source, "path": str(path), **extra, "steps": []}
+
+
+def preprocessing_of(df: pd.DataFrame) -> dict[str, Any]:
+    """The preprocessing record attached to a run table (an empty one if the table has none)."""
+    pre = df.attrs.get("preprocessing")
+    if pre is None:
+        return {"source": "dataframe", "steps": []}
+    return copy.deepcopy(pre)
+
+
+def _with_step(df: pd.DataFrame, pre: dict[str, Any], step: dict[str, Any]) -> pd.DataFrame:
+    pre = copy.deepcopy(pre)
+    pre.setdefault("steps", []).append(_jsonable(step))
+    pre["n_rows"] = len(df)
+    df.attrs["preprocessing"] = pre
+    return df
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain-JSON version of numpy/pandas scalars and containers (attrs end up in fit.json)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if value is pd.NA or value is None:
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+def record_row(
+    rec: RunRecord, *, loss_metric: str = "test_loss", n_definition: str = "total"
+) -> dict[str, Any]:
+    """One tidy row from one run record (the mapping documented in ``COLUMNS``)."""
+    n_total, n_ne = rec.params_total, rec.params_non_embedding
+    n = n_total if n_definition == "total" else n_ne
+    row: dict[str, Any] = {
+        "run_id": rec.run_id,
+        "study": rec.study,
+        "status": rec.status,
+        "seed": rec.seed,
+    }
+    for name, value in (rec.axes or {}).items():
+        row[f"axis_{_safe_name(name)}"] = value
+    row.update(
+        {
+            "N": n,
+            "N_non_embedding": n_ne,
+            "U": rec.unique_tokens,
+            "D": rec.tokens_seen,
+            "C": 6.0 * n * rec.tokens_seen if n is not None and rec.tokens_seen is not None else None,
+            "epochs": rec.epochs,
+            "steps": rec.steps,
+            "converged": rec.converged,
+            "stop_reason": rec.stop_reason,
+            "loss": getattr(rec, loss_metric),
+            "test_loss": rec.test_loss,
+            "best_val_loss": rec.best_val_loss,
+            "final_val_loss": rec.final_val_loss,
+        }
+    )
+    for prefix, values in (
+        ("val_loss_", rec.val_loss_best),
+        ("test_loss_", rec.test_loss_by_domain),
+        ("test_bpb_", rec.test_bpb),
+    ):
+        for domain, v in sorted((values or {}).items()):
+            row[prefix + _safe_name(domain)] = v
+    row.update(
+        {
+            "test_bpb_mean": rec.test_bpb_mean,
+            "tokens_at_best": rec.tokens_at_best,
+            "epochs_at_best": rec.epochs_at_best,
+            "wall_time_s": rec.wall_time_s,
+            "tokens_per_s": rec.tokens_per_s,
+            "code_version": rec.code_version,
+            "subset_hash": rec.subset_hash,
+            "tokenizer_hash": rec.tokenizer_hash,
+            "error": rec.error,
+        }
+    )
+    return row
+
+
+def _set_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    for col in _INT_COLUMNS:
+        if col in df:
+            df[col] = df[col].astype("int64" if df[col].notna().all() else "Int64")
+    float_cols = [*_FLOAT_COLUMNS, *[c for c in df if re.match(r"(val_loss|test_loss|test_bpb)_", c)]]
+    for col in float_cols:
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    if "converged" in df:
+        df["converged"] = df["converged"].astype("bool" if df["converged"].notna().all() else "boolean")
+    for col in _STR_COLUMNS:
+        if col in df:
+            df[col] = df[col].astype("str")
+    return df
+
+
+def load_records(
+    study_dir: Path | str,
+    *,
+    loss_metric: str = "test_loss",
+    n_definition: str = "total",
+    include_failed: bool = False,
+) -> pd.DataFrame:
+    """Tidy table of every finished run below ``study_dir`` (``runs/*/record.json``), sorted by U, seed, run id.
+
+    Reads only run records (never W&B files or run names). ``loss`` is a copy of ``loss_metric``; runs whose
+    loss is not finite are dropped by a recorded preprocessing step. Failed runs are left out unless
+    ``include_failed`` (then ``status`` tells them apart and they are never fitted by ``analyze_study``).
+    """
+    if loss_metric not in LOSS_METRICS:
+        raise ValueError(f"loss_metric={loss_metric!r}: must be one of {list(LOSS_METRICS)}")
+    if n_definition not in N_DEFINITIONS:
+        raise ValueError(f"n_definition={n_definition!r}: must be one of {list(N_DEFINITIONS)}")
+    root = Path(study_dir)
+    if not root.is_dir():
+        raise NoRecordsError(f"{root}: not a directory")
+    records = find_records(root, status=None)
+    all_found = len(records)
+    if not include_failed:
+        records = [r for r in records if r.status == "done"]
+    if not records:
+        raise NoRecordsError(
+            f"{root}: no {'' if include_failed else 'finished '}run records (looked for */record.json; "
+            f"found {all_found} record(s) in all)"
+        )
+    df = pd.DataFrame([record_row(r, loss_metric=loss_metric, n_definition=n_definition) for r in records])
+    df = _set_dtypes(df)
+    df = df.sort_values(["U", "seed", "run_id"], kind="stable").reset_index(drop=True)
+    pre = _new_preprocessing(
+        "records",
+        root,
+        loss_metric=loss_metric,
+        n_definition=f"{n_definition} ({N_DEFINITIONS[n_definition]})",
+        status_filter=None if include_failed else "done",
+        n_records_found=all_found,
+        n_rows_raw=len(df),
+        n_rows=len(df),
+    )
+    df.attrs["preprocessing"] = pre
+    bad = ~np.isfinite(df["loss"].to_numpy(dtype=float)) & (df["status"] == "done").to_numpy()
+    if bad.any():
+        dropped = df.loc[bad, "run_id"].tolist()
+        df = df.loc[~bad].reset_index(drop=True)
+        df = _with_step(
+            df,
+            pre,
+            {
+                "rule": "drop_nonfinite_loss",
+                "column": loss_metric,
+                "n_dropped": len(dropped),
+                "run_ids": dropped,
+            },
+        )
+    return df
+
+
+def save_runs(df: pd.DataFrame, path: Path | str) -> Path:
+    """Write the run table as parquet (``runs.parquet``); preprocessing travels in the file's metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = df.copy()
+    out.attrs = {"preprocessing": json.dumps(_jsonable(preprocessing_of(df)))}
+    out.to_parquet(path, index=False)
+    return path
+
+
+def read_runs(path: Path | str) -> pd.DataFrame:
+    """Read a ``runs.parquet`` written by ``save_runs``, restoring its preprocessing record."""
+    df = pd.read_parquet(path)
+    raw = df.attrs.get("preprocessing")
+    df.attrs = {"preprocessing": json.loads(raw) if isinstance(raw, str) else raw or {}}
+    if not df.attrs["preprocessing"]:
+        df.attrs["preprocessing"] = _new_preprocessing("table", path, n_rows_raw=len(df), n_rows=len(df))
+    return df
+
+
+# ---------------------------------------------------------------------------------------- preprocessing
+
+
+def derive(df: pd.DataFrame, name: str, expression: str) -> pd.DataFrame:
+    """Add a column computed by a pandas expression over other columns, e.g. ``derive(df, "D", "C / (6 * N)")``."""
+    pre = preprocessing_of(df)
+    try:
+        values = df.eval(expression, engine="python")
+    except Exception as exc:  # pandas raises several types; one clear message is what matters
+        raise ValueError(
+            f"derived column {name}={expression!r}: {exc} (columns: {list(df.columns)})"
+        ) from exc
+    out = df.copy()
+    out[name] = values
+    return _with_step(out, pre, {"rule": "derive", "column": name, "expression": expression})
+
+
+def exclude(df: pd.DataFrame, query: str, *, reason: str = "") -> pd.DataFrame:
+    """Drop the rows matching a pandas query (e.g. ``"N < 1e8"``), recording which and why."""
+    pre = preprocessing_of(df)
+    mask = df.eval(query, engine="python").astype(bool)
+    out = df.loc[~mask].reset_index(drop=True)
+    step = {"rule": "exclude", "query": query, "reason": reason, "n_dropped": int(mask.sum())}
+    return _with_step(out, pre, step)
+
+
+def drop_highest(df: pd.DataFrame, k: int, *, column: str = "loss") -> pd.DataFrame:
+    """Drop the ``k`` rows with the highest ``column`` (Epoch's outlier rule: keep ``loss < sorted(loss)[-k]``).
+
+    Ties at the cut-off are dropped too, exactly like Epoch's strict ``<``; the step records the cut-off and
+    the dropped values.
+    """
+    if k < 0:
+        raise ValueError(f"drop_highest={k}: must be >= 0")
+    pre = preprocessing_of(df)
+    if k == 0:
+        return df
+    if k >= len(df):
+        raise ValueError(f"drop_highest={k}: the table has only {len(df)} rows")
+    values = df[column].to_numpy(dtype=float)
+    cutoff = float(np.sort(values)[-k])
+    keep = values < cutoff
+    dropped = sorted(values[~keep].tolist())
+    out = df.loc[keep].reset_index(drop=True)
+    step = {
+        "rule": "drop_highest",
+        "column": column,
+        "k": k,
+        "cutoff": cutoff,
+        "n_dropped": len(dropped),
+        "dropped_values": dropped,
+        "max_kept": float(values[keep].max()),
+    }
+    return _with_step(out, pre, step)
+
+
+def collapse_min(
+    df: pd.DataFrame, over: str | Sequence[str], *, by: Sequence[str] | None = None, column: str = "loss"
+) -> pd.DataFrame:
+    """Keep, per cell, the row with the lowest ``column`` over a sweep (e.g. the best learning rate per (N, D)).
+
+    A cell is a distinct combination of ``by`` (default: the scaling variables N, D, U, C, condition present in
+    the table). Other columns come from the kept row, so the chosen sweep value stays visible.
+    """
+    over = [over] if isinstance(over, str) else list(over)
+    missing = [c for c in over if c not in df]
+    if missing:
+        raise ValueError(f"collapse_min_over={missing}: no such column (columns: {list(df.columns)})")
+    if by is None:
+        by = [c for c in ("N", "D", "U", "C", "condition") if c in df and c not in over]
+        # C is a function of N and D when both exist; grouping on it as well would only split float noise
+        if "N" in by and "D" in by and "C" in by:
+            by.remove("C")
+    by = list(by)
+    if not by:
+        raise ValueError("collapse_min: no cell columns (map N/D/U or pass by=...)")
+    pre = preprocessing_of(df)
+    idx = df.groupby(by, sort=True, dropna=False)[column].idxmin()
+    out = df.loc[idx.to_numpy()].reset_index(drop=True)
+    n_swept = int((df.groupby(by, dropna=False).size() > 1).sum())
+    step = {
+        "rule": "collapse_min",
+        "over": over,
+        "by": by,
+        "column": column,
+        "n_before": len(df),
+        "n_after": len(out),
+        "n_cells_swept": n_swept,
+    }
+    return _with_step(out, pre, step)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix == ".tsv":
+        return pd.read_csv(path, sep="\t")
+    if suffix in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+        return df
+    raise ValueError(f"{path}: unsupported table type {suffix!r} (use one of {list(TABLE_SUFFIXES)})")
+
+
+def parse_columns(spec: str | None) -> dict[str, str]:
+    """``'Model Size=N,loss=loss'`` -> ``{'Model Size': 'N', 'loss': 'loss'}`` (the CLI's ``--columns``)."""
+    if not spec:
+        return {}
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ValueError(f"--columns entry {part!r}: expected 'csv_column=variable'")
+        src, dst = part.rsplit("=", 1)
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def load_table(
+    path: Path | str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    derived: Mapping[str, str] | None = None,
+    exclude_query: str | None = None,
+    collapse_min_over: str | Sequence[str] | None = None,
+    cell: Sequence[str] | None = None,
+    drop_highest_k: int = 0,
+    n_definition: str | None = None,
+    loss: str = "loss",
+) -> pd.DataFrame:
+    """Any CSV/parquet of results -> the run-table schema, with every preprocessing step recorded.
+
+    ``columns`` maps source columns to schema names (``{"Model Size": "N", "Training FLOP": "C"}``); unmapped
+    columns are kept as they are (a sweep column to collapse, for instance). Steps run in a fixed order:
+    mapping, ``derived`` columns (``{"D": "C / (6 * N)"}``), ``exclude_query``, ``collapse_min_over`` (per
+    ``cell``), ``drop_highest_k``. Call ``derive``/``exclude``/``collapse_min``/``drop_highest`` yourself for
+    another order. ``n_definition`` is free text saying what N counts (e.g. "total parameters"); it is
+    recorded because it changes conclusions (scaling-fits.md §5.8).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = _read_table(path)
+    # a runs.parquet written by save_runs carries its own preprocessing: continue from it
+    prior = raw.attrs.get("preprocessing")
+    columns = dict(columns or {})
+    missing = [c for c in columns if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{path}: column(s) {missing} not in the table (columns: {list(raw.columns)})")
+    df = raw.rename(columns=columns)
+    dup = df.columns[df.columns.duplicated()].tolist()
+    if dup:
+        raise ValueError(f"{path}: mapping produces duplicate column(s) {dup}")
+    if isinstance(prior, str) and not columns:
+        pre = json.loads(prior)
+        pre.setdefault("steps", []).append({"rule": "reload", "path": str(path)})
+    else:
+        pre = _new_preprocessing(
+            "table",
+            path,
+            column_mapping=columns,
+            n_definition=n_definition,
+            n_rows_raw=len(raw),
+            n_rows=len(raw),
+        )
+    df.attrs = {"preprocessing": pre}
+    for name, expression in (derived or {}).items():
+        df = derive(df, name, expression)
+    if loss not in df:
+        raise ValueError(
+            f"{path}: no {loss!r} column after mapping (map one with columns={{'<csv column>': 'loss'}}; "
+            f"columns: {list(df.columns)})"
+        )
+    if loss != "loss":
+        df = df.copy()
+        df["loss"] = df[loss]
+        df = _with_step(df, preprocessing_of(df), {"rule": "loss_column", "column": loss})
+    df["loss"] = pd.to_numeric(df["loss"], errors="coerce").astype("float64")
+    bad = ~np.isfinite(df["loss"].to_numpy())
+    if bad.any():
+        pre = preprocessing_of(df)
+        df = df.loc[~bad].reset_index(drop=True)
+        df = _with_step(
+            df, pre, {"rule": "drop_nonfinite_loss", "column": "loss", "n_dropped": int(bad.sum())}
+        )
+    if exclude_query:
+        df = exclude(df, exclude_query, reason="exclude_query")
+    if collapse_min_over:
+        df = collapse_min(df, collapse_min_over, by=cell)
+    if drop_highest_k:
+        df = drop_highest(df, drop_highest_k)
+    return df
+
+
+def domain_long(df: pd.DataFrame, *, prefix: str = "test_loss_") -> pd.DataFrame:
+    """Per-domain columns (``test_loss_<domain>``) -> long rows with ``condition`` = domain and ``loss``.
+
+    For per-domain curves: every run appears once per domain; all non-per-domain columns are kept.
+    """
+    per_domain = re.compile(r"(val_loss|test_loss|test_bpb)_")
+    dom_cols = [c for c in df.columns if c.startswith(prefix) and c != "test_bpb_mean"]
+    if not dom_cols:
+        raise ValueError(f"no columns starting with {prefix!r} (columns: {list(df.columns)})")
+    keep = [c for c in df.columns if not per_domain.match(c) and c not in ("loss", "condition")]
+    long = df[keep + dom_cols].melt(
+        id_vars=keep, value_vars=dom_cols, var_name="condition", value_name="loss"
+    )
+    long["condition"] = long["condition"].str.removeprefix(prefix)
+    pre = preprocessing_of(df)
+    step = {"rule": "domain_long", "prefix": prefix, "domains": sorted(set(long["condition"]))}
+    return _with_step(long, pre, step)
+
+
+# ------------------------------------------------------------------------------------------- synthetic
+
+
+def write_synthetic_study(
+    study_dir: Path | str,
+    *,
+    sizes: Sequence[int] = (250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000),
+    seeds: Sequence[int] = (0, 1),
+    E: float = 2.0,
+    B: float = 400.0,
+    beta: float = 0.4,
+    noise: float = 0.01,
+    rng_seed: int = 0,
+    domains: Sequence[str] = ("literature", "code"),
+    study: str = "synthetic",
+    non_converged_sizes: Sequence[int] = (),
+    params_total: int = 905_000,
+) -> list[Path]:
+    """Write realistic RunRecord JSONs whose test loss follows ``E + B * U**-beta`` times log-normal noise.
+
+    For demos, notebooks and tests: the records go through ``datascale.records.write_record`` exactly like a
+    real study's, so everything downstream reads them the same way. Runs at ``non_converged_sizes`` hit the
+    token cap (``converged=False``).
+    """
+    rng = np.random.default_rng(rng_seed)
+    root = Path(study_dir)
+    paths = []
+    domain_offsets = np.linspace(-0.3, 0.3, num=max(len(domains), 1))
+    for u in sizes:
+        for seed in seeds:
+            clean = E + B * float(u) ** -beta
+            test = clean * float(np.exp(rng.normal(0.0, noise)))
+            val_best = test * float(np.exp(rng.normal(0.0, noise / 3)))
+            converged = u not in non_converged_sizes
+            epochs = float(np.clip(4e7 / u, 2.0, 100.0)) if converged else 100.0
+            batch = 8192
+            steps = round(epochs * u / batch)
+            tokens_seen = steps * batch
+            best_step = int(steps * (0.8 if converged else 1.0))
+            per_dom = {d: test + off for d, off in zip(domains, domain_offsets, strict=True)}
+            run_id = hashlib.sha256(f"{study}/{u}/{seed}".encode()).hexdigest()[:12]
+            rec = RunRecord(
+                run_id=run_id,
+                study=study,
+                status="done",
+                axes={"unique_tokens": int(u), "seed": int(seed)},
+                seed=int(seed),
+                created_at="2026-11-22T00:00:00+00:00",
+                code_version="synthetic",
+                config={"synthetic": {"E": E, "B": B, "beta": beta, "noise": noise}},
+                corpus_hash="synthetic-corpus",
+                tokenizer_hash="synthetic-tokenizer",
+                subset_hash=f"subset-{u}",
+                train_domains=list(domains),
+                eval_domains=list(domains),
+                params_total=params_total,
+                params_non_embedding=int(params_total * 0.7),
+                unique_tokens=int(u),
+                tokens_seen=tokens_seen,
+                epochs=tokens_seen / u,
+                steps=steps,
+                planned_steps=steps if not converged else int(steps * 1.5),
+                best_step=best_step,
+                tokens_at_best=best_step * batch,
+                epochs_at_best=best_step * batch / u,
+                converged=converged,
+                stop_reason="early_stopping" if converged else "token_cap",
+                best_val_loss=val_best,
+                final_val_loss=val_best * 1.01,
+                test_loss=test,
+                val_loss_best={d: v * val_best / test for d, v in per_dom.items()},
+                val_loss_final={d: v * 1.01 for d, v in per_dom.items()},
+                test_loss_by_domain=per_dom,
+                val_bpb_best={d: v / math.log(2) / 3.5 for d, v in per_dom.items()},
+                test_bpb={d: v / math.log(2) / 3.5 for d, v in per_dom.items()},
+                test_bpb_mean=test / math.log(2) / 3.5,
+                wall_time_s=tokens_seen / 8000.0,
+                train_time_s=tokens_seen / 8500.0,
+                tokens_per_s=8500.0,
+                world_size=1,
+                strategy="single",
+                accelerator="cpu",
+                precision="32-true",
+            )
+            paths.append(write_record(root / "runs" / run_id, rec))
+    return paths
