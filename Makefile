@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup scaling-study study analyze prepare test test-all lint bench clean clean-results
+.PHONY: help setup scaling-study study analyze prepare test test-all lint bench docs clean clean-results
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -58,3 +58,6 @@ clean-results: ## delete results/ (finished run records included!)
 
 clean: ## delete the virtualenv and caches (keeps results/)
 	rm -rf $(VENV) .cache
+
+docs: setup ## re-render the README's reference tables from the code
+	$(PY) docs/readme_tables.py
