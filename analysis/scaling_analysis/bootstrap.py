@@ -227,7 +227,8 @@ def bootstrap(
             std_errors[q] = math.nan
             continue
         intervals[q] = (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q)))
-        std_errors[q] = float(np.std(v, ddof=1))
+        with np.errstate(over="ignore"):  # a weakly identified coefficient (e.g. B ~ 1e36) has an infinite SE
+            std_errors[q] = float(np.std(v, ddof=1))
     return BootstrapResult(
         n_resamples=n_resamples,
         seed=seed,
