@@ -9,9 +9,10 @@ import re
 import sys
 from pathlib import Path
 
-from datascale.records import field_docs
 from scaling_analysis.data import COLUMNS
 from scaling_analysis.study import FIT_JSON_FIELDS
+
+from datascale.records import field_docs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

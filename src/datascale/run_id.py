@@ -16,6 +16,8 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset({"paths", "logger", "hydra", "run"
 #: Dotted keys below the top level that never change what a run computes.
 NON_IDENTITY_DOTTED: frozenset[str] = frozenset({
     "trainer.enable_progress_bar",
+    "trainer.progress_bar",
+    "trainer.progress_refresh_rate",
     "trainer.log_every_n_steps",
     "data.num_workers",
 })

@@ -57,7 +57,7 @@ class HeldoutSplit:
     """Per-domain validation and test sets of at least ``eval_bytes_per_domain`` bytes each; the rest trains."""
 
     seed: int = 1234
-    eval_bytes_per_domain: int = 24_000
+    eval_bytes_per_domain: int = 64_000
     train_domains: list[str] | None = None
 
     def __post_init__(self) -> None:

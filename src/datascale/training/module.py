@@ -1,0 +1,128 @@
+"""The Lightning module: next-token loss, exact per-domain nats and bits per byte, AdamW with warmup+cosine.
+
+Evaluation sums nats, target tokens and target bytes per domain over the whole (capped) eval set, reduces the
+sums over ranks, and only then divides: ``loss = nats / tokens`` and ``bpb = nats / (bytes * ln 2)`` are exact,
+not means of batch means. ``val/loss`` is the macro mean over domains (each domain counts the same) and is the
+early-stopping and checkpoint monitor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from datascale.model import GPT, GPTConfig
+from datascale.training.datamodule import IGNORE_INDEX
+from datascale.training.schedule import WarmupCosine
+
+OptimizerFactory = Callable[[Iterable[dict[str, Any]]], torch.optim.Optimizer]
+
+
+def param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on matrices and embeddings (>= 2-D) only; never on LayerNorm weights or biases."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class GPTLightningModule(pl.LightningModule):
+    def __init__(self, model_cfg: GPTConfig, optimizer: OptimizerFactory, schedule: WarmupCosine,
+                 planned_steps: int, warmup_steps: int, batch_tokens: int, unique_tokens: int,
+                 domains: list[str]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"model": model_cfg.to_dict(), "planned_steps": planned_steps,
+                                   "warmup_steps": warmup_steps, "batch_tokens": batch_tokens,
+                                   "unique_tokens": unique_tokens, "domains": list(domains)}, logger=False)
+        self.model = GPT(model_cfg)
+        self.optimizer_factory = optimizer
+        self.schedule = schedule
+        self.planned_steps = planned_steps
+        self.warmup_steps = warmup_steps
+        self.batch_tokens = batch_tokens
+        self.unique_tokens = unique_tokens
+        self.domains = list(domains)
+        self.eval_history: list[dict[str, Any]] = []  # one entry per validation (rank 0 and others alike)
+        self.test_results: dict[str, Any] | None = None
+        self._sums: torch.Tensor | None = None
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(idx, targets)
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def tokens_seen(self, steps: int | None = None) -> int:
+        return (self.global_step if steps is None else steps) * self.batch_tokens
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        loss = self.model(inputs, targets).mean()
+        tokens = self.tokens_seen(self.global_step + 1)  # after this update
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        self.log("tokens_seen", float(tokens))
+        self.log("epochs", tokens / self.unique_tokens, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(param_groups(self.model))
+        scheduler = self.schedule.build(optimizer, self.warmup_steps, self.planned_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+    def _start_eval(self) -> None:
+        # rows: summed nats, target tokens, target bytes; one column per domain
+        self._sums = torch.zeros(3, len(self.domains), dtype=torch.float64, device=self.device)
+
+    def _eval_step(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int) -> None:
+        inputs, targets, target_bytes = batch
+        losses = self.model(inputs, targets)
+        assert self._sums is not None
+        self._sums[0, dataloader_idx] += losses.double().sum()
+        self._sums[1, dataloader_idx] += (targets != IGNORE_INDEX).sum()
+        self._sums[2, dataloader_idx] += target_bytes.sum()
+
+    def _finish_eval(self, stage: str) -> dict[str, Any]:
+        assert self._sums is not None
+        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")
+        nats, tokens, nbytes = (sums[i].tolist() for i in range(3))
+        by_domain = {d: nats[i] / tokens[i] if tokens[i] else math.nan for i, d in enumerate(self.domains)}
+        bpb = {d: nats[i] / (nbytes[i] * math.log(2)) if nbytes[i] else math.nan
+               for i, d in enumerate(self.domains)}
+        macro = sum(by_domain.values()) / len(by_domain)
+        metrics = {}
+        for d in self.domains:
+            metrics[f"{stage}/{d}/loss"] = by_domain[d]
+            metrics[f"{stage}/{d}/bpb"] = bpb[d]
+        self.log_dict(metrics, prog_bar=False)
+        self.log(f"{stage}/loss", macro, prog_bar=True)
+        result = {"step": self.global_step, "tokens_seen": self.tokens_seen(), "loss": macro,
+                  "loss_by_domain": by_domain, "bpb_by_domain": bpb,
+                  "tokens_by_domain": dict(zip(self.domains, map(int, tokens), strict=True)),
+                  "bytes_by_domain": dict(zip(self.domains, map(int, nbytes), strict=True))}
+        self._sums = None
+        return result
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        result = self._finish_eval("val")
+        if not self.trainer.sanity_checking:
+            self.log("tokens_seen", float(self.tokens_seen()))
+            self.log("epochs", self.tokens_seen() / self.unique_tokens)
+            self.eval_history.append(result)
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._finish_eval("test")

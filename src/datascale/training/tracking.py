@@ -1,0 +1,143 @@
+"""Experiment tracking: W&B through Lightning's WandbLogger, plus ``<run_dir>/metrics.csv`` (always).
+
+Rules (docs/design.md, stack pitfalls): one W&B run per worker process group, id = run id (so a re-run of the same
+config resumes the same W&B run); only rank 0 talks to W&B and only through the logger (metrics via
+``self.log``, never ``wandb.log``); every metric is plotted against ``tokens_seen``; the run is always finished,
+with exit code 1 when the worker failed, so a crashed job never shows as "finished". W&B is a view: the record
+and metrics.csv are the source of truth, so the worker runs the same with W&B offline or disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger("datascale.training")
+
+WANDB_MODES = ("online", "offline", "disabled")
+METRICS_FILENAME = "metrics.csv"
+
+
+def resolve_wandb_mode(configured: str = "auto", env: Mapping[str, str] | None = None) -> str:
+    """``WANDB_MODE`` wins if set; then the config; ``auto`` means online with an API key, else offline.
+
+    Offline without a key because ``wandb.init`` in online mode without one fails the whole run.
+    """
+    env = os.environ if env is None else env
+    mode = env.get("WANDB_MODE") or configured
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    if mode == "auto":
+        mode = "online" if env.get("WANDB_API_KEY") else "offline"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"W&B mode {mode!r}: must be auto or one of {list(WANDB_MODES)}")
+    return mode
+
+
+def axis_tags(axes: Mapping[str, Any]) -> list[str]:
+    """W&B tags ``k=v`` (at most 64 characters each, W&B's limit)."""
+    return [f"{k}={v}"[:64] for k, v in axes.items()]
+
+
+def build_loggers(logger_cfg: Mapping[str, Any], run_dir: Path, run_id: str, study: str,
+                  axes: Mapping[str, Any], config: dict[str, Any]) -> tuple[list[Logger], WandbLogger | None]:
+    """``[CSVLogger -> run_dir/metrics.csv, WandbLogger?]``; the second value is the W&B logger or None."""
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    wandb_cfg = dict(logger_cfg.get("wandb") or {})
+    if not wandb_cfg.get("enabled", False):
+        return loggers, None
+    mode = resolve_wandb_mode(str(wandb_cfg.get("mode", "auto")))
+    wandb_logger = WandbLogger(
+        name=run_id, id=run_id, save_dir=str(run_dir), project=wandb_cfg.get("project", "datascale"),
+        entity=wandb_cfg.get("entity"), group=study, job_type="train", tags=axis_tags(axes), config=config,
+        mode=mode, resume="allow", log_model=False,
+    )
+    loggers.append(wandb_logger)
+    return loggers, wandb_logger
+
+
+def wandb_mode_of(wandb_logger: WandbLogger | None) -> str:
+    if wandb_logger is None:
+        return "disabled"
+    return str(wandb_logger._wandb_init.get("mode", "offline"))
+
+
+@rank_zero_only
+def define_token_axis(wandb_logger: WandbLogger | None) -> None:
+    """Plot every metric against ``tokens_seen`` (after Lightning's own ``trainer/global_step`` definition)."""
+    if wandb_logger is None or wandb_mode_of(wandb_logger) == "disabled":
+        return
+    run = wandb_logger.experiment  # creating the run makes Lightning define its step metric first
+    run.define_metric("tokens_seen")
+    run.define_metric("*", step_metric="tokens_seen", step_sync=True)
+
+
+def wandb_info(wandb_logger: WandbLogger | None, run_dir: Path) -> dict[str, Any]:
+    """What the record says about the W&B run (ids and where the local files are)."""
+    if wandb_logger is None:
+        return {"mode": "disabled"}
+    init = wandb_logger._wandb_init
+    return {"id": init.get("id"), "project": init.get("project"), "entity": init.get("entity"),
+            "group": init.get("group"), "mode": wandb_mode_of(wandb_logger), "dir": str(run_dir / "wandb")}
+
+
+#: Record fields copied into the W&B run summary (so the W&B table matches the records).
+SUMMARY_FIELDS = ("status", "best_val_loss", "final_val_loss", "test_loss", "test_bpb_mean", "unique_tokens",
+                  "tokens_seen", "epochs", "steps", "planned_steps", "best_step", "tokens_at_best",
+                  "epochs_at_best", "converged", "stop_reason", "params_total", "params_non_embedding",
+                  "wall_time_s", "train_time_s", "tokens_per_s", "world_size", "code_version", "corpus_hash",
+                  "tokenizer_hash", "subset_hash")
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+@rank_zero_only
+def finish_wandb(wandb_logger: WandbLogger | None, exit_code: int, record: dict[str, Any] | None = None,
+                 record_path: Path | None = None, artifacts: Any = None, log_artifacts: bool = True) -> None:
+    """Summary metrics, artifact lineage (data manifests in, record.json out), then ``finish(exit_code)``.
+
+    Called from the worker's ``finally``. Errors while logging extras are logged and swallowed so that
+    ``finish`` always runs; a disabled or never-started run is left alone.
+    """
+    if wandb_logger is None or wandb_mode_of(wandb_logger) == "disabled" or wandb_logger._experiment is None:
+        return
+    run = wandb_logger.experiment
+    try:
+        if record is not None:
+            # per-domain test values are already in the summary as the last logged test/<domain>/* metrics
+            run.summary.update({k: _finite_or_none(record[k]) for k in SUMMARY_FIELDS if k in record})
+        if log_artifacts:
+            _log_lineage(run, wandb_logger, record_path, artifacts)
+    except Exception:  # tracking extras must never turn a finished run into a crash
+        log.exception("W&B summary/artifacts failed (the record is unaffected)")
+    finally:
+        run.finish(exit_code=exit_code)
+
+
+def _log_lineage(run: Any, wandb_logger: WandbLogger, record_path: Path | None, artifacts: Any) -> None:
+    import wandb
+
+    if artifacts is not None:
+        if wandb_mode_of(wandb_logger) == "online":  # W&B cannot declare inputs offline ("use_artifact")
+            data = wandb.Artifact(f"data-{artifacts.subset_hash[:16]}", type="dataset", metadata={
+                "corpus_hash": artifacts.corpus_hash, "tokenizer_hash": artifacts.tokenizer_hash,
+                "subset_hash": artifacts.subset_hash, "unique_tokens": artifacts.unique_tokens,
+                "vocab_size": artifacts.vocab_size})
+            data.add_file(str(artifacts.subset_manifest), name="subset_manifest.json")
+            data.add_file(str(artifacts.corpus_manifest), name="corpus_manifest.json")
+            run.use_artifact(data)
+        else:
+            log.info("W&B %s: data artifacts not declared as inputs (hashes are in the config and summary)",
+                     wandb_mode_of(wandb_logger))
+    if record_path is not None and Path(record_path).exists():
+        out = wandb.Artifact(f"record-{run.id}", type="run-record")
+        out.add_file(str(record_path), name="record.json")
+        run.log_artifact(out)
