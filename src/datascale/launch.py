@@ -32,7 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from datascale import CONF_DIR
 from datascale.config_errors import ConfigError, require
-from datascale.records import RECORD_FILENAME, atomic_write_json, is_done, read_record
+from datascale.data.atomic import atomic_write_json
+from datascale.records import RECORD_FILENAME, is_done, read_record
 from datascale.run_id import run_identity
 
 log = logging.getLogger("datascale.launch")

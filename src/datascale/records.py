@@ -8,11 +8,11 @@ records without importing the training stack.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from datascale.data.atomic import atomic_write_json
 
 SCHEMA_VERSION = 1
 RECORD_FILENAME = "record.json"
@@ -105,21 +105,6 @@ def field_docs() -> dict[str, str]:
 
 class RecordExistsError(FileExistsError):
     """Raised instead of overwriting a finished run's record."""
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_record(run_dir: Path, record: RunRecord) -> Path:

@@ -1,6 +1,6 @@
-"""Atomic file writes for cache artifacts: readers see the old file or the new one, never half of one.
+"""Atomic file writes: readers see the old file or the new one, never half of one.
 
-(``datascale.records`` has the same helper, but data preparation must not import a later pipeline stage.)
+Used by the data cache and, downstream, by run records (``datascale.records``).
 """
 
 from __future__ import annotations
