@@ -202,11 +202,7 @@ def test_partial_mapping_gives_missing_values_not_errors():
 
 
 def test_wandb_table_equals_records_table(tmp_path):
-    """Same frame (columns, dtypes, values, order) from W&B as from the records, but for ``val_loss_<domain>``.
-
-    The tracker's summary has no per-domain validation loss at the best checkpoint, so those columns are
-    absent; with a ``val_loss_best`` mapping in the summary the frames are identical.
-    """
+    """Same frame (columns, dtypes, values, order) from the tracker's W&B summaries as from the records."""
     records = [make_record(u, s) for u in (64_000, 16_000, 32_000) for s in (0, 1)]
     for record in records:
         write_record(tmp_path / "runs" / record.run_id, record)
@@ -215,19 +211,13 @@ def test_wandb_table_equals_records_table(tmp_path):
 
     from_wandb = load_wandb_runs("me/datascale", group="data_size", api=api)
 
-    val_best = [c for c in from_records.columns if c.startswith("val_loss_")]
-    assert val_best == ["val_loss_code", "val_loss_literature"]
-    pd.testing.assert_frame_equal(from_wandb, from_records.drop(columns=val_best))
+    assert [c for c in from_wandb.columns if c.startswith("val_loss_")] == ["val_loss_code", "val_loss_literature"]
+    pd.testing.assert_frame_equal(from_wandb, from_records)
     assert from_wandb["U"].tolist() == [16_000, 16_000, 32_000, 32_000, 64_000, 64_000]
     assert from_wandb["converged"].dtype == bool
     pre = from_wandb.attrs["preprocessing"]
     assert pre["source"] == "wandb" and pre["n_runs_found"] == 6 and pre["n_rows"] == 6 and pre["steps"] == []
     assert api.calls == [("me/datascale", {"group": "data_size"})]
-
-    with_best = [
-        fake_run(r, summary={**tracker_summary(r), "val_loss_best": r.val_loss_best}) for r in records
-    ]
-    pd.testing.assert_frame_equal(load_wandb_runs("me/datascale", api=FakeApi(with_best)), from_records)
 
 
 def test_metric_named_summary_fills_record_fields():

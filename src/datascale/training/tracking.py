@@ -92,7 +92,7 @@ SUMMARY_FIELDS = ("status", "best_val_loss", "final_val_loss", "test_loss", "tes
                   "tokens_seen", "epochs", "steps", "planned_steps", "best_step", "tokens_at_best",
                   "epochs_at_best", "converged", "stop_reason", "params_total", "params_non_embedding",
                   "wall_time_s", "train_time_s", "tokens_per_s", "world_size", "code_version", "corpus_hash",
-                  "tokenizer_hash", "subset_hash")
+                  "tokenizer_hash", "subset_hash", "val_loss_best", "test_loss_by_domain", "test_bpb")
 
 
 def _finite_or_none(value: Any) -> Any:
