@@ -216,6 +216,9 @@ def scaling_check(
                 "and do not extrapolate it. "
             )
         sentence = verdict + facts
+    curvature = loglog_curvature(xs, ys)
+    if looks and curvature["shape"] != "straight":
+        sentence += " " + curvature["sentence"]
     return _jsonable(
         {
             "x": x,
@@ -227,8 +230,45 @@ def scaling_check(
             "looks_like_scaling": looks,
             "identified": identified,
             "sentence": sentence,
+            "loglog_slopes": {"lower_half": curvature["lower_slope"], "upper_half": curvature["upper_slope"]},
+            "shape": curvature["shape"],
         }
     )
+
+
+def loglog_curvature(xs: np.ndarray, ys: np.ndarray, tolerance: float = 0.25) -> dict[str, Any]:
+    """Does the log-log curve steepen or flatten? Slopes of log loss vs log x over the lower and upper half of sizes.
+
+    A curve that flattens bends towards an irreducible loss, as a saturating law expects. One that steepens means
+    the smallest sizes sit in the small-data region (Hestness et al. 2017) where loss falls slower than in the
+    power-law region, so a law fitted across both under-predicts the gains at larger sizes.
+    """
+    sizes = np.unique(xs)
+    out: dict[str, Any] = {"lower_slope": math.nan, "upper_slope": math.nan, "shape": "unknown", "sentence": ""}
+    if len(sizes) < 4:
+        return out
+    mean_log_loss = np.array([np.mean(np.log(ys[xs == v])) for v in sizes])
+    half = len(sizes) // 2
+    lower = float(np.polyfit(np.log(sizes[: half + 1]), mean_log_loss[: half + 1], 1)[0])
+    upper = float(np.polyfit(np.log(sizes[half:]), mean_log_loss[half:], 1)[0])
+    out.update(lower_slope=lower, upper_slope=upper)
+    if lower < 0 and upper < lower * (1 + tolerance):
+        out["shape"] = "steepens"
+        out["sentence"] = (
+            f"The log-log slope steepens from {lower:.3f} over the smaller half of the sizes to {upper:.3f} over "
+            "the larger half: the smallest subsets sit in the small-data region (Hestness et al. 2017), so a "
+            "single power law fitted across the range under-predicts the gains at larger sizes (see the held-out "
+            "error); add larger sizes, or fit only the upper part, before extrapolating."
+        )
+    elif lower < 0 and upper > lower * (1 - tolerance):
+        out["shape"] = "flattens"
+        out["sentence"] = (
+            f"The log-log slope flattens from {lower:.3f} to {upper:.3f}: the curve bends towards an irreducible "
+            "loss, as a saturating law expects."
+        )
+    else:
+        out["shape"] = "straight"
+    return out
 
 
 def _prediction_derived(

@@ -164,3 +164,19 @@ def test_render_report_from_a_minimal_fit_json() -> None:
     assert "| alpha_D | 0.0951234567891234 | [0.09, 0.1] | 0.0025 |" in md
     assert "Skipped: 2 distinct U values" in md and "⚠ few points" in md
     assert "**drop_highest**: k=1, cutoff=5.0" in md and "![scaling_curve](scaling_curve.png)" in md
+
+
+def test_loglog_curvature_tells_steepening_from_flattening_and_straight():
+    import numpy as np
+
+    from scaling_analysis.study import loglog_curvature
+
+    sizes = np.array([4e3, 8e3, 1.6e4, 3.2e4, 6.4e4, 1.28e5, 2.56e5])
+    # the default study's measured test losses (small-data region bending into the power-law region)
+    measured = np.array([7.29, 6.94, 6.66, 6.26, 5.82, 5.35, 4.60])
+    steep = loglog_curvature(sizes, measured)
+    assert steep["shape"] == "steepens" and steep["upper_slope"] < steep["lower_slope"] < 0
+    assert "small-data region" in steep["sentence"]
+    assert loglog_curvature(sizes, 3 + 50 * sizes**-0.3)["shape"] == "flattens"
+    assert loglog_curvature(sizes, 10 * sizes**-0.1)["shape"] == "straight"
+    assert loglog_curvature(sizes[:3], measured[:3])["shape"] == "unknown"
