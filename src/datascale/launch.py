@@ -85,6 +85,8 @@ def validate_config(cfg: DictConfig) -> dict[str, Any]:
     leaves["training"].validate(seq_len=leaves["model"].seq_len, world_size=leaves["strategy"].devices,
                                 unique_tokens=leaves["subset"].unique_tokens)
     _check_optimizer(cfg.optim)
+    require(leaves["strategy"].num_nodes == 1, "strategy.num_nodes", leaves["strategy"].num_nodes,
+            "must be 1: multi-node launch (SLURM, num_nodes) is not supported yet")
     study = cfg.study.name
     if not isinstance(study, str) or not study or "/" in study:
         raise ConfigError("study.name", study, "must be a non-empty name without '/'")
@@ -111,9 +113,9 @@ def axis_values(cfg: DictConfig) -> dict[str, Any]:
     return {axis.split(".")[-1]: OmegaConf.select(cfg, axis) for axis in cfg.study.axes}
 
 
-def torchrun_command(resolved_path: Path, nproc_per_node: int, num_nodes: int = 1) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone" if num_nodes == 1 else "",
-            f"--nnodes={num_nodes}", f"--nproc_per_node={nproc_per_node}",
+def torchrun_command(resolved_path: Path, nproc_per_node: int) -> list[str]:
+    """One node, ``nproc_per_node`` ranks, a free rendezvous port (so parallel jobs never collide)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
             "-m", "datascale.training.worker", str(resolved_path)]
 
 
@@ -159,7 +161,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         resolved_path = run_dir / "resolved.yaml"
         OmegaConf.save(OmegaConf.create(resolved), resolved_path)
         devices = int(cfg.strategy.devices)
-        cmd = [c for c in torchrun_command(resolved_path, devices, int(cfg.strategy.num_nodes)) if c]
+        cmd = torchrun_command(resolved_path, devices)
         log.info("train %s %s -> %s", run_id, summary["axes"], run_dir)
         started = time.time()
         proc = subprocess.run(cmd, env=worker_env(devices), check=False)
