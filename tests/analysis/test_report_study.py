@@ -168,7 +168,6 @@ def test_render_report_from_a_minimal_fit_json() -> None:
 
 def test_loglog_curvature_tells_steepening_from_flattening_and_straight():
     import numpy as np
-
     from scaling_analysis.study import loglog_curvature
 
     sizes = np.array([4e3, 8e3, 1.6e4, 3.2e4, 6.4e4, 1.28e5, 2.56e5])
