@@ -211,18 +211,25 @@ class _Problem:
             return self.weights[None, :]
         return self.weights if rows is None else self.weights[rows]
 
+    def _huber_terms(self, lp: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-point Huber loss and its derivative (both weighted) for log predictions ``lp`` [S, n].
+
+        huber(r) = psi·(r − psi/2) with psi = clip(r, −δ, δ): one expression for both branches.
+        """
+        r = lp - self.log_y[None, :]
+        psi = np.clip(r, -self.delta, self.delta)
+        rho = psi * (r - 0.5 * psi)
+        w = self._w(rows)
+        if w is not None:
+            rho *= w
+            psi *= w
+        return rho, psi
+
     def fg(self, z: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Objective [S] and gradient [S, k] for a batch of free-theta rows."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             lp, jac = self.law.log_predict(self.full(z), self.X, grad=True)
-            r = lp - self.log_y[None, :]
-            psi = np.clip(r, -self.delta, self.delta)
-            # huber(r) = psi·(r − psi/2) with psi = clip(r, −δ, δ): one expression for both branches
-            rho = psi * (r - 0.5 * psi)
-            w = self._w(rows)
-            if w is not None:
-                rho *= w
-                psi *= w
+            rho, psi = self._huber_terms(lp, rows)
             f = rho.sum(axis=1)
             g = np.empty((lp.shape[0], self.k))
             for j, p in enumerate(self.free):
@@ -235,13 +242,7 @@ class _Problem:
     def f(self, z: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             lp, _ = self.law.log_predict(self.full(z), self.X, grad=False)
-            r = lp - self.log_y[None, :]
-            psi = np.clip(r, -self.delta, self.delta)
-            rho = psi * (r - 0.5 * psi)
-            w = self._w(rows)
-            if w is not None:
-                rho = rho * w
-            f = rho.sum(axis=1)
+            f = self._huber_terms(lp, rows)[0].sum(axis=1)
         f[~np.isfinite(f)] = np.inf
         return f
 

@@ -23,6 +23,9 @@ from matplotlib.ticker import FuncFormatter
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 HOLDOUT_COLOR = "#d62728"
+#: hollow stars: runs left out of the fit and predicted by it
+HOLDOUT_MARKER = {"marker": "*", "s": 170, "facecolors": "none", "edgecolors": HOLDOUT_COLOR, "linewidths": 1.3,
+                  "zorder": 5}
 MAX_CURVES = 8  # more distinct values of a law's other variables than this: predictions per run, not curves
 DPI = 120
 
@@ -328,12 +331,7 @@ def scaling_curve(
             ax.scatter(
                 xs,
                 test[obs_col],
-                marker="*",
-                s=170,
-                facecolors="none",
-                edgecolors=HOLDOUT_COLOR,
-                linewidths=1.3,
-                zorder=5,
+                **HOLDOUT_MARKER,
                 label="held out (fit without them)",
             )
             ax.scatter(
@@ -378,12 +376,7 @@ def residuals(
         ax.scatter(
             test[x],
             100.0 * (test[obs_col].to_numpy(dtype=float) / test[pc].to_numpy(dtype=float) - 1.0),
-            marker="*",
-            s=170,
-            facecolors="none",
-            edgecolors=HOLDOUT_COLOR,
-            linewidths=1.3,
-            zorder=5,
+            **HOLDOUT_MARKER,
             label="held out (vs the fit without them)",
         )
     ax.axhline(0.0, color="k", lw=0.8)
