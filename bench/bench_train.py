@@ -55,8 +55,11 @@ def plain_loop(cfg: GPTConfig, steps: int, warmup: int) -> dict[str, float]:
         optimizer.step()
         scheduler.step()
     seconds = time.perf_counter() - start
-    return {"tokens_per_s": steps * BATCH_TOKENS / seconds, "ms_per_step": 1000 * seconds / steps,
-            "final_loss": float(loss)}
+    return {
+        "tokens_per_s": steps * BATCH_TOKENS / seconds,
+        "ms_per_step": 1000 * seconds / steps,
+        "final_loss": float(loss),
+    }
 
 
 def lightning_path(cfg: GPTConfig, steps: int, warmup: int) -> dict[str, float]:
@@ -67,8 +70,9 @@ def lightning_path(cfg: GPTConfig, steps: int, warmup: int) -> dict[str, float]:
     evals = {"a": {"val": rng.integers(0, VOCAB, 1000), "test": rng.integers(0, VOCAB, 1000)}}
     dm = TokenDataModule(_data(), evals, np.ones(VOCAB, dtype=np.int64), SEQ_LEN, protocol, seed=0)
     optimizer = functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    module = GPTLightningModule(cfg, optimizer, WarmupCosine(0.1), steps + warmup, 10, BATCH_TOKENS,
-                                len(dm.train_tokens), dm.domains)
+    module = GPTLightningModule(
+        cfg, optimizer, WarmupCosine(0.1), steps + warmup, 10, BATCH_TOKENS, len(dm.train_tokens), dm.domains
+    )
     timer = TrainThroughput()
 
     class SkipWarmup(pl.Callback):
@@ -78,14 +82,26 @@ def lightning_path(cfg: GPTConfig, steps: int, warmup: int) -> dict[str, float]:
                 self.started = time.perf_counter()
 
     skip = SkipWarmup()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + warmup, limit_val_batches=0,
-                         gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=10,
-                         callbacks=[timer, skip])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps + warmup,
+        limit_val_batches=0,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        callbacks=[timer, skip],
+    )
     trainer.fit(module, datamodule=dm)
     wall = time.perf_counter() - skip.started
-    return {"tokens_per_s": timer.tokens_per_s(BATCH_TOKENS), "tokens_per_s_wall": steps * BATCH_TOKENS / wall,
-            "ms_per_step": 1000 * timer.seconds / max(1, timer.batches)}
+    return {
+        "tokens_per_s": timer.tokens_per_s(BATCH_TOKENS),
+        "tokens_per_s_wall": steps * BATCH_TOKENS / wall,
+        "ms_per_step": 1000 * timer.seconds / max(1, timer.batches),
+    }
 
 
 def compare(cfg: GPTConfig, threads: int, steps: int, warmup: int, repeats: int) -> dict[str, Any]:
@@ -96,10 +112,14 @@ def compare(cfg: GPTConfig, threads: int, steps: int, warmup: int, repeats: int)
         plain.append(plain_loop(cfg, steps, warmup)["tokens_per_s"])
         lightning.append(lightning_path(cfg, steps, warmup)["tokens_per_s_wall"])
     best_plain, best_lightning = max(plain), max(lightning)
-    return {"threads": threads, "plain_tokens_per_s": round(best_plain),
-            "lightning_tokens_per_s": round(best_lightning),
-            "lightning_overhead_pct": round(100 * (1 - best_lightning / best_plain), 1),
-            "plain_all": [round(v) for v in plain], "lightning_all": [round(v) for v in lightning]}
+    return {
+        "threads": threads,
+        "plain_tokens_per_s": round(best_plain),
+        "lightning_tokens_per_s": round(best_lightning),
+        "lightning_overhead_pct": round(100 * (1 - best_lightning / best_plain), 1),
+        "plain_all": [round(v) for v in plain],
+        "lightning_all": [round(v) for v in lightning],
+    }
 
 
 def run(steps: int = 30, warmup: int = 5, repeats: int = 2) -> dict[str, Any]:
@@ -111,9 +131,14 @@ def run(steps: int = 30, warmup: int = 5, repeats: int = 2) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0))
     load_before = os.getloadavg()[0]
     results = {f"threads_{t}": compare(cfg, t, steps, warmup, repeats) for t in sorted({1, cores})}
-    return {"model": "gpt_0p9m", "params_total": params["total"], "batch_tokens": BATCH_TOKENS,
-            "steps_timed": steps, **results,
-            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "model": "gpt_0p9m",
+        "params_total": params["total"],
+        "batch_tokens": BATCH_TOKENS,
+        "steps_timed": steps,
+        **results,
+        "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 if __name__ == "__main__":

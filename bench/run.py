@@ -43,9 +43,12 @@ def main() -> None:
             traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         results[name]["bench_wall_s"] = round(time.perf_counter() - started, 2)
-        results[name]["peak_rss_mib_so_far"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        results[name]["peak_rss_mib_so_far"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
         results[name]["peak_rss_children_mib"] = round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        )
         print(json.dumps(results[name], indent=2, default=str), flush=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}")

@@ -26,7 +26,8 @@ def _table(header: tuple[str, str], rows: dict[str, str]) -> str:
 def sections() -> dict[str, str]:
     return {
         "RECORD_COLUMNS": "### Run record (`runs/<run_id>/record.json`)\n\nOne JSON object per run, written "
-        "atomically when the run finishes; `datascale.records.RunRecord`.\n\n" + _table(("field", "meaning"), field_docs()),
+        "atomically when the run finishes; `datascale.records.RunRecord`.\n\n"
+        + _table(("field", "meaning"), field_docs()),
         "RUNS_COLUMNS": "### Run table (`runs.parquet`)\n\nOne row per run, built from the records by "
         "`scaling_analysis.data.load_records` (or from a W&B group / any CSV with a column mapping).\n\n"
         + _table(("column", "meaning"), COLUMNS),

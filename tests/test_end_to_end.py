@@ -22,15 +22,32 @@ OUTPUTS = ("runs.parquet", "fit.json", "report.md", "scaling_curve.png")
 def run_study(study: str, tmp: Path, *overrides: str, timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb-home")}
     return subprocess.run(
-        [sys.executable, "-m", "datascale.launch", "--config-dir", str(SWEEPS_DIR), "--config-name", study,
-         f"paths.results_dir={tmp / 'results'}", f"paths.cache_dir={tmp / 'cache'}", *overrides],
-        capture_output=True, text=True, env=env, timeout=timeout,
+        [
+            sys.executable,
+            "-m",
+            "datascale.launch",
+            "--config-dir",
+            str(SWEEPS_DIR),
+            "--config-name",
+            study,
+            f"paths.results_dir={tmp / 'results'}",
+            f"paths.cache_dir={tmp / 'cache'}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
 def analyze(study_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scaling_analysis", str(study_dir), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "scaling_analysis", str(study_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_two_size_study_end_to_end_and_rerun_trains_nothing(tmp_path):
@@ -64,8 +81,10 @@ def test_two_size_study_end_to_end_and_rerun_trains_nothing(tmp_path):
     log = second.stdout + second.stderr
     assert log.count("already done") == 2
     assert " - train " not in log
-    assert {r.run_id: (study_dir / "runs" / r.run_id / "record.json").stat().st_mtime_ns
-            for r in find_records(study_dir)} == mtimes
+    assert {
+        r.run_id: (study_dir / "runs" / r.run_id / "record.json").stat().st_mtime_ns
+        for r in find_records(study_dir)
+    } == mtimes
 
 
 @pytest.mark.slow

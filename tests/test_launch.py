@@ -61,13 +61,16 @@ def test_every_study_file_composes_and_every_point_validates(study):
 def _compose_study(study: str, overrides: list[str]):
     """Compose sweeps/<study>.yaml with conf/ on the search path, as `--config-dir sweeps` does."""
     with initialize_config_dir(str(SWEEPS_DIR), version_base="1.3"):
-        return compose(study, overrides=[*overrides, f"hydra.searchpath=[file://{CONF_DIR}]"],
-                       return_hydra_config=True)
+        return compose(
+            study, overrides=[*overrides, f"hydra.searchpath=[file://{CONF_DIR}]"], return_hydra_config=True
+        )
 
 
 def test_default_study_spans_six_sizes_over_one_and_a_half_decades():
     cfg = _compose_study("data_size", [])
-    sizes = sorted({int(dict(o.split("=") for o in job)["subset.unique_tokens"]) for job in sweep_job_overrides(cfg)})
+    sizes = sorted(
+        {int(dict(o.split("=") for o in job)["subset.unique_tokens"]) for job in sweep_job_overrides(cfg)}
+    )
     assert len(sizes) >= 6
     assert sizes[-1] / sizes[0] >= 10**1.5
 
@@ -93,10 +96,22 @@ def test_a_bad_point_stops_the_sweep_before_anything_trains(tmp_path):
     """One invalid size in the grid: the whole study fails in seconds with one line, and no run dir exists."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.run(
-        [sys.executable, "-m", "datascale.launch", "--config-dir", str(SWEEPS_DIR), "--config-name", "smoke",
-         "subset.unique_tokens=2000,-7", f"paths.results_dir={tmp_path / 'results'}",
-         f"paths.cache_dir={tmp_path / 'cache'}"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "datascale.launch",
+            "--config-dir",
+            str(SWEEPS_DIR),
+            "--config-name",
+            "smoke",
+            "subset.unique_tokens=2000,-7",
+            f"paths.results_dir={tmp_path / 'results'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode != 0
     assert "subset.unique_tokens=-7: must be a positive integer" in proc.stderr

@@ -17,8 +17,11 @@ def test_readme_starts_with_the_two_commands():
 
 
 def test_reference_tables_match_the_code():
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "docs" / "readme_tables.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "docs" / "readme_tables.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 

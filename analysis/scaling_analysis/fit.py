@@ -1041,8 +1041,12 @@ def _warnings_for(
     if start_info.get("kind", "").startswith("grid"):
         # Data-adaptive grids derive coefficient starts by least squares from (E, exponent) pairs, so only the
         # coordinates such a grid really spans are checked; Hoffmann's fixed grid spans all of them.
-        spanned = [i for i in free if law.name == "chinchilla"
-                   or not (law.params[i] in law.log_params and law.params[i] != law.asymptote)]
+        spanned = [
+            i
+            for i in free
+            if law.name == "chinchilla"
+            or not (law.params[i] in law.log_params and law.params[i] != law.asymptote)
+        ]
         for i in spanned:
             nm = names[i]
             if nm in gmin and gmax[nm] > gmin[nm] and not gmin[nm] <= theta[i] <= gmax[nm]:

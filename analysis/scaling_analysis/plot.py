@@ -24,8 +24,14 @@ from matplotlib.ticker import FuncFormatter
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 HOLDOUT_COLOR = "#d62728"
 #: hollow stars: runs left out of the fit and predicted by it
-HOLDOUT_MARKER = {"marker": "*", "s": 170, "facecolors": "none", "edgecolors": HOLDOUT_COLOR, "linewidths": 1.3,
-                  "zorder": 5}
+HOLDOUT_MARKER = {
+    "marker": "*",
+    "s": 170,
+    "facecolors": "none",
+    "edgecolors": HOLDOUT_COLOR,
+    "linewidths": 1.3,
+    "zorder": 5,
+}
 MAX_CURVES = 8  # more distinct values of a law's other variables than this: predictions per run, not curves
 DPI = 120
 

@@ -244,7 +244,12 @@ def loglog_curvature(xs: np.ndarray, ys: np.ndarray, tolerance: float = 0.25) ->
     power-law region, so a law fitted across both under-predicts the gains at larger sizes.
     """
     sizes = np.unique(xs)
-    out: dict[str, Any] = {"lower_slope": math.nan, "upper_slope": math.nan, "shape": "unknown", "sentence": ""}
+    out: dict[str, Any] = {
+        "lower_slope": math.nan,
+        "upper_slope": math.nan,
+        "shape": "unknown",
+        "sentence": "",
+    }
     if len(sizes) < 4:
         return out
     mean_log_loss = np.array([np.mean(np.log(ys[xs == v])) for v in sizes])

@@ -31,18 +31,30 @@ def require(condition: bool, field: str, value: Any, allowed: str) -> None:
 
 
 def require_positive_int(field: str, value: Any) -> None:
-    require(isinstance(value, int) and not isinstance(value, bool) and value > 0, field, value,
-            "must be a positive integer")
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        field,
+        value,
+        "must be a positive integer",
+    )
 
 
 def require_positive(field: str, value: Any) -> None:
-    require(isinstance(value, int | float) and not isinstance(value, bool) and value > 0, field, value,
-            "must be a positive number")
+    require(
+        isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
+        field,
+        value,
+        "must be a positive number",
+    )
 
 
 def require_in_range(field: str, value: Any, low: float, high: float) -> None:
-    require(isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high, field, value,
-            f"must be a number in [{low}, {high}]")
+    require(
+        isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high,
+        field,
+        value,
+        f"must be a number in [{low}, {high}]",
+    )
 
 
 def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:

@@ -41,8 +41,17 @@ log = logging.getLogger("datascale.launch")
 #: Config groups whose leaves are instantiated (and so validated) before any compute is spent.
 VALIDATED_GROUPS = ("source", "split", "tokenizer", "subset", "model", "schedule", "training", "strategy")
 #: Environment variables of an enclosing distributed job that must not leak into the torchrun we start.
-DISTRIBUTED_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
-                   "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+DISTRIBUTED_ENV = (
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+)
 
 
 class LaunchError(RuntimeError):
@@ -57,8 +66,9 @@ def _leaf_error(group: str, exc: Exception) -> ConfigError:
     if isinstance(cause, ConfigError):
         return cause.prefixed(group)
     if isinstance(exc, OmegaConfBaseException) and getattr(exc, "key", None) is not None:
-        return ConfigError(f"{group}.{exc.key}", getattr(exc, "value", None),
-                           str(getattr(exc, "msg", exc)).splitlines()[0])
+        return ConfigError(
+            f"{group}.{exc.key}", getattr(exc, "value", None), str(getattr(exc, "msg", exc)).splitlines()[0]
+        )
     return ConfigError(group, "<config>", str(cause).splitlines()[0])
 
 
@@ -76,17 +86,27 @@ def validate_config(cfg: DictConfig) -> dict[str, Any]:
         try:
             target = get_class(node["_target_"]) if "_target_" in node else None
             if target is not None and dataclasses.is_dataclass(target):
-                fields = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
-                          if not k.startswith("_")}
+                fields = {
+                    k: v
+                    for k, v in OmegaConf.to_container(node, resolve=True).items()
+                    if not k.startswith("_")
+                }
                 OmegaConf.merge(OmegaConf.structured(target), fields)
             leaves[group] = instantiate(node)
         except Exception as exc:
             raise _leaf_error(group, exc) from None
-    leaves["training"].validate(seq_len=leaves["model"].seq_len, world_size=leaves["strategy"].devices,
-                                unique_tokens=leaves["subset"].unique_tokens)
+    leaves["training"].validate(
+        seq_len=leaves["model"].seq_len,
+        world_size=leaves["strategy"].devices,
+        unique_tokens=leaves["subset"].unique_tokens,
+    )
     _check_optimizer(cfg.optim)
-    require(leaves["strategy"].num_nodes == 1, "strategy.num_nodes", leaves["strategy"].num_nodes,
-            "must be 1: multi-node launch (SLURM, num_nodes) is not supported yet")
+    require(
+        leaves["strategy"].num_nodes == 1,
+        "strategy.num_nodes",
+        leaves["strategy"].num_nodes,
+        "must be 1: multi-node launch (SLURM, num_nodes) is not supported yet",
+    )
     study = cfg.study.name
     if not isinstance(study, str) or not study or "/" in study:
         raise ConfigError("study.name", study, "must be a non-empty name without '/'")
@@ -101,11 +121,19 @@ def _check_optimizer(optim: DictConfig) -> None:
     lr = optim.get("lr")
     require(isinstance(lr, int | float) and lr > 0, "optim.lr", lr, "must be a positive number")
     weight_decay = optim.get("weight_decay", 0.0)
-    require(isinstance(weight_decay, int | float) and weight_decay >= 0, "optim.weight_decay", weight_decay,
-            "must be a number >= 0")
+    require(
+        isinstance(weight_decay, int | float) and weight_decay >= 0,
+        "optim.weight_decay",
+        weight_decay,
+        "must be a number >= 0",
+    )
     betas = list(optim.get("betas", [0.9, 0.999]))
-    require(len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas), "optim.betas",
-            betas, "must be two numbers in [0, 1)")
+    require(
+        len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas),
+        "optim.betas",
+        betas,
+        "must be two numbers in [0, 1)",
+    )
 
 
 def axis_values(cfg: DictConfig) -> dict[str, Any]:
@@ -115,8 +143,16 @@ def axis_values(cfg: DictConfig) -> dict[str, Any]:
 
 def torchrun_command(resolved_path: Path, nproc_per_node: int) -> list[str]:
     """One node, ``nproc_per_node`` ranks, a free rendezvous port (so parallel jobs never collide)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            "-m", "datascale.training.worker", str(resolved_path)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        "datascale.training.worker",
+        str(resolved_path),
+    ]
 
 
 def worker_env(nproc_per_node: int) -> dict[str, str]:
@@ -156,8 +192,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             return summary | {"status": "skipped"}
         artifacts_path = run_dir / "data_artifacts.json"
         artifacts.save(artifacts_path)
-        resolved["run"] = {"id": run_id, "dir": str(run_dir), "data_artifacts": str(artifacts_path),
-                           "axes": summary["axes"]}
+        resolved["run"] = {
+            "id": run_id,
+            "dir": str(run_dir),
+            "data_artifacts": str(artifacts_path),
+            "axes": summary["axes"],
+        }
         resolved_path = run_dir / "resolved.yaml"
         OmegaConf.save(OmegaConf.create(resolved), resolved_path)
         devices = int(cfg.strategy.devices)
@@ -168,12 +208,25 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         elapsed = time.time() - started
         if proc.returncode != 0 or not is_done(run_dir):
             reason = f"worker exited with code {proc.returncode}; see {run_dir / 'worker.log'}"
-            atomic_write_json(run_dir / "status.json", {"status": "failed", "reason": reason,
-                                                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            atomic_write_json(
+                run_dir / "status.json",
+                {
+                    "status": "failed",
+                    "reason": reason,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
             raise LaunchError(f"run {run_id} {summary['axes']} failed: {reason}")
         record = read_record(run_dir / RECORD_FILENAME)
-        log.info("done %s in %.0f s: best val %.4f, test %.4f, %.1f epochs, %s", run_id, elapsed,
-                 record.best_val_loss, record.test_loss, record.epochs, record.stop_reason)
+        log.info(
+            "done %s in %.0f s: best val %.4f, test %.4f, %.1f epochs, %s",
+            run_id,
+            elapsed,
+            record.best_val_loss,
+            record.test_loss,
+            record.epochs,
+            record.stop_reason,
+        )
         return summary | {"status": "trained", "test_loss": record.test_loss}
     finally:
         lock.release()
@@ -220,8 +273,15 @@ class StudyCallback(Callback):
         for column in ("run id", "axes", "U", "epochs", "best val", "test", "stop"):
             table.add_column(column)
         for r in sorted(records, key=lambda r: (r.unique_tokens, r.seed)):
-            table.add_row(r.run_id, " ".join(f"{k}={v}" for k, v in r.axes.items()), f"{r.unique_tokens:,}",
-                          f"{r.epochs:.1f}", f"{r.best_val_loss:.4f}", f"{r.test_loss:.4f}", r.stop_reason)
+            table.add_row(
+                r.run_id,
+                " ".join(f"{k}={v}" for k, v in r.axes.items()),
+                f"{r.unique_tokens:,}",
+                f"{r.epochs:.1f}",
+                f"{r.best_val_loss:.4f}",
+                f"{r.test_loss:.4f}",
+                r.stop_reason,
+            )
         Console(stderr=True).print(table)
 
 

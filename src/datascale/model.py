@@ -35,8 +35,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(c, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.proj(y))
 
@@ -83,7 +84,11 @@ class GPT(nn.Module):
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if getattr(module, "residual_projection", False) else 0.02
+            std = (
+                0.02 / math.sqrt(2 * self.cfg.n_layer)
+                if getattr(module, "residual_projection", False)
+                else 0.02
+            )
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -106,8 +111,9 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))
         if targets is None:
             return logits
-        losses = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                 reduction="none", ignore_index=-100)
+        losses = F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction="none", ignore_index=-100
+        )
         return losses.view(targets.shape)
 
 
@@ -119,7 +125,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     """
     seen: set[int] = set()
     total = 0
-    for p in model.parameters():  # parameters() already yields a shared tensor once; the set makes it explicit
+    for (
+        p
+    ) in model.parameters():  # parameters() already yields a shared tensor once; the set makes it explicit
         if id(p) not in seen:
             seen.add(id(p))
             total += p.numel()

@@ -13,10 +13,10 @@ from datascale.config_errors import ConfigError, require, require_in_range, requ
 #: Shapes of the named presets (conf/model/<name>.yaml mirrors each one). The names give the total parameter
 #: count at vocab 4096 and seq_len 128 (tied embeddings counted once).
 PRESETS: dict[str, dict[str, int]] = {
-    "gpt_tiny": {"n_layer": 1, "n_head": 2, "d_model": 32},      # tests only: ~0.14M at vocab 4096
-    "gpt_0p9m": {"n_layer": 2, "n_head": 4, "d_model": 128},     # 0.94M: the calibrated default
-    "gpt_3m": {"n_layer": 5, "n_head": 6, "d_model": 192},       # 3.0M
-    "gpt_10m": {"n_layer": 7, "n_head": 8, "d_model": 320},      # 9.95M
+    "gpt_tiny": {"n_layer": 1, "n_head": 2, "d_model": 32},  # tests only: ~0.14M at vocab 4096
+    "gpt_0p9m": {"n_layer": 2, "n_head": 4, "d_model": 128},  # 0.94M: the calibrated default
+    "gpt_3m": {"n_layer": 5, "n_head": 6, "d_model": 192},  # 3.0M
+    "gpt_10m": {"n_layer": 7, "n_head": 8, "d_model": 320},  # 9.95M
 }
 
 
@@ -35,8 +35,12 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "n_layer", "n_head", "d_model"):
             require_positive_int(name, getattr(self, name))
-        require(self.d_model % self.n_head == 0, "d_model", self.d_model,
-                f"must be divisible by n_head={self.n_head}")
+        require(
+            self.d_model % self.n_head == 0,
+            "d_model",
+            self.d_model,
+            f"must be divisible by n_head={self.n_head}",
+        )
         require_in_range("dropout", self.dropout, 0.0, 0.99)
         require(isinstance(self.bias, bool), "bias", self.bias, "must be true or false")
 

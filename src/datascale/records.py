@@ -37,11 +37,15 @@ class RunRecord:
     run_id: str = _doc("hash of the resolved config and the subset manifest; also the W&B run id")
     study: str = _doc("study name (`study.name`); the W&B group")
     status: str = _doc("`done` (trained and tested) or `failed`")
-    axes: dict[str, Any] = _doc("the swept values of this run, e.g. {'unique_tokens': 16000, 'seed': 1}; W&B tags")
+    axes: dict[str, Any] = _doc(
+        "the swept values of this run, e.g. {'unique_tokens': 16000, 'seed': 1}; W&B tags"
+    )
     seed: int = _doc("training seed (initialisation and batch order)")
     # provenance
     created_at: str = _doc("UTC ISO-8601 time the record was written")
-    code_version: str = _doc("git commit of the code (`+dirty` if uncommitted changes), or the package version")
+    code_version: str = _doc(
+        "git commit of the code (`+dirty` if uncommitted changes), or the package version"
+    )
     config: dict[str, Any] = _doc("the resolved Hydra config the worker ran")
     corpus_hash: str = _doc("content hash of the deduplicated corpus")
     tokenizer_hash: str = _doc("hash of tokenizer.json")

@@ -14,13 +14,15 @@ from typing import Any
 #: Top-level config keys that never change what a run computes (where files go, how it is displayed/logged).
 NON_IDENTITY_KEYS: frozenset[str] = frozenset({"paths", "logger", "hydra", "run", "launcher"})
 #: Dotted keys below the top level that never change what a run computes.
-NON_IDENTITY_DOTTED: frozenset[str] = frozenset({
-    "trainer.enable_progress_bar",
-    "trainer.progress_bar",
-    "trainer.progress_refresh_rate",
-    "trainer.log_every_n_steps",
-    "data.num_workers",
-})
+NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
+    {
+        "trainer.enable_progress_bar",
+        "trainer.progress_bar",
+        "trainer.progress_refresh_rate",
+        "trainer.log_every_n_steps",
+        "data.num_workers",
+    }
+)
 RUN_ID_LENGTH = 12
 
 

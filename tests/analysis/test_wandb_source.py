@@ -211,7 +211,10 @@ def test_wandb_table_equals_records_table(tmp_path):
 
     from_wandb = load_wandb_runs("me/datascale", group="data_size", api=api)
 
-    assert [c for c in from_wandb.columns if c.startswith("val_loss_")] == ["val_loss_code", "val_loss_literature"]
+    assert [c for c in from_wandb.columns if c.startswith("val_loss_")] == [
+        "val_loss_code",
+        "val_loss_literature",
+    ]
     pd.testing.assert_frame_equal(from_wandb, from_records)
     assert from_wandb["U"].tolist() == [16_000, 16_000, 32_000, 32_000, 64_000, 64_000]
     assert from_wandb["converged"].dtype == bool

@@ -25,11 +25,35 @@ def test_chunk_text_is_lossless_bounded_and_balanced() -> None:
 
 
 def test_split_play_labels_scenes_and_keeps_text() -> None:
-    play = "\n".join([
-        "# A Play", "", "## ACT I", "", "### PROLOGUE", "", "_Enter Chorus_", "Hark.  ", "",
-        "### SCENE I. A room.", "", "**ONE**  ", "Hello.", "", "### SCENE II. A hall.", "", "**TWO**", "Bye.",
-        "", "## ACT II", "", "### SCENE I. Outside.", "", "**ONE**", "Rain.",
-    ])
+    play = "\n".join(
+        [
+            "# A Play",
+            "",
+            "## ACT I",
+            "",
+            "### PROLOGUE",
+            "",
+            "_Enter Chorus_",
+            "Hark.  ",
+            "",
+            "### SCENE I. A room.",
+            "",
+            "**ONE**  ",
+            "Hello.",
+            "",
+            "### SCENE II. A hall.",
+            "",
+            "**TWO**",
+            "Bye.",
+            "",
+            "## ACT II",
+            "",
+            "### SCENE I. Outside.",
+            "",
+            "**ONE**",
+            "Rain.",
+        ]
+    )
     scenes = bc.split_play(play)
     assert [label for label, _ in scenes] == ["act1-prologue", "act1-scene1", "act1-scene2", "act2-scene1"]
     assert scenes[1][1] == "### SCENE I. A room.\n\n**ONE**\nHello."  # markdown kept, trailing spaces gone
@@ -80,11 +104,16 @@ def test_builtin_build_is_deterministic() -> None:
     a, b = small_builtin(), small_builtin()
     assert a.fingerprint() == b.fingerprint()
     assert dataset_content_hash(a.load()) == dataset_content_hash(b.load())
-    assert BuiltinCorpus(max_bytes_per_domain=SMALL_CAP + 1, max_doc_bytes=SMALL_DOC).fingerprint() != a.fingerprint()
+    assert (
+        BuiltinCorpus(max_bytes_per_domain=SMALL_CAP + 1, max_doc_bytes=SMALL_DOC).fingerprint()
+        != a.fingerprint()
+    )
 
 
 def test_builtin_config_errors() -> None:
-    with pytest.raises(ConfigError, match=r"^domains='poetry': must be one of \['literature', 'code', 'science'\]"):
+    with pytest.raises(
+        ConfigError, match=r"^domains='poetry': must be one of \['literature', 'code', 'science'\]"
+    ):
         BuiltinCorpus(domains=["poetry"])
     with pytest.raises(ConfigError, match=r"^max_bytes_per_domain=-1: must be a positive integer"):
         BuiltinCorpus(max_bytes_per_domain=-1)

@@ -17,10 +17,12 @@ from datascale.data.documents import (
 
 
 def test_schema_round_trip_keeps_nullable_quality_and_json_meta() -> None:
-    ds = documents_from_rows([
-        make_document("local:a.txt", "héllo", "prose", "local", meta={"file": "a.txt", "n": 1}),
-        make_document("local:b.txt", "world", "prose", "local", quality=0.5),
-    ])
+    ds = documents_from_rows(
+        [
+            make_document("local:a.txt", "héllo", "prose", "local", meta={"file": "a.txt", "n": 1}),
+            make_document("local:b.txt", "world", "prose", "local", quality=0.5),
+        ]
+    )
     assert ds.features == DOCUMENT_FEATURES
     assert list(DOCUMENT_FEATURES) == ["doc_id", "text", "domain", "source", "quality", "meta"]
     assert DOCUMENT_FEATURES["quality"].dtype == "float32"

@@ -19,8 +19,12 @@ from datascale.data.prepare import DataArtifacts, main, prepare_data, prepare_fr
 from datascale.data.subsets import SizeSubset, SubsetManifest, load_subset_tokens
 from datascale.data.token_cache import TokenCache
 
-SMALL_OVERRIDES = [f"source.max_bytes_per_domain={SMALL_CAP}", f"source.max_doc_bytes={SMALL_DOC}",
-                   "split.eval_bytes_per_domain=6000", "tokenizer.vocab_size=600"]
+SMALL_OVERRIDES = [
+    f"source.max_bytes_per_domain={SMALL_CAP}",
+    f"source.max_doc_bytes={SMALL_DOC}",
+    "split.eval_bytes_per_domain=6000",
+    "tokenizer.vocab_size=600",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,8 @@ def conf_dir(tmp_path_factory: pytest.TempPathFactory, prepared: Prepared) -> Pa
         shutil.copytree(datascale.CONF_DIR / group, root / group)
     (root / "paths").mkdir()
     (root / "paths" / "default.yaml").write_text(f"cache_dir: {prepared.cache_dir}\n")
-    (root / "config.yaml").write_text(textwrap.dedent("""\
+    (root / "config.yaml").write_text(
+        textwrap.dedent("""\
         defaults:
           - paths: default
           - source: builtin
@@ -39,7 +44,8 @@ def conf_dir(tmp_path_factory: pytest.TempPathFactory, prepared: Prepared) -> Pa
           - tokenizer: bpe
           - subset: size
           - _self_
-        """))
+        """)
+    )
     return root
 
 
@@ -50,8 +56,9 @@ def test_artifacts_point_at_consistent_files(prepared: Prepared, tmp_path: Path)
     assert len(np.load(art.token_bytes_path)) == art.vocab_size == 600
     pool = TokenCache.open(art.train_cache)
     assert pool.tokenizer_hash == art.tokenizer_hash and pool.meta["eos_id"] == art.eos_id
-    assert {d: sorted(s) for d, s in art.eval_caches.items()} == {d: ["test", "val"] for d in
-                                                                  ("code", "literature", "science")}
+    assert {d: sorted(s) for d, s in art.eval_caches.items()} == {
+        d: ["test", "val"] for d in ("code", "literature", "science")
+    }
     manifest = SubsetManifest.load(Path(art.subset_manifest))
     assert manifest.manifest_hash == art.subset_hash and manifest.pool_hash == pool.content_hash
     assert len(load_subset_tokens(pool, manifest)) == art.unique_tokens == 20_000
@@ -59,17 +66,40 @@ def test_artifacts_point_at_consistent_files(prepared: Prepared, tmp_path: Path)
 
 def test_cached_rerun_tokenises_nothing(prepared: Prepared) -> None:
     before = dict(token_cache.STATS)
-    again = prepare_data(prepared.source, prepared.split, prepared.tokenizer, prepared.subset, prepared.cache_dir,
-                         progress=False)
+    again = prepare_data(
+        prepared.source,
+        prepared.split,
+        prepared.tokenizer,
+        prepared.subset,
+        prepared.cache_dir,
+        progress=False,
+    )
     assert again == prepared.artifacts and before == token_cache.STATS
-    bigger = prepare_data(prepared.source, prepared.split, prepared.tokenizer, SizeSubset(unique_tokens=30_000),
-                          prepared.cache_dir, progress=False)
+    bigger = prepare_data(
+        prepared.source,
+        prepared.split,
+        prepared.tokenizer,
+        SizeSubset(unique_tokens=30_000),
+        prepared.cache_dir,
+        progress=False,
+    )
     assert before == token_cache.STATS  # a new budget is only a new manifest
-    assert bigger.train_cache == prepared.artifacts.train_cache and bigger.subset_hash != prepared.artifacts.subset_hash
+    assert (
+        bigger.train_cache == prepared.artifacts.train_cache
+        and bigger.subset_hash != prepared.artifacts.subset_hash
+    )
     assert len(list((prepared.cache_dir / "tokenizers").glob("*/tokenizer.json"))) == 1
-    reordered = prepare_data(prepared.source, prepared.split, prepared.tokenizer,
-                             SizeSubset(unique_tokens=20_000, order_seed=1), prepared.cache_dir, progress=False)
-    assert reordered.eval_caches == prepared.artifacts.eval_caches  # held-out sets never depend on the run's seeds
+    reordered = prepare_data(
+        prepared.source,
+        prepared.split,
+        prepared.tokenizer,
+        SizeSubset(unique_tokens=20_000, order_seed=1),
+        prepared.cache_dir,
+        progress=False,
+    )
+    assert (
+        reordered.eval_caches == prepared.artifacts.eval_caches
+    )  # held-out sets never depend on the run's seeds
     assert reordered.subset_hash != prepared.artifacts.subset_hash
 
 
@@ -80,13 +110,22 @@ def test_prepare_from_yaml_configs_matches_python_configs(conf_dir: Path, prepar
     assert prepare_from_config(cfg, progress=False) == prepared.artifacts
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("subset.unique_tokens=-1", "subset.unique_tokens=-1: must be a positive integer"),
-    ("tokenizer.vocab_size=10", "tokenizer.vocab_size=10: must be an integer in [257, 1048576]"),
-    ("split.train_domains=[poetry]", "split.train_domains=['poetry']: must be a subset of the corpus domains"),
-    ("subset.unique_tokens=1000000000", "subset.unique_tokens=1000000000: must be <= "),
-    ("source.domains=[poetry]", "source.domains='poetry': must be one of ['literature', 'code', 'science']"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("subset.unique_tokens=-1", "subset.unique_tokens=-1: must be a positive integer"),
+        ("tokenizer.vocab_size=10", "tokenizer.vocab_size=10: must be an integer in [257, 1048576]"),
+        (
+            "split.train_domains=[poetry]",
+            "split.train_domains=['poetry']: must be a subset of the corpus domains",
+        ),
+        ("subset.unique_tokens=1000000000", "subset.unique_tokens=1000000000: must be <= "),
+        (
+            "source.domains=[poetry]",
+            "source.domains='poetry': must be one of ['literature', 'code', 'science']",
+        ),
+    ],
+)
 def test_config_errors_name_group_field_and_value(conf_dir: Path, override: str, message: str) -> None:
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         cfg = compose("config", overrides=[*SMALL_OVERRIDES, override])
@@ -107,7 +146,9 @@ def test_local_files_glob_errors_are_prefixed(conf_dir: Path, tmp_path: Path) ->
 
 
 def test_cli_prepares_budgets_and_prints_tables(conf_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--unique-tokens", "20000", "5000", "--no-progress", *SMALL_OVERRIDES], conf_dir=conf_dir) == 0
+    assert (
+        main(["--unique-tokens", "20000", "5000", "--no-progress", *SMALL_OVERRIDES], conf_dir=conf_dir) == 0
+    )
     out = capsys.readouterr().out
     assert "nested, verified" in out and "literature" in out and "20,000" in out and "5,000" in out
     assert main(["--unique-tokens", "0", *SMALL_OVERRIDES], conf_dir=conf_dir) == 2
@@ -137,7 +178,9 @@ def test_parallel_processes_share_one_build_and_never_import_torch(tmp_path: Pat
             words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "sigma", "omega"], size=60))
             fh.write(json.dumps({"text": f"doc {i} {words}", "d": "xy"[i % 2]}) + "\n")
     cmd = [sys.executable, "-c", WORKER, str(tmp_path / "docs.jsonl"), str(tmp_path / "cache")]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]

@@ -22,12 +22,17 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "txt" / "a.txt").write_text("First paragraph.\n\nSecond paragraph.\n")
     (tmp_path / "txt" / "sub" / "b.txt").write_text("Another file.\n")
     (tmp_path / "json").mkdir()
-    _write_jsonl(tmp_path / "json" / "x.jsonl", [
-        {"body": "alpha text", "topic": "math", "key": "k1", "score": 3},
-        {"body": "beta text", "topic": "poetry", "key": "k2", "score": 4},
-    ])
+    _write_jsonl(
+        tmp_path / "json" / "x.jsonl",
+        [
+            {"body": "alpha text", "topic": "math", "key": "k1", "score": 3},
+            {"body": "beta text", "topic": "poetry", "key": "k2", "score": 4},
+        ],
+    )
     (tmp_path / "pq").mkdir()
-    datasets.Dataset.from_dict({"content": ["one", "two", "three"]}).to_parquet(str(tmp_path / "pq" / "p.parquet"))
+    datasets.Dataset.from_dict({"content": ["one", "two", "three"]}).to_parquet(
+        str(tmp_path / "pq" / "p.parquet")
+    )
     return tmp_path
 
 
@@ -48,8 +53,9 @@ def test_paragraph_sampling_splits_at_blank_lines(files: Path) -> None:
 
 
 def test_jsonl_field_mapping(files: Path) -> None:
-    ds = LocalFiles(paths=[str(files / "json" / "*.jsonl")], text_field="body", domain_field="topic",
-                    doc_id_field="key").load()
+    ds = LocalFiles(
+        paths=[str(files / "json" / "*.jsonl")], text_field="body", domain_field="topic", doc_id_field="key"
+    ).load()
     assert ds["doc_id"] == ["local:k1", "local:k2"]
     assert ds["text"] == ["alpha text", "beta text"]
     assert ds["domain"] == ["math", "poetry"]
@@ -76,7 +82,9 @@ def test_local_errors_name_field_and_value(files: Path) -> None:
     with pytest.raises(ConfigError, match=r"^format='auto': 'auto' needs one known file type"):
         LocalFiles(paths=[str(files / "json" / "x.jsonl"), str(files / "txt" / "a.txt")])
     _write_jsonl(files / "json" / "dup.jsonl", [{"text": "a", "topic": "t"}, {"text": "b", "topic": "t"}])
-    with pytest.raises(ConfigError, match=r"^doc_id_field='topic': must give unique document ids; 'local:t' repeats"):
+    with pytest.raises(
+        ConfigError, match=r"^doc_id_field='topic': must give unique document ids; 'local:t' repeats"
+    ):
         LocalFiles(paths=[str(files / "json" / "dup.jsonl")], doc_id_field="topic").load()
 
 

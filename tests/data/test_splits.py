@@ -46,12 +46,14 @@ def test_prepared_splits_are_disjoint_without_cross_split_duplicates(prepared: P
 
 
 def test_dedup_keeps_first_and_normalises_whitespace() -> None:
-    ds = documents_from_rows([
-        make_document("x:1", "Hello  world\n", "d", "s"),
-        make_document("x:2", "other", "d", "s"),
-        make_document("x:3", "Hello world", "e", "s"),
-        make_document("x:4", "   \n", "d", "s"),
-    ])
+    ds = documents_from_rows(
+        [
+            make_document("x:1", "Hello  world\n", "d", "s"),
+            make_document("x:2", "other", "d", "s"),
+            make_document("x:3", "Hello world", "e", "s"),
+            make_document("x:4", "   \n", "d", "s"),
+        ]
+    )
     out, removed = deduplicate(ds)
     assert out["doc_id"] == ["x:1", "x:2"] and removed == 2
 
@@ -62,7 +64,11 @@ def test_heldout_sets_ignore_input_order_but_follow_the_split_seed() -> None:
 
     def held(data: datasets.Dataset, s: HeldoutSplit) -> dict[str, list[str]]:
         a = assign_splits(data, s)
-        return {f"{d}/{w}": sorted(data[i]["doc_id"] for i in idx) for d, sets in a.eval.items() for w, idx in sets.items()}
+        return {
+            f"{d}/{w}": sorted(data[i]["doc_id"] for i in idx)
+            for d, sets in a.eval.items()
+            for w, idx in sets.items()
+        }
 
     base = held(ds, split)
     shuffled = ds.shuffle(seed=123).flatten_indices()
@@ -76,7 +82,9 @@ def test_train_domains_limits_the_pool_not_the_heldout_sets() -> None:
     a = assign_splits(ds, HeldoutSplit(eval_bytes_per_domain=3000, train_domains=["a"]))
     assert {ds[i]["domain"] for i in a.pool} == {"a"}
     assert sorted(a.eval) == ["a", "b"] and a.eval["b"]["val"] and a.eval["b"]["test"]
-    with pytest.raises(ConfigError, match=r"^train_domains=\['zz'\]: must be a subset of the corpus domains \['a', 'b'\]"):
+    with pytest.raises(
+        ConfigError, match=r"^train_domains=\['zz'\]: must be a subset of the corpus domains \['a', 'b'\]"
+    ):
         assign_splits(ds, HeldoutSplit(train_domains=["zz"]))
 
 

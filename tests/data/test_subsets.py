@@ -56,7 +56,9 @@ def test_verify_nested_catches_a_broken_order(pool: TokenCache) -> None:
     swapped = large.doc_ids.copy()
     swapped[0], swapped[1] = swapped[1], swapped[0]
     broken = dataclasses.replace(large, doc_ids=swapped, manifest_hash="")
-    with pytest.raises(NestingError, match=r"unique_tokens=5000 is not a prefix of unique_tokens=15000: document 0"):
+    with pytest.raises(
+        NestingError, match=r"unique_tokens=5000 is not a prefix of unique_tokens=15000: document 0"
+    ):
         verify_nested([broken, small])
     # same doc ids but a different token stream: only the token check can see it
     fake = dataclasses.replace(small, token_hash="0" * 64, manifest_hash="")
@@ -72,8 +74,18 @@ def test_manifest_round_trip_and_tamper_check(tmp_path: Path, pool: TokenCache) 
     manifest = make_subset(pool, SizeSubset(unique_tokens=4_321, order_seed=2))
     path = manifest.save(tmp_path / "m.json")
     data = json.loads(path.read_text())
-    assert {"unique_tokens", "order_seed", "pool_hash", "tokenizer_hash", "doc_ids", "last_doc_tokens", "token_hash",
-            "manifest_hash", "n_docs", "pool_tokens"} <= set(data)
+    assert {
+        "unique_tokens",
+        "order_seed",
+        "pool_hash",
+        "tokenizer_hash",
+        "doc_ids",
+        "last_doc_tokens",
+        "token_hash",
+        "manifest_hash",
+        "n_docs",
+        "pool_tokens",
+    } <= set(data)
     assert SubsetManifest.load(path) == manifest
     data["doc_ids"] = data["doc_ids"][::-1]
     path.write_text(json.dumps(data))
@@ -97,8 +109,9 @@ def test_written_manifests_are_verified_against_their_directory(tmp_path: Path, 
 def test_subset_config_errors(pool: TokenCache) -> None:
     with pytest.raises(ConfigError) as err:
         make_subset(pool, SizeSubset(unique_tokens=pool.n_tokens + 1))
-    assert str(err.value) == (f"unique_tokens={pool.n_tokens + 1}: must be <= {pool.n_tokens} "
-                              "(tokens in the training pool)")
+    assert str(err.value) == (
+        f"unique_tokens={pool.n_tokens + 1}: must be <= {pool.n_tokens} (tokens in the training pool)"
+    )
     for bad in (0, -5, "10", True, 1.5):
         with pytest.raises(ConfigError, match=rf"^unique_tokens={bad!r}: must be a positive integer$"):
             SizeSubset(unique_tokens=bad)  # type: ignore[arg-type]

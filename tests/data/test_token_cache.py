@@ -11,7 +11,9 @@ from datascale.data.documents import content_hash
 from datascale.data.token_cache import TokenCache, build_token_cache
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer
 
-TEXTS = [f"Document {i}: " + "to be or not to be, that is the question. " * (i + 1) for i in range(12)] + ["é✓"]
+TEXTS = [f"Document {i}: " + "to be or not to be, that is the question. " * (i + 1) for i in range(12)] + [
+    "é✓"
+]
 IDS = [f"t:{i}" for i in range(len(TEXTS))]
 HASH = content_hash(IDS, ["d"] * len(TEXTS), TEXTS)
 
@@ -21,9 +23,16 @@ def tok(tmp_path_factory: pytest.TempPathFactory) -> TrainedTokenizer:
     return BPETokenizer(vocab_size=300).train(TEXTS, tmp_path_factory.mktemp("tok") / "tokenizer.json")
 
 
-def _build(root: Path, tok: TrainedTokenizer, texts: list[str] = TEXTS, chash: str = HASH,
-           tok_hash: str | None = None) -> TokenCache:
-    return build_token_cache(root, IDS[: len(texts)], texts, chash, tok.tokenizer, tok_hash or tok.hash, tok.eos_id)
+def _build(
+    root: Path,
+    tok: TrainedTokenizer,
+    texts: list[str] = TEXTS,
+    chash: str = HASH,
+    tok_hash: str | None = None,
+) -> TokenCache:
+    return build_token_cache(
+        root, IDS[: len(texts)], texts, chash, tok.tokenizer, tok_hash or tok.hash, tok.eos_id
+    )
 
 
 def test_cache_layout_round_trips_every_document(tmp_path: Path, tok: TrainedTokenizer) -> None:
@@ -39,7 +48,12 @@ def test_cache_layout_round_trips_every_document(tmp_path: Path, tok: TrainedTok
         doc = again.doc_tokens(i)
         assert doc[-1] == tok.eos_id and tok.eos_id not in doc[:-1]
         assert tok.tokenizer.decode(doc[:-1].tolist()) == text
-    assert sorted(p.name for p in cache.path.iterdir()) == ["doc_ids.json", "meta.json", "offsets.npy", "tokens.npy"]
+    assert sorted(p.name for p in cache.path.iterdir()) == [
+        "doc_ids.json",
+        "meta.json",
+        "offsets.npy",
+        "tokens.npy",
+    ]
 
 
 def test_second_call_tokenises_nothing(tmp_path: Path, tok: TrainedTokenizer) -> None:

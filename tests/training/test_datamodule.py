@@ -87,14 +87,14 @@ def test_rank_slicing_gives_the_same_global_order_for_world_sizes_1_and_2() -> N
 
 
 def test_subset_smaller_than_one_batch_wraps_across_epochs() -> None:
-    u = 2 * L + 3                       # one or two windows per epoch, 16 per batch
+    u = 2 * L + 3  # one or two windows per epoch, 16 per batch
     tokens = positions(u)
     x, y = take(TrainStream(tokens, L, global_batch=16, seed=0), 1)[0]
     assert x.shape == (16, L) and x.max() < u and y.max() < u
     per_epoch = [len(epoch_window_starts(u, L, 0, e)) for e in range(16)]
     expected = np.concatenate([epoch_window_starts(u, L, 0, e) for e in range(16)])[:16]
     np.testing.assert_array_equal(x[:, 0].numpy(), expected)
-    assert sum(per_epoch[:8]) <= 16      # the first batch spans several epochs
+    assert sum(per_epoch[:8]) <= 16  # the first batch spans several epochs
 
 
 def test_resume_start_step_continues_the_same_stream() -> None:
@@ -112,9 +112,9 @@ def test_too_small_subset_is_a_config_error() -> None:
 def test_eval_windows_predict_every_token_once_with_its_bytes() -> None:
     n = 45
     tokens = positions(n)
-    token_bytes = np.arange(100) % 4       # token id -> UTF-8 bytes (0 for "specials")
+    token_bytes = np.arange(100) % 4  # token id -> UTF-8 bytes (0 for "specials")
     ds = EvalWindows(tokens, token_bytes, L)
-    assert len(ds) == 6                     # ceil(44 / 8)
+    assert len(ds) == 6  # ceil(44 / 8)
     targets = ds.targets[ds.targets != IGNORE_INDEX]
     np.testing.assert_array_equal(targets.numpy(), np.arange(1, n))
     assert int(ds.target_bytes.sum()) == int(token_bytes[1:n].sum())

@@ -86,12 +86,15 @@ def test_residual_projections_get_scaled_init() -> None:
     assert model.tok_emb.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
-@pytest.mark.parametrize(("kw", "field"), [
-    ({"d_model": 10, "n_head": 4}, "d_model"),
-    ({"n_layer": 0}, "n_layer"),
-    ({"vocab_size": -1}, "vocab_size"),
-    ({"dropout": 1.5}, "dropout"),
-])
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"d_model": 10, "n_head": 4}, "d_model"),
+        ({"n_layer": 0}, "n_layer"),
+        ({"vocab_size": -1}, "vocab_size"),
+        ({"dropout": 1.5}, "dropout"),
+    ],
+)
 def test_invalid_shapes_raise_config_error(kw: dict, field: str) -> None:
     base = {"vocab_size": 50, "seq_len": 16, "n_layer": 1, "n_head": 2, "d_model": 8}
     with pytest.raises(ConfigError) as err:

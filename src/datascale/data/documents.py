@@ -31,7 +31,12 @@ class DocumentError(ValueError):
 
 
 def make_document(
-    doc_id: str, text: str, domain: str, source: str, quality: float | None = None, meta: Mapping[str, Any] | None = None
+    doc_id: str,
+    text: str,
+    domain: str,
+    source: str,
+    quality: float | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One document row; ``meta`` is stored as canonical JSON so that it hashes and round-trips stably."""
     return {
@@ -65,14 +70,18 @@ def column(ds: datasets.Dataset, name: str) -> list[Any]:
 def validate_documents(ds: datasets.Dataset) -> None:
     """Raise :class:`DocumentError` unless ``ds`` has the document schema, unique ids and non-empty domains."""
     if ds.features != DOCUMENT_FEATURES:
-        raise DocumentError(f"documents must have features {dict(DOCUMENT_FEATURES)}, got {dict(ds.features)}")
+        raise DocumentError(
+            f"documents must have features {dict(DOCUMENT_FEATURES)}, got {dict(ds.features)}"
+        )
     ids = column(ds, "doc_id")
     seen: set[str] = set()
     for doc_id in ids:
         if not doc_id:
             raise DocumentError("every document needs a non-empty doc_id")
         if doc_id in seen:
-            raise DocumentError(f"doc_id {doc_id!r} occurs more than once; doc ids must be unique in a corpus")
+            raise DocumentError(
+                f"doc_id {doc_id!r} occurs more than once; doc ids must be unique in a corpus"
+            )
         seen.add(doc_id)
     for domain in set(column(ds, "domain")):
         if not domain:

@@ -166,8 +166,12 @@ def _corpus_stage(source: DocumentSource, root: Path, progress: bool) -> _Corpus
             "corpus_hash": dataset_content_hash(docs),
             "source_fingerprint": fingerprint,
             "source": provenance,
-            "versions": {**provenance.get("versions", {}), "python": sys.version.split()[0],
-                         "datasets": datasets.__version__, "tokenizers": tokenizers.__version__},
+            "versions": {
+                **provenance.get("versions", {}),
+                "python": sys.version.split()[0],
+                "datasets": datasets.__version__,
+                "tokenizers": tokenizers.__version__,
+            },
             "documents": len(docs),
             "bytes": sum(s["bytes"] for s in stats.values()),
             "raw_documents": len(raw),
@@ -178,13 +182,21 @@ def _corpus_stage(source: DocumentSource, root: Path, progress: bool) -> _Corpus
         with _building(final) as tmp, _quiet_datasets(progress):
             docs.save_to_disk(str(tmp / "documents"))
             atomic_write_json(tmp / "manifest.json", manifest)
-        log.info("corpus: %d documents (%d duplicates removed), %.2f MB in %s, built in %.1f s", len(docs), removed,
-                 manifest["bytes"] / 1e6, sorted(stats), manifest["build_seconds"])
+        log.info(
+            "corpus: %d documents (%d duplicates removed), %.2f MB in %s, built in %.1f s",
+            len(docs),
+            removed,
+            manifest["bytes"] / 1e6,
+            sorted(stats),
+            manifest["build_seconds"],
+        )
     return _Corpus(final)
 
 
 def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, Any]:
-    key = canonical_json_hash({"corpus": corpus.hash, "split": asdict(split), "version": STAGE_VERSIONS["splits"]})
+    key = canonical_json_hash(
+        {"corpus": corpus.hash, "split": asdict(split), "version": STAGE_VERSIONS["splits"]}
+    )
     path = root / f"{key[:24]}.json"
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key[:24]}.lock")):
@@ -194,22 +206,40 @@ def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, 
         cols = corpus.columns
         hashes, domains = {}, {}
         for name, idx in assignment.all_indices().items():
-            hashes[name] = content_hash([cols["doc_id"][i] for i in idx], [cols["domain"][i] for i in idx],
-                                        [cols["text"][i] for i in idx])
+            hashes[name] = content_hash(
+                [cols["doc_id"][i] for i in idx],
+                [cols["domain"][i] for i in idx],
+                [cols["text"][i] for i in idx],
+            )
             domains[name] = [cols["domain"][i] for i in idx]
-        record = {"corpus_hash": corpus.hash, "split": asdict(split), "assignment": assignment.to_dict(),
-                  "content_hashes": hashes, "doc_domains": domains}
+        record = {
+            "corpus_hash": corpus.hash,
+            "split": asdict(split),
+            "assignment": assignment.to_dict(),
+            "content_hashes": hashes,
+            "doc_domains": domains,
+        }
         atomic_write_json(path, record)
-        log.info("splits: pool %d documents; held out per domain: %s", len(assignment.pool),
-                 {d: {n: len(v) for n, v in s.items()} for d, s in assignment.eval.items()})
+        log.info(
+            "splits: pool %d documents; held out per domain: %s",
+            len(assignment.pool),
+            {d: {n: len(v) for n, v in s.items()} for d, s in assignment.eval.items()},
+        )
         return record
 
 
-def _tokenizer_stage(corpus: _Corpus, splits: dict[str, Any], config: BPETokenizer, root: Path,
-                     progress: bool) -> tuple[TrainedTokenizer, Path]:
+def _tokenizer_stage(
+    corpus: _Corpus, splits: dict[str, Any], config: BPETokenizer, root: Path, progress: bool
+) -> tuple[TrainedTokenizer, Path]:
     pool_hash = splits["content_hashes"]["pool"]
-    key = canonical_json_hash({"pool": pool_hash, "tokenizer": config.to_dict(), "tokenizers": tokenizers.__version__,
-                               "version": STAGE_VERSIONS["tokenizer"]})
+    key = canonical_json_hash(
+        {
+            "pool": pool_hash,
+            "tokenizer": config.to_dict(),
+            "tokenizers": tokenizers.__version__,
+            "version": STAGE_VERSIONS["tokenizer"],
+        }
+    )
     final = root / key[:24]
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key[:24]}.lock")):
@@ -217,19 +247,28 @@ def _tokenizer_stage(corpus: _Corpus, splits: dict[str, Any], config: BPETokeniz
             pool = SplitAssignment.from_dict(splits["assignment"]).pool
             texts = corpus.columns["text"]
             with _building(final) as tmp:
-                trained = config.train((texts[i] for i in pool), tmp / "tokenizer.json", length=len(pool),
-                                       progress=progress)
+                trained = config.train(
+                    (texts[i] for i in pool), tmp / "tokenizer.json", length=len(pool), progress=progress
+                )
                 np.save(tmp / "token_bytes.npy", token_byte_lengths(trained.tokenizer))
-                atomic_write_json(tmp / "meta.json", {"pool_hash": pool_hash, "config": config.to_dict(),
-                                                      "tokenizer_hash": trained.hash, "vocab_size": trained.vocab_size,
-                                                      "eos_id": trained.eos_id})
+                atomic_write_json(
+                    tmp / "meta.json",
+                    {
+                        "pool_hash": pool_hash,
+                        "config": config.to_dict(),
+                        "tokenizer_hash": trained.hash,
+                        "vocab_size": trained.vocab_size,
+                        "eos_id": trained.eos_id,
+                    },
+                )
         else:
             log.info("tokenizer: cached %s", final)
     return TrainedTokenizer.load(final / "tokenizer.json", config.eos_token), final / "token_bytes.npy"
 
 
-def _token_cache_stage(corpus: _Corpus, splits: dict[str, Any], tok: TrainedTokenizer, root: Path,
-                       progress: bool) -> dict[str, TokenCache]:
+def _token_cache_stage(
+    corpus: _Corpus, splits: dict[str, Any], tok: TrainedTokenizer, root: Path, progress: bool
+) -> dict[str, TokenCache]:
     assignment = SplitAssignment.from_dict(splits["assignment"])
     caches: dict[str, TokenCache] = {}
     for name, idx in assignment.all_indices().items():
@@ -240,8 +279,15 @@ def _token_cache_stage(corpus: _Corpus, splits: dict[str, Any], tok: TrainedToke
             continue
         cols = corpus.columns
         caches[name] = build_token_cache(
-            root, [cols["doc_id"][i] for i in idx], [cols["text"][i] for i in idx], chash, tok.tokenizer, tok.hash,
-            tok.eos_id, name=name, progress=progress,
+            root,
+            [cols["doc_id"][i] for i in idx],
+            [cols["text"][i] for i in idx],
+            chash,
+            tok.tokenizer,
+            tok.hash,
+            tok.eos_id,
+            name=name,
+            progress=progress,
         )
     return caches
 
@@ -249,8 +295,14 @@ def _token_cache_stage(corpus: _Corpus, splits: dict[str, Any], tok: TrainedToke
 # ----------------------------------------------------------------------------------------------- public
 
 
-def _prepare(source: DocumentSource, split: HeldoutSplit, tokenizer: BPETokenizer, subset: SizeSubset,
-             cache_dir: Path, progress: bool) -> tuple[DataArtifacts, list[dict[str, Any]]]:
+def _prepare(
+    source: DocumentSource,
+    split: HeldoutSplit,
+    tokenizer: BPETokenizer,
+    subset: SizeSubset,
+    cache_dir: Path,
+    progress: bool,
+) -> tuple[DataArtifacts, list[dict[str, Any]]]:
     start = time.perf_counter()
     cache_dir = Path(cache_dir).expanduser().resolve()
     with _prefixed("source"):
@@ -268,19 +320,41 @@ def _prepare(source: DocumentSource, split: HeldoutSplit, tokenizer: BPETokenize
             domain, which = name.split("/")
             eval_caches.setdefault(domain, {})[which] = str(cache.path)
     artifacts = DataArtifacts(
-        corpus_hash=corpus.hash, corpus_manifest=str(corpus.path / "manifest.json"), tokenizer_path=str(tok.path),
-        tokenizer_hash=tok.hash, vocab_size=tok.vocab_size, eos_id=tok.eos_id, token_bytes_path=str(token_bytes),
-        train_cache=str(caches["pool"].path), eval_caches=eval_caches, subset_manifest=str(manifest_file),
-        subset_hash=manifest.manifest_hash, unique_tokens=manifest.unique_tokens,
+        corpus_hash=corpus.hash,
+        corpus_manifest=str(corpus.path / "manifest.json"),
+        tokenizer_path=str(tok.path),
+        tokenizer_hash=tok.hash,
+        vocab_size=tok.vocab_size,
+        eos_id=tok.eos_id,
+        token_bytes_path=str(token_bytes),
+        train_cache=str(caches["pool"].path),
+        eval_caches=eval_caches,
+        subset_manifest=str(manifest_file),
+        subset_hash=manifest.manifest_hash,
+        unique_tokens=manifest.unique_tokens,
     )
     rows = summarize(caches, splits["doc_domains"]["pool"])
     for row in rows:
-        log.info("data %-12s pool %5d docs %9d tokens | val %4d docs %7d tokens | test %4d docs %7d tokens",
-                 row["domain"], row["pool_docs"], row["pool_tokens"], row["val_docs"], row["val_tokens"],
-                 row["test_docs"], row["test_tokens"])
-    log.info("data ready in %.1f s: corpus %s, tokenizer %s (vocab %d), subset unique_tokens=%d (%d docs) %s",
-             time.perf_counter() - start, corpus.hash[:12], tok.hash[:12], tok.vocab_size, manifest.unique_tokens,
-             manifest.n_docs, manifest.manifest_hash[:12])
+        log.info(
+            "data %-12s pool %5d docs %9d tokens | val %4d docs %7d tokens | test %4d docs %7d tokens",
+            row["domain"],
+            row["pool_docs"],
+            row["pool_tokens"],
+            row["val_docs"],
+            row["val_tokens"],
+            row["test_docs"],
+            row["test_tokens"],
+        )
+    log.info(
+        "data ready in %.1f s: corpus %s, tokenizer %s (vocab %d), subset unique_tokens=%d (%d docs) %s",
+        time.perf_counter() - start,
+        corpus.hash[:12],
+        tok.hash[:12],
+        tok.vocab_size,
+        manifest.unique_tokens,
+        manifest.n_docs,
+        manifest.manifest_hash[:12],
+    )
     return artifacts, rows
 
 
@@ -309,7 +383,11 @@ def summarize(caches: dict[str, TokenCache], pool_domains: Sequence[str]) -> lis
     rows = []
     for domain in sorted(held_out | set(pool_domains)):
         mask = domains_of_pool == domain
-        row: dict[str, Any] = {"domain": domain, "pool_docs": int(mask.sum()), "pool_tokens": int(lengths[mask].sum())}
+        row: dict[str, Any] = {
+            "domain": domain,
+            "pool_docs": int(mask.sum()),
+            "pool_tokens": int(lengths[mask].sum()),
+        }
         for which in ("val", "test"):
             cache = caches.get(f"{domain}/{which}")
             row[f"{which}_docs"] = cache.n_docs if cache else 0
@@ -371,14 +449,22 @@ USAGE = "python -m datascale.data.prepare [--help] [--unique-tokens N [N ...]] [
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """argparse cannot tell `--unique-tokens 1000 2000 source=local_files` apart; numbers are taken first."""
     parser = argparse.ArgumentParser(
-        prog="python -m datascale.data.prepare", usage=USAGE,
+        prog="python -m datascale.data.prepare",
+        usage=USAGE,
         description="Build (or reuse) the corpus, splits, tokenizer, token caches and nested subsets, verify the "
-                    "nesting and print a summary. Every stage is cached under paths.cache_dir.",
+        "nesting and print a summary. Every stage is cached under paths.cache_dir.",
     )
-    parser.add_argument("--unique-tokens", metavar="N", nargs="+", type=int,
-                        help="one or more subset budgets (default: subset.unique_tokens of the config)")
+    parser.add_argument(
+        "--unique-tokens",
+        metavar="N",
+        nargs="+",
+        type=int,
+        help="one or more subset budgets (default: subset.unique_tokens of the config)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tokenizer.vocab_size=8192 source=local_files")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. tokenizer.vocab_size=8192 source=local_files"
+    )
     budgets: list[str] = []
     rest: list[str] = []
     args = list(argv)
@@ -410,7 +496,9 @@ def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int
 
     ns = _parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes: don't squeeze to 80 columns
+    console = Console(
+        width=None if sys.stdout.isatty() else 120
+    )  # logs and pipes: don't squeeze to 80 columns
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir or datascale.CONF_DIR)):
         cfg = compose("config", overrides=list(ns.overrides))
     budgets = ns.unique_tokens or [int(cfg.subset.unique_tokens)]
@@ -428,22 +516,46 @@ def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int
     pool = TokenCache.open(first.train_cache)
     verify_nested([m for _, m in results], pool)
 
-    table = Table(title=f"corpus {first.corpus_hash[:12]}  tokenizer {first.tokenizer_hash[:12]} (vocab {first.vocab_size})")
-    for col in ("domain", "pool docs", "pool tokens", "val docs", "val tokens", "test docs", "test tokens",
-                "val bytes/token"):
+    table = Table(
+        title=f"corpus {first.corpus_hash[:12]}  tokenizer {first.tokenizer_hash[:12]} (vocab {first.vocab_size})"
+    )
+    for col in (
+        "domain",
+        "pool docs",
+        "pool tokens",
+        "val docs",
+        "val tokens",
+        "test docs",
+        "test tokens",
+        "val bytes/token",
+    ):
         table.add_column(col, justify="left" if col == "domain" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(row["domain"], f"{row['pool_docs']:,}", f"{row['pool_tokens']:,}", f"{row['val_docs']:,}",
-                      f"{row['val_tokens']:,}", f"{row['test_docs']:,}", f"{row['test_tokens']:,}",
-                      f"{row['val_bytes'] / max(1, row['val_tokens']):.2f}")
+        table.add_row(
+            row["domain"],
+            f"{row['pool_docs']:,}",
+            f"{row['pool_tokens']:,}",
+            f"{row['val_docs']:,}",
+            f"{row['val_tokens']:,}",
+            f"{row['test_docs']:,}",
+            f"{row['test_tokens']:,}",
+            f"{row['val_bytes'] / max(1, row['val_tokens']):.2f}",
+        )
     console.print(table)
-    subsets = Table(title=f"subsets (order_seed {results[0][1].order_seed}, pool {pool.n_tokens:,} tokens): "
-                          "nested, verified")
+    subsets = Table(
+        title=f"subsets (order_seed {results[0][1].order_seed}, pool {pool.n_tokens:,} tokens): "
+        "nested, verified"
+    )
     for col in ("unique_tokens", "docs", "last doc tokens", "% of pool", "subset hash"):
         subsets.add_column(col, justify="right")
     for _, m in sorted(results, key=lambda r: r[1].unique_tokens):
-        subsets.add_row(f"{m.unique_tokens:,}", f"{m.n_docs:,}", f"{m.last_doc_tokens:,}",
-                        f"{100 * m.unique_tokens / m.pool_tokens:.1f}", m.manifest_hash[:12])
+        subsets.add_row(
+            f"{m.unique_tokens:,}",
+            f"{m.n_docs:,}",
+            f"{m.last_doc_tokens:,}",
+            f"{100 * m.unique_tokens / m.pool_tokens:.1f}",
+            m.manifest_hash[:12],
+        )
     console.print(subsets)
     console.print(f"manifests: {Path(first.subset_manifest).parent}", highlight=False, soft_wrap=True)
     return 0

@@ -29,9 +29,14 @@ log = logging.getLogger("datascale.data")
 FORMATS = ("auto", "text", "json", "parquet")
 SAMPLE_BY = ("document", "paragraph")
 _EXTENSIONS = {
-    ".txt": "text", ".text": "text", ".md": "text",
-    ".json": "json", ".jsonl": "json", ".ndjson": "json",
-    ".parquet": "parquet", ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
 }
 #: Bump when the conversion rules change: it is part of every source fingerprint.
 CONVERSION_VERSION = 1
@@ -88,25 +93,37 @@ def _to_documents(
         if max_documents is not None and len(out) >= max_documents:
             break
         if text_field not in row:
-            raise ConfigError("text_field", text_field, f"must be a field of every record; record {key(i, row)} "
-                                                        f"has fields {sorted(row)}")
+            raise ConfigError(
+                "text_field",
+                text_field,
+                f"must be a field of every record; record {key(i, row)} has fields {sorted(row)}",
+            )
         text = row[text_field]
         if text is None:
             continue
         if not isinstance(text, str):
-            raise ConfigError("text_field", text_field, f"must name a string field; record {key(i, row)} has "
-                                                        f"{type(text).__name__}")
+            raise ConfigError(
+                "text_field",
+                text_field,
+                f"must name a string field; record {key(i, row)} has {type(text).__name__}",
+            )
         if domain_field is not None:
             row_domain = row.get(domain_field)
             if not isinstance(row_domain, str) or not row_domain:
-                raise ConfigError("domain_field", domain_field, f"must name a non-empty string field; record "
-                                                                f"{key(i, row)} has {row_domain!r}")
+                raise ConfigError(
+                    "domain_field",
+                    domain_field,
+                    f"must name a non-empty string field; record {key(i, row)} has {row_domain!r}",
+                )
         else:
             row_domain = domain
         if doc_id_field is not None:
             if row.get(doc_id_field) in (None, ""):
-                raise ConfigError("doc_id_field", doc_id_field, f"must be set in every record; record {key(i, row)} "
-                                                                "has none")
+                raise ConfigError(
+                    "doc_id_field",
+                    doc_id_field,
+                    f"must be set in every record; record {key(i, row)} has none",
+                )
             base = f"{source}:{row[doc_id_field]}"
         else:
             base = f"{source}:{key(i, row)}"
@@ -127,7 +144,9 @@ def _check_unique_ids(rows: Sequence[Mapping[str, Any]], doc_id_field: str | Non
     seen: set[str] = set()
     for row in rows:
         if row["doc_id"] in seen:
-            raise ConfigError("doc_id_field", doc_id_field, f"must give unique document ids; {row['doc_id']!r} repeats")
+            raise ConfigError(
+                "doc_id_field", doc_id_field, f"must give unique document ids; {row['doc_id']!r} repeats"
+            )
         seen.add(row["doc_id"])
 
 
@@ -144,19 +163,40 @@ class BuiltinCorpus:
 
     def __post_init__(self) -> None:
         self.domains = [str(d) for d in _as_list(self.domains)]
-        require(len(self.domains) > 0, "domains", self.domains, f"must list one or more of {list(builtin_corpus.DOMAINS)}")
+        require(
+            len(self.domains) > 0,
+            "domains",
+            self.domains,
+            f"must list one or more of {list(builtin_corpus.DOMAINS)}",
+        )
         for d in self.domains:
             require_choice("domains", d, builtin_corpus.DOMAINS)
-        require(len(set(self.domains)) == len(self.domains), "domains", self.domains, "must not repeat a domain")
+        require(
+            len(set(self.domains)) == len(self.domains), "domains", self.domains, "must not repeat a domain"
+        )
         require_positive_int("max_bytes_per_domain", self.max_bytes_per_domain)
-        require(isinstance(self.max_doc_bytes, int) and not isinstance(self.max_doc_bytes, bool)
-                and self.max_doc_bytes >= 256, "max_doc_bytes", self.max_doc_bytes, "must be an integer >= 256")
-        require(self.max_bytes_per_domain >= self.max_doc_bytes, "max_bytes_per_domain", self.max_bytes_per_domain,
-                f"must be >= max_doc_bytes ({self.max_doc_bytes}) so that every domain gets documents")
+        require(
+            isinstance(self.max_doc_bytes, int)
+            and not isinstance(self.max_doc_bytes, bool)
+            and self.max_doc_bytes >= 256,
+            "max_doc_bytes",
+            self.max_doc_bytes,
+            "must be an integer >= 256",
+        )
+        require(
+            self.max_bytes_per_domain >= self.max_doc_bytes,
+            "max_bytes_per_domain",
+            self.max_bytes_per_domain,
+            f"must be >= max_doc_bytes ({self.max_doc_bytes}) so that every domain gets documents",
+        )
 
     def provenance(self) -> dict[str, Any]:
-        return {"source": "builtin", "builder_version": builtin_corpus.BUILDER_VERSION,
-                "versions": builtin_corpus.package_versions(), **asdict(self)}
+        return {
+            "source": "builtin",
+            "builder_version": builtin_corpus.BUILDER_VERSION,
+            "versions": builtin_corpus.package_versions(),
+            **asdict(self),
+        }
 
     def fingerprint(self) -> str:
         return canonical_json_hash({**self.provenance(), "stdlib": str(builtin_corpus.stdlib_dir())})
@@ -166,7 +206,12 @@ class BuiltinCorpus:
         ds = documents_from_rows(
             builtin_corpus.iter_builtin_documents(self.domains, self.max_bytes_per_domain, self.max_doc_bytes)
         )
-        log.info("built-in corpus: %d documents from %s in %.1f s", len(ds), self.domains, time.perf_counter() - start)
+        log.info(
+            "built-in corpus: %d documents from %s in %.1f s",
+            len(ds),
+            self.domains,
+            time.perf_counter() - start,
+        )
         return ds
 
 
@@ -195,17 +240,29 @@ class LocalFiles:
         require(len(self.paths) > 0, "paths", self.paths, "must list one or more file globs")
         require_choice("format", self.format, FORMATS)
         require_choice("sample_by", self.sample_by, SAMPLE_BY)
-        require(isinstance(self.text_field, str) and bool(self.text_field), "text_field", self.text_field,
-                "must be a non-empty column name")
-        require(isinstance(self.domain, str) and bool(self.domain), "domain", self.domain, "must be a non-empty string")
+        require(
+            isinstance(self.text_field, str) and bool(self.text_field),
+            "text_field",
+            self.text_field,
+            "must be a non-empty column name",
+        )
+        require(
+            isinstance(self.domain, str) and bool(self.domain),
+            "domain",
+            self.domain,
+            "must be a non-empty string",
+        )
         self.files()  # fail fast: globs that match nothing, unknown extensions
 
     def files(self) -> list[Path]:
         """Matched files, sorted and de-duplicated (a glob order never changes the corpus)."""
         found: set[Path] = set()
         for pattern in self.paths:
-            found.update(Path(p).resolve() for p in glob.glob(os.path.expanduser(pattern), recursive=True)
-                         if Path(p).is_file())
+            found.update(
+                Path(p).resolve()
+                for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                if Path(p).is_file()
+            )
         if not found:
             raise ConfigError("paths", self.paths, "globs match no files")
         files = sorted(found)
@@ -217,8 +274,12 @@ class LocalFiles:
             return self.format
         formats = {_EXTENSIONS.get(p.suffix.lower()) for p in files}
         if None in formats or len(formats) != 1:
-            raise ConfigError("format", self.format, f"'auto' needs one known file type {sorted(_EXTENSIONS)}; "
-                                                     f"got files {[p.name for p in files][:5]}: set format explicitly")
+            raise ConfigError(
+                "format",
+                self.format,
+                f"'auto' needs one known file type {sorted(_EXTENSIONS)}; "
+                f"got files {[p.name for p in files][:5]}: set format explicitly",
+            )
         return next(iter(formats))  # type: ignore[return-value]
 
     def provenance(self) -> dict[str, Any]:
@@ -249,23 +310,38 @@ class LocalFiles:
         log.info("local files: %d documents from %d files", len(rows), len(files))
         return documents_from_rows(rows)
 
-    def _convert(self, parts: datasets.DatasetDict, fmt: str, names: Mapping[str, Any],
-                 rel: Sequence[str]) -> list[dict[str, Any]]:
+    def _convert(
+        self, parts: datasets.DatasetDict, fmt: str, names: Mapping[str, Any], rel: Sequence[str]
+    ) -> list[dict[str, Any]]:
         text_field = "text" if fmt == "text" else self.text_field
         rows: list[dict[str, Any]] = []
         for name, relpath in zip(names, rel, strict=True):
             part = parts[name]
-            for col, what in ((text_field, "text_field"), (self.domain_field, "domain_field"),
-                              (self.doc_id_field, "doc_id_field")):
+            for col, what in (
+                (text_field, "text_field"),
+                (self.domain_field, "domain_field"),
+                (self.doc_id_field, "doc_id_field"),
+            ):
                 if col is not None and len(part) and col not in part.column_names:
-                    raise ConfigError(what, col, f"must be a column of {relpath}; its columns are {part.column_names}")
+                    raise ConfigError(
+                        what, col, f"must be a column of {relpath}; its columns are {part.column_names}"
+                    )
             one_per_file = fmt == "text"
-            rows.extend(_to_documents(
-                part.to_list(), source="local", text_field=text_field, domain_field=self.domain_field, domain=self.domain,
-                doc_id_field=self.doc_id_field, sample_by=self.sample_by,
-                key=(lambda i, row, r=relpath: r) if one_per_file else (lambda i, row, r=relpath: f"{r}#{i}"),
-                extra_meta={"file": relpath},
-            ))
+            rows.extend(
+                _to_documents(
+                    part.to_list(),
+                    source="local",
+                    text_field=text_field,
+                    domain_field=self.domain_field,
+                    domain=self.domain,
+                    doc_id_field=self.doc_id_field,
+                    sample_by=self.sample_by,
+                    key=(lambda i, row, r=relpath: r)
+                    if one_per_file
+                    else (lambda i, row, r=relpath: f"{r}#{i}"),
+                    extra_meta={"file": relpath},
+                )
+            )
         return rows
 
 
@@ -287,11 +363,19 @@ class HubDataset:
     revision: str | None = None
 
     def __post_init__(self) -> None:
-        require(isinstance(self.name, str) and bool(self.name), "name", self.name,
-                "must be a Hub dataset id like 'wikitext' or a local dataset directory")
+        require(
+            isinstance(self.name, str) and bool(self.name),
+            "name",
+            self.name,
+            "must be a Hub dataset id like 'wikitext' or a local dataset directory",
+        )
         require_positive_int("max_documents", self.max_documents)
-        require(isinstance(self.text_field, str) and bool(self.text_field), "text_field", self.text_field,
-                "must be a non-empty column name")
+        require(
+            isinstance(self.text_field, str) and bool(self.text_field),
+            "text_field",
+            self.text_field,
+            "must be a non-empty column name",
+        )
 
     @property
     def source_label(self) -> str:
@@ -302,20 +386,30 @@ class HubDataset:
 
     def fingerprint(self) -> str:
         if self.revision is None:
-            log.warning("source.revision is not set: the Hub dataset %s may change under the same cache key", self.name)
+            log.warning(
+                "source.revision is not set: the Hub dataset %s may change under the same cache key",
+                self.name,
+            )
         return canonical_json_hash({"conversion": CONVERSION_VERSION, **self.provenance()})
 
     def load(self) -> datasets.Dataset:
         try:
-            data = datasets.load_dataset(self.name, self.config, split=self.split, streaming=self.streaming,
-                                         revision=self.revision)
+            data = datasets.load_dataset(
+                self.name, self.config, split=self.split, streaming=self.streaming, revision=self.revision
+            )
         except Exception as err:  # the Hub raises many types; one clear line is what the user needs
             offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
             hint = " (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)" if offline else ""
-            raise RuntimeError(f"source.name={self.name!r}: could not load split {self.split!r}{hint}: {err}") from err
+            raise RuntimeError(
+                f"source.name={self.name!r}: could not load split {self.split!r}{hint}: {err}"
+            ) from err
         rows = _to_documents(
-            data, source=self.source_label, key=lambda i, row: f"{self.split}#{i}", text_field=self.text_field,
-            domain_field=self.domain_field, domain=self.domain or self.name.rstrip("/").split("/")[-1],
+            data,
+            source=self.source_label,
+            key=lambda i, row: f"{self.split}#{i}",
+            text_field=self.text_field,
+            domain_field=self.domain_field,
+            domain=self.domain or self.name.rstrip("/").split("/")[-1],
             max_documents=self.max_documents,
         )
         log.info("hub dataset %s: %d documents", self.name, len(rows))

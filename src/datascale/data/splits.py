@@ -61,16 +61,33 @@ class HeldoutSplit:
     train_domains: list[str] | None = None
 
     def __post_init__(self) -> None:
-        require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed", self.seed,
-                "must be a non-negative integer")
-        require(isinstance(self.eval_bytes_per_domain, int) and not isinstance(self.eval_bytes_per_domain, bool)
-                and self.eval_bytes_per_domain > 0, "eval_bytes_per_domain", self.eval_bytes_per_domain,
-                "must be a positive integer")
+        require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+            "seed",
+            self.seed,
+            "must be a non-negative integer",
+        )
+        require(
+            isinstance(self.eval_bytes_per_domain, int)
+            and not isinstance(self.eval_bytes_per_domain, bool)
+            and self.eval_bytes_per_domain > 0,
+            "eval_bytes_per_domain",
+            self.eval_bytes_per_domain,
+            "must be a positive integer",
+        )
         if self.train_domains is not None:
-            domains = [str(d) for d in (self.train_domains if not isinstance(self.train_domains, str)
-                                        else [self.train_domains])]
-            require(len(domains) > 0 and len(set(domains)) == len(domains), "train_domains", domains,
-                    "must be null (all domains) or a non-empty list without repeats")
+            domains = [
+                str(d)
+                for d in (
+                    self.train_domains if not isinstance(self.train_domains, str) else [self.train_domains]
+                )
+            ]
+            require(
+                len(domains) > 0 and len(set(domains)) == len(domains),
+                "train_domains",
+                domains,
+                "must be null (all domains) or a non-empty list without repeats",
+            )
             self.train_domains = domains
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +127,9 @@ def assign_splits(ds: datasets.Dataset, split: HeldoutSplit) -> SplitAssignment:
     train_domains = corpus_domains if split.train_domains is None else list(split.train_domains)
     unknown = [d for d in train_domains if d not in corpus_domains]
     if unknown:
-        raise ConfigError("train_domains", split.train_domains, f"must be a subset of the corpus domains {corpus_domains}")
+        raise ConfigError(
+            "train_domains", split.train_domains, f"must be a subset of the corpus domains {corpus_domains}"
+        )
     target = split.eval_bytes_per_domain
     pool: list[int] = []
     eval_sets: dict[str, dict[str, list[int]]] = {}
@@ -128,11 +147,18 @@ def assign_splits(ds: datasets.Dataset, split: HeldoutSplit) -> SplitAssignment:
                 pos += 1
         rest = [idx[j] for j in order[pos:]]
         total = sum(len(texts[i].encode("utf-8")) for i in idx)
-        if sum(len(texts[i].encode("utf-8")) for i in sets["test"]) < target or (domain in train_domains and not rest):
-            raise ConfigError("eval_bytes_per_domain", target,
-                              f"domain {domain!r} has {total} bytes in {len(idx)} documents: too few for a val and a "
-                              "test set of this size plus training documents")
+        if sum(len(texts[i].encode("utf-8")) for i in sets["test"]) < target or (
+            domain in train_domains and not rest
+        ):
+            raise ConfigError(
+                "eval_bytes_per_domain",
+                target,
+                f"domain {domain!r} has {total} bytes in {len(idx)} documents: too few for a val and a "
+                "test set of this size plus training documents",
+            )
         eval_sets[domain] = {name: sorted(v) for name, v in sets.items()}
         if domain in train_domains:
             pool.extend(rest)
-    return SplitAssignment(pool=sorted(pool), eval=eval_sets, domains=corpus_domains, train_domains=train_domains)
+    return SplitAssignment(
+        pool=sorted(pool), eval=eval_sets, domains=corpus_domains, train_domains=train_domains
+    )

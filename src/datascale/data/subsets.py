@@ -39,10 +39,22 @@ class SizeSubset:
     order_seed: int = 0
 
     def __post_init__(self) -> None:
-        require(isinstance(self.unique_tokens, int) and not isinstance(self.unique_tokens, bool)
-                and self.unique_tokens > 0, "unique_tokens", self.unique_tokens, "must be a positive integer")
-        require(isinstance(self.order_seed, int) and not isinstance(self.order_seed, bool) and self.order_seed >= 0,
-                "order_seed", self.order_seed, "must be a non-negative integer")
+        require(
+            isinstance(self.unique_tokens, int)
+            and not isinstance(self.unique_tokens, bool)
+            and self.unique_tokens > 0,
+            "unique_tokens",
+            self.unique_tokens,
+            "must be a positive integer",
+        )
+        require(
+            isinstance(self.order_seed, int)
+            and not isinstance(self.order_seed, bool)
+            and self.order_seed >= 0,
+            "order_seed",
+            self.order_seed,
+            "must be a non-negative integer",
+        )
 
 
 @dataclass
@@ -75,8 +87,10 @@ class SubsetManifest:
         known = {f.name for f in fields(cls)}
         manifest = cls(**{k: v for k, v in data.items() if k in known})
         if manifest.manifest_hash != manifest.compute_hash():
-            raise ValueError(f"subset manifest unique_tokens={manifest.unique_tokens}: manifest_hash does not match "
-                             "its content (edited or corrupt)")
+            raise ValueError(
+                f"subset manifest unique_tokens={manifest.unique_tokens}: manifest_hash does not match "
+                "its content (edited or corrupt)"
+            )
         return manifest
 
     def save(self, path: Path) -> Path:
@@ -117,22 +131,32 @@ def make_subset(cache: TokenCache, subset: SizeSubset) -> SubsetManifest:
     tokens = _stream(cache, chosen, u - before)
     assert len(tokens) == u, (len(tokens), u)
     return SubsetManifest(
-        unique_tokens=u, order_seed=subset.order_seed, pool_hash=cache.content_hash,
-        tokenizer_hash=cache.tokenizer_hash, doc_ids=[cache.doc_ids[i] for i in chosen], last_doc_tokens=u - before,
-        token_hash=stream_hash(tokens), n_docs=len(chosen), pool_tokens=pool_tokens,
+        unique_tokens=u,
+        order_seed=subset.order_seed,
+        pool_hash=cache.content_hash,
+        tokenizer_hash=cache.tokenizer_hash,
+        doc_ids=[cache.doc_ids[i] for i in chosen],
+        last_doc_tokens=u - before,
+        token_hash=stream_hash(tokens),
+        n_docs=len(chosen),
+        pool_tokens=pool_tokens,
     )
 
 
 def load_subset_tokens(cache: TokenCache, manifest: SubsetManifest) -> np.ndarray:
     """The subset's token stream: exactly ``unique_tokens`` tokens, checked against the manifest's hash."""
     if cache.content_hash != manifest.pool_hash or cache.tokenizer_hash != manifest.tokenizer_hash:
-        raise ValueError(f"{cache.path}: token cache (pool {cache.content_hash[:12]}, tokenizer "
-                         f"{cache.tokenizer_hash[:12]}) is not the one the subset manifest was made from "
-                         f"(pool {manifest.pool_hash[:12]}, tokenizer {manifest.tokenizer_hash[:12]})")
+        raise ValueError(
+            f"{cache.path}: token cache (pool {cache.content_hash[:12]}, tokenizer "
+            f"{cache.tokenizer_hash[:12]}) is not the one the subset manifest was made from "
+            f"(pool {manifest.pool_hash[:12]}, tokenizer {manifest.tokenizer_hash[:12]})"
+        )
     index = {doc_id: i for i, doc_id in enumerate(cache.doc_ids)}
     tokens = _stream(cache, [index[d] for d in manifest.doc_ids], manifest.last_doc_tokens)
     if len(tokens) != manifest.unique_tokens or stream_hash(tokens) != manifest.token_hash:
-        raise ValueError(f"subset unique_tokens={manifest.unique_tokens}: token stream does not match its manifest")
+        raise ValueError(
+            f"subset unique_tokens={manifest.unique_tokens}: token stream does not match its manifest"
+        )
     return tokens
 
 
@@ -147,27 +171,40 @@ def verify_nested(manifests: Sequence[SubsetManifest], cache: TokenCache | None 
     ordered = sorted(manifests, key=lambda m: m.unique_tokens)
     first = ordered[0]
     for m in ordered[1:]:
-        same = (m.pool_hash, m.tokenizer_hash, m.order_seed) == (first.pool_hash, first.tokenizer_hash, first.order_seed)
+        same = (m.pool_hash, m.tokenizer_hash, m.order_seed) == (
+            first.pool_hash,
+            first.tokenizer_hash,
+            first.order_seed,
+        )
         if not same:
-            raise NestingError(f"subsets unique_tokens={first.unique_tokens} and {m.unique_tokens} come from different "
-                               "pools, tokenizers or order seeds: they cannot be nested")
+            raise NestingError(
+                f"subsets unique_tokens={first.unique_tokens} and {m.unique_tokens} come from different "
+                "pools, tokenizers or order seeds: they cannot be nested"
+            )
     for small, large in itertools.pairwise(ordered):
         n = small.n_docs
         head = large.doc_ids[:n]
         if len(head) < n or head[: n - 1] != small.doc_ids[: n - 1] or head[-1] != small.doc_ids[-1]:
-            j = next((i for i, (a, b) in enumerate(zip(small.doc_ids, head, strict=False)) if a != b), len(head))
+            j = next(
+                (i for i, (a, b) in enumerate(zip(small.doc_ids, head, strict=False)) if a != b), len(head)
+            )
             raise NestingError(
                 f"subset unique_tokens={small.unique_tokens} is not a prefix of unique_tokens={large.unique_tokens}: "
-                f"document {j} is {small.doc_ids[j]!r} vs {head[j] if j < len(head) else None!r}")
+                f"document {j} is {small.doc_ids[j]!r} vs {head[j] if j < len(head) else None!r}"
+            )
         if n == large.n_docs and small.last_doc_tokens > large.last_doc_tokens:
-            raise NestingError(f"subset unique_tokens={small.unique_tokens} keeps more of its last document than "
-                               f"unique_tokens={large.unique_tokens}")
+            raise NestingError(
+                f"subset unique_tokens={small.unique_tokens} keeps more of its last document than "
+                f"unique_tokens={large.unique_tokens}"
+            )
     if cache is not None:
         largest = load_subset_tokens(cache, ordered[-1])
         for m in ordered[:-1]:
             if stream_hash(largest[: m.unique_tokens]) != m.token_hash:
-                raise NestingError(f"token stream of unique_tokens={m.unique_tokens} is not a prefix of the stream "
-                                   f"of unique_tokens={ordered[-1].unique_tokens}")
+                raise NestingError(
+                    f"token stream of unique_tokens={m.unique_tokens} is not a prefix of the stream "
+                    f"of unique_tokens={ordered[-1].unique_tokens}"
+                )
 
 
 def manifest_dir(root: Path, pool_hash: str, tokenizer_hash: str, order_seed: int) -> Path:
@@ -177,7 +214,8 @@ def manifest_dir(root: Path, pool_hash: str, tokenizer_hash: str, order_seed: in
 
 def manifest_path(root: Path, manifest: SubsetManifest) -> Path:
     return manifest_dir(root, manifest.pool_hash, manifest.tokenizer_hash, manifest.order_seed) / (
-        f"unique_tokens-{manifest.unique_tokens}.json")
+        f"unique_tokens-{manifest.unique_tokens}.json"
+    )
 
 
 def write_subset_manifest(root: Path, cache: TokenCache, subset: SizeSubset) -> tuple[Path, SubsetManifest]:
@@ -190,12 +228,19 @@ def write_subset_manifest(root: Path, cache: TokenCache, subset: SizeSubset) -> 
         if path.exists():
             existing = SubsetManifest.load(path)
             if existing.manifest_hash != manifest.manifest_hash:
-                raise NestingError(f"{path}: stored manifest differs from the one recomputed from the pool; the cache "
-                                   "is corrupt or was made by other code: delete the directory to rebuild")
+                raise NestingError(
+                    f"{path}: stored manifest differs from the one recomputed from the pool; the cache "
+                    "is corrupt or was made by other code: delete the directory to rebuild"
+                )
             return path, existing
         others = [SubsetManifest.load(p) for p in sorted(path.parent.glob("unique_tokens-*.json"))]
         verify_nested([*others, manifest], cache)
         manifest.save(path)
-        log.info("subset unique_tokens=%d: %d documents (last cut to %d tokens); nesting verified against %d others",
-                 manifest.unique_tokens, manifest.n_docs, manifest.last_doc_tokens, len(others))
+        log.info(
+            "subset unique_tokens=%d: %d documents (last cut to %d tokens); nesting verified against %d others",
+            manifest.unique_tokens,
+            manifest.n_docs,
+            manifest.last_doc_tokens,
+            len(others),
+        )
     return path, manifest

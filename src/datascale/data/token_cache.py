@@ -58,7 +58,11 @@ class TokenCache:
         tokens = np.load(path / "tokens.npy", mmap_mode="r")
         offsets = np.load(path / "offsets.npy")
         doc_ids = json.loads((path / "doc_ids.json").read_text())
-        if len(offsets) != len(doc_ids) + 1 or int(offsets[-1]) != len(tokens) or len(tokens) != meta["n_tokens"]:
+        if (
+            len(offsets) != len(doc_ids) + 1
+            or int(offsets[-1]) != len(tokens)
+            or len(tokens) != meta["n_tokens"]
+        ):
             raise ValueError(f"{path}: token cache is inconsistent (offsets/doc_ids/tokens/meta disagree)")
         return cls(path=path, tokens=tokens, offsets=offsets, doc_ids=doc_ids, meta=meta)
 
@@ -90,8 +94,15 @@ class TokenCache:
         return np.diff(self.offsets)
 
 
-def _tokenise_into(tmp: Path, texts: Sequence[str], tokenizer: Tokenizer, eos_id: int, dtype: np.dtype,
-                   progress: bool, desc: str) -> tuple[np.ndarray, int]:
+def _tokenise_into(
+    tmp: Path,
+    texts: Sequence[str],
+    tokenizer: Tokenizer,
+    eos_id: int,
+    dtype: np.dtype,
+    progress: bool,
+    desc: str,
+) -> tuple[np.ndarray, int]:
     """Encode in ~1 MB batches, streaming ids to a raw file (bounded memory); returns (offsets, n_bytes)."""
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     n_bytes, pos, i = 0, 0, 0
@@ -154,13 +165,23 @@ def build_token_cache(
         try:
             vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
             dtype = token_dtype(vocab_size)
-            offsets, n_bytes = _tokenise_into(tmp, texts, tokenizer, eos_id, dtype, progress, f"tokenise {name}".strip())
+            offsets, n_bytes = _tokenise_into(
+                tmp, texts, tokenizer, eos_id, dtype, progress, f"tokenise {name}".strip()
+            )
             np.save(tmp / "offsets.npy", offsets)
             (tmp / "doc_ids.json").write_text(json.dumps(list(doc_ids)))
             meta = {
-                "format_version": FORMAT_VERSION, "key": key, "name": name, "content_hash": content_hash,
-                "tokenizer_hash": tokenizer_hash, "n_docs": len(doc_ids), "n_tokens": int(offsets[-1]),
-                "n_bytes": n_bytes, "dtype": dtype.name, "eos_id": eos_id, "vocab_size": vocab_size,
+                "format_version": FORMAT_VERSION,
+                "key": key,
+                "name": name,
+                "content_hash": content_hash,
+                "tokenizer_hash": tokenizer_hash,
+                "n_docs": len(doc_ids),
+                "n_tokens": int(offsets[-1]),
+                "n_bytes": n_bytes,
+                "dtype": dtype.name,
+                "eos_id": eos_id,
+                "vocab_size": vocab_size,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
             os.rename(tmp, final)
@@ -170,9 +191,15 @@ def build_token_cache(
         STATS["caches_built"] += 1
         STATS["documents_tokenised"] += len(texts)
         elapsed = time.perf_counter() - start
-        log.info("token cache %s: %d docs -> %d tokens (%.2f bytes/token) in %.1f s (%.0f tokens/s)", name or key[:12],
-                 len(texts), meta["n_tokens"], n_bytes / max(1, meta["n_tokens"]), elapsed,
-                 meta["n_tokens"] / max(elapsed, 1e-9))
+        log.info(
+            "token cache %s: %d docs -> %d tokens (%.2f bytes/token) in %.1f s (%.0f tokens/s)",
+            name or key[:12],
+            len(texts),
+            meta["n_tokens"],
+            n_bytes / max(1, meta["n_tokens"]),
+            elapsed,
+            meta["n_tokens"] / max(elapsed, 1e-9),
+        )
     cache = TokenCache.open(final)
     cache.built = True
     return cache

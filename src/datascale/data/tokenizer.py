@@ -29,7 +29,11 @@ MAX_VOCAB = 1 << 20
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map used by the ByteLevel pre-tokenizer."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = list(printable), 0
     for b in range(256):
         if b not in printable:
@@ -48,13 +52,28 @@ class BPETokenizer:
     eos_token: str = EOS_TOKEN
 
     def __post_init__(self) -> None:
-        require(isinstance(self.vocab_size, int) and not isinstance(self.vocab_size, bool)
-                and MIN_VOCAB <= self.vocab_size <= MAX_VOCAB, "vocab_size", self.vocab_size,
-                f"must be an integer in [{MIN_VOCAB}, {MAX_VOCAB}] (256 bytes + EOS at least)")
-        require(isinstance(self.min_frequency, int) and not isinstance(self.min_frequency, bool)
-                and self.min_frequency >= 1, "min_frequency", self.min_frequency, "must be an integer >= 1")
-        require(isinstance(self.eos_token, str) and bool(self.eos_token), "eos_token", self.eos_token,
-                "must be a non-empty string")
+        require(
+            isinstance(self.vocab_size, int)
+            and not isinstance(self.vocab_size, bool)
+            and MIN_VOCAB <= self.vocab_size <= MAX_VOCAB,
+            "vocab_size",
+            self.vocab_size,
+            f"must be an integer in [{MIN_VOCAB}, {MAX_VOCAB}] (256 bytes + EOS at least)",
+        )
+        require(
+            isinstance(self.min_frequency, int)
+            and not isinstance(self.min_frequency, bool)
+            and self.min_frequency >= 1,
+            "min_frequency",
+            self.min_frequency,
+            "must be an integer >= 1",
+        )
+        require(
+            isinstance(self.eos_token, str) and bool(self.eos_token),
+            "eos_token",
+            self.eos_token,
+            "must be a non-empty string",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,12 +85,17 @@ class BPETokenizer:
         tok.decoder = decoders.ByteLevel()
         return tok
 
-    def train(self, texts: Iterable[str], path: Path, length: int | None = None, progress: bool = False) -> TrainedTokenizer:
+    def train(
+        self, texts: Iterable[str], path: Path, length: int | None = None, progress: bool = False
+    ) -> TrainedTokenizer:
         """Train on ``texts`` (training-pool documents only) and save the full tokenizer JSON to ``path``."""
         tok = self.build()
         trainer = trainers.BpeTrainer(
-            vocab_size=self.vocab_size, min_frequency=self.min_frequency, special_tokens=[self.eos_token],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=progress,
+            vocab_size=self.vocab_size,
+            min_frequency=self.min_frequency,
+            special_tokens=[self.eos_token],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=progress,
         )
         start = time.perf_counter()
         tok.train_from_iterator(texts, trainer=trainer, length=length)
@@ -79,8 +103,12 @@ class BPETokenizer:
         path.parent.mkdir(parents=True, exist_ok=True)
         tok.save(str(path))
         trained = TrainedTokenizer.load(path, self.eos_token)
-        log.info("tokenizer: trained byte-level BPE, vocab %d (asked %d), in %.1f s", trained.vocab_size,
-                 self.vocab_size, time.perf_counter() - start)
+        log.info(
+            "tokenizer: trained byte-level BPE, vocab %d (asked %d), in %.1f s",
+            trained.vocab_size,
+            self.vocab_size,
+            time.perf_counter() - start,
+        )
         return trained
 
 
@@ -100,8 +128,13 @@ class TrainedTokenizer:
         path = Path(path)
         tok = load_tokenizer(path, eos_token)
         eos_id = tok.token_to_id(eos_token)
-        return cls(path=path, hash=file_sha256(path), vocab_size=tok.get_vocab_size(with_added_tokens=True),
-                   eos_id=eos_id, tokenizer=tok)
+        return cls(
+            path=path,
+            hash=file_sha256(path),
+            vocab_size=tok.get_vocab_size(with_added_tokens=True),
+            eos_id=eos_id,
+            tokenizer=tok,
+        )
 
 
 def file_sha256(path: Path) -> str:
@@ -133,6 +166,8 @@ def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
             continue
         missing = [c for c in token if c not in byte_of]
         if missing:
-            raise ValueError(f"token {token!r} (id {idx}) is not byte-level: characters {missing} have no byte")
+            raise ValueError(
+                f"token {token!r} (id {idx}) is not byte-level: characters {missing} have no byte"
+            )
         lengths[idx] = len(token)
     return lengths

@@ -36,8 +36,11 @@ def epoch_window_starts(n_tokens: int, seq_len: int, seed: int, epoch: int) -> n
     offset = int(rng.integers(0, seq_len))
     n_windows = (n_tokens - offset - 1) // seq_len
     if n_windows < 1:
-        raise ConfigError("subset.unique_tokens", n_tokens,
-                          f"must be >= 2 * seq_len = {2 * seq_len} (one training window per epoch)")
+        raise ConfigError(
+            "subset.unique_tokens",
+            n_tokens,
+            f"must be >= 2 * seq_len = {2 * seq_len} (one training window per epoch)",
+        )
     starts = offset + seq_len * np.arange(n_windows, dtype=np.int64)
     return starts[rng.permutation(n_windows)]
 
@@ -45,12 +48,23 @@ def epoch_window_starts(n_tokens: int, seq_len: int, seed: int, epoch: int) -> n
 class TrainStream(IterableDataset):
     """Infinite stream of this rank's rows of each global batch: ``(inputs, targets)`` int64 ``(B/w, seq_len)``."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
-                 rank: int = 0, world_size: int = 1, start_step: int = 0) -> None:
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        seq_len: int,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+    ) -> None:
         super().__init__()
         if global_batch % world_size:
-            raise ConfigError("training.batch_tokens", global_batch * seq_len,
-                              f"sequences per batch ({global_batch}) must be divisible by world size {world_size}")
+            raise ConfigError(
+                "training.batch_tokens",
+                global_batch * seq_len,
+                f"sequences per batch ({global_batch}) must be divisible by world size {world_size}",
+            )
         self.tokens = tokens
         self.seq_len = seq_len
         self.global_batch = global_batch
@@ -65,11 +79,12 @@ class TrainStream(IterableDataset):
         epoch, pending = 0, np.empty(0, dtype=np.int64)
         while True:
             while len(pending) < self.global_batch:
-                pending = np.concatenate([pending, epoch_window_starts(len(self.tokens), self.seq_len,
-                                                                       self.seed, epoch)])
+                pending = np.concatenate(
+                    [pending, epoch_window_starts(len(self.tokens), self.seq_len, self.seed, epoch)]
+                )
                 epoch += 1
             yield pending[: self.global_batch]
-            pending = pending[self.global_batch:]
+            pending = pending[self.global_batch :]
 
     def windows(self, starts: np.ndarray) -> np.ndarray:
         return np.asarray(self.tokens[starts[:, None] + np.arange(self.seq_len + 1)], dtype=np.int64)
@@ -78,7 +93,7 @@ class TrainStream(IterableDataset):
         for step, starts in enumerate(self.global_batches()):
             if step < self.start_step:
                 continue
-            rows = torch.from_numpy(self.windows(starts[self.rank::self.world_size]))
+            rows = torch.from_numpy(self.windows(starts[self.rank :: self.world_size]))
             yield rows[:, :-1], rows[:, 1:]
 
 
@@ -89,8 +104,15 @@ class EvalWindows(Dataset):
     bytes. ``rank``/``world_size`` keep windows ``r::w`` so ranks split the set without padding duplicates.
     """
 
-    def __init__(self, tokens: np.ndarray, token_bytes: np.ndarray, seq_len: int, max_tokens: int | None = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        token_bytes: np.ndarray,
+        seq_len: int,
+        max_tokens: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         n = len(tokens) if max_tokens is None else min(len(tokens), max_tokens + 1)
         if n < 2:
             raise ConfigError("eval set", n, "needs at least 2 tokens")
@@ -119,9 +141,16 @@ class EvalWindows(Dataset):
 class TokenDataModule(pl.LightningDataModule):
     """Training stream and per-domain val/test loaders (one loader per domain, in ``domains`` order)."""
 
-    def __init__(self, train_tokens: np.ndarray, eval_sets: dict[str, dict[str, np.ndarray]],
-                 token_bytes: np.ndarray, seq_len: int, protocol: TrainingProtocol, seed: int,
-                 vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        train_tokens: np.ndarray,
+        eval_sets: dict[str, dict[str, np.ndarray]],
+        token_bytes: np.ndarray,
+        seq_len: int,
+        protocol: TrainingProtocol,
+        seed: int,
+        vocab_size: int | None = None,
+    ) -> None:
         super().__init__()
         protocol.validate(seq_len, unique_tokens=len(train_tokens))
         self.train_tokens = train_tokens
@@ -139,8 +168,14 @@ class TokenDataModule(pl.LightningDataModule):
                 raise ConfigError("model.vocab_size", vocab_size, f"must exceed the largest token id {top}")
 
     @classmethod
-    def from_artifacts(cls, artifacts: Any, seq_len: int, protocol: TrainingProtocol, seed: int,
-                       vocab_size: int | None = None) -> TokenDataModule:
+    def from_artifacts(
+        cls,
+        artifacts: Any,
+        seq_len: int,
+        protocol: TrainingProtocol,
+        seed: int,
+        vocab_size: int | None = None,
+    ) -> TokenDataModule:
         """Load the subset stream and the eval caches named by a ``DataArtifacts`` (no tokenisation)."""
         from datascale.data.subsets import SubsetManifest, load_subset_tokens
         from datascale.data.token_cache import TokenCache
@@ -149,9 +184,13 @@ class TokenDataModule(pl.LightningDataModule):
         manifest = SubsetManifest.load(Path(artifacts.subset_manifest))
         train = load_subset_tokens(train_cache, manifest)
         if len(train) != artifacts.unique_tokens:
-            raise RuntimeError(f"subset stream has {len(train)} tokens, manifest says {artifacts.unique_tokens}")
-        eval_sets = {domain: {split: TokenCache.open(Path(path)).tokens for split, path in splits.items()}
-                     for domain, splits in artifacts.eval_caches.items()}
+            raise RuntimeError(
+                f"subset stream has {len(train)} tokens, manifest says {artifacts.unique_tokens}"
+            )
+        eval_sets = {
+            domain: {split: TokenCache.open(Path(path)).tokens for split, path in splits.items()}
+            for domain, splits in artifacts.eval_caches.items()
+        }
         token_bytes = np.load(artifacts.token_bytes_path)
         return cls(train, eval_sets, token_bytes, seq_len, protocol, seed, vocab_size=vocab_size)
 
@@ -167,8 +206,15 @@ class TokenDataModule(pl.LightningDataModule):
     # ---- loaders ------------------------------------------------------------------------------------------
     def train_stream(self, start_step: int = 0) -> TrainStream:
         rank, world = self._rank_world()
-        return TrainStream(self.train_tokens, self.seq_len, self.protocol.global_batch_sequences(self.seq_len),
-                           self.seed, rank, world, start_step)
+        return TrainStream(
+            self.train_tokens,
+            self.seq_len,
+            self.protocol.global_batch_sequences(self.seq_len),
+            self.seed,
+            rank,
+            world,
+            start_step,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_stream(), batch_size=None, num_workers=0)
@@ -180,8 +226,15 @@ class TokenDataModule(pl.LightningDataModule):
         return EvalWindows(self.eval_sets[domain][split], self.token_bytes, self.seq_len, cap, rank, world)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
-        return [DataLoader(self.eval_dataset(d, split), batch_size=self.protocol.eval_batch_sequences,
-                           shuffle=False, num_workers=0) for d in self.domains]
+        return [
+            DataLoader(
+                self.eval_dataset(d, split),
+                batch_size=self.protocol.eval_batch_sequences,
+                shuffle=False,
+                num_workers=0,
+            )
+            for d in self.domains
+        ]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")

@@ -30,13 +30,29 @@ def param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
 
 
 class GPTLightningModule(pl.LightningModule):
-    def __init__(self, model_cfg: GPTConfig, optimizer: OptimizerFactory, schedule: WarmupCosine,
-                 planned_steps: int, warmup_steps: int, batch_tokens: int, unique_tokens: int,
-                 domains: list[str]) -> None:
+    def __init__(
+        self,
+        model_cfg: GPTConfig,
+        optimizer: OptimizerFactory,
+        schedule: WarmupCosine,
+        planned_steps: int,
+        warmup_steps: int,
+        batch_tokens: int,
+        unique_tokens: int,
+        domains: list[str],
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters({"model": model_cfg.to_dict(), "planned_steps": planned_steps,
-                                   "warmup_steps": warmup_steps, "batch_tokens": batch_tokens,
-                                   "unique_tokens": unique_tokens, "domains": list(domains)}, logger=False)
+        self.save_hyperparameters(
+            {
+                "model": model_cfg.to_dict(),
+                "planned_steps": planned_steps,
+                "warmup_steps": warmup_steps,
+                "batch_tokens": batch_tokens,
+                "unique_tokens": unique_tokens,
+                "domains": list(domains),
+            },
+            logger=False,
+        )
         self.model = GPT(model_cfg)
         self.optimizer_factory = optimizer
         self.schedule = schedule
@@ -89,8 +105,10 @@ class GPTLightningModule(pl.LightningModule):
         sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")
         nats, tokens, nbytes = (sums[i].tolist() for i in range(3))
         by_domain = {d: nats[i] / tokens[i] if tokens[i] else math.nan for i, d in enumerate(self.domains)}
-        bpb = {d: nats[i] / (nbytes[i] * math.log(2)) if nbytes[i] else math.nan
-               for i, d in enumerate(self.domains)}
+        bpb = {
+            d: nats[i] / (nbytes[i] * math.log(2)) if nbytes[i] else math.nan
+            for i, d in enumerate(self.domains)
+        }
         macro = sum(by_domain.values()) / len(by_domain)
         metrics = {}
         for d in self.domains:
@@ -98,17 +116,24 @@ class GPTLightningModule(pl.LightningModule):
             metrics[f"{stage}/{d}/bpb"] = bpb[d]
         self.log_dict(metrics, prog_bar=False)
         self.log(f"{stage}/loss", macro, prog_bar=True)
-        result = {"step": self.global_step, "tokens_seen": self.tokens_seen(), "loss": macro,
-                  "loss_by_domain": by_domain, "bpb_by_domain": bpb,
-                  "tokens_by_domain": dict(zip(self.domains, map(int, tokens), strict=True)),
-                  "bytes_by_domain": dict(zip(self.domains, map(int, nbytes), strict=True))}
+        result = {
+            "step": self.global_step,
+            "tokens_seen": self.tokens_seen(),
+            "loss": macro,
+            "loss_by_domain": by_domain,
+            "bpb_by_domain": bpb,
+            "tokens_by_domain": dict(zip(self.domains, map(int, tokens), strict=True)),
+            "bytes_by_domain": dict(zip(self.domains, map(int, nbytes), strict=True)),
+        }
         self._sums = None
         return result
 
     def on_validation_epoch_start(self) -> None:
         self._start_eval()
 
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._eval_step(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:

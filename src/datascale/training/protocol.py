@@ -21,43 +21,69 @@ from datascale.config_errors import require, require_in_range, require_positive,
 class TrainingProtocol:
     """Hydra leaf ``conf/training/early_stop.yaml``; every length is in tokens (global, over all ranks)."""
 
-    batch_tokens: int = 2048                 # global batch: 16 sequences x 128 tokens
-    eval_every_epochs: float = 1.0           # evaluate every this many passes over the subset ...
-    min_eval_interval_tokens: int = 16384    # ... but at least this many tokens apart (tiny subsets)
-    max_eval_interval_tokens: int | None = None  # ... and at most this many apart (huge subsets); None: no limit
-    patience: int = 3                        # evaluations without improvement before stopping
-    min_delta: float = 0.0                   # improvement (nats) that counts for patience
-    cap_epochs: float = 40.0                 # token cap = cap_epochs * U ...
-    min_tokens: int = 0                      # ... at least this ...
-    max_tokens: int | None = None            # ... and at most this (None: no upper bound)
-    warmup_tokens: int = 65536               # linear warmup length ...
-    warmup_max_fraction: float = 0.1         # ... but at most this fraction of the planned steps
+    batch_tokens: int = 2048  # global batch: 16 sequences x 128 tokens
+    eval_every_epochs: float = 1.0  # evaluate every this many passes over the subset ...
+    min_eval_interval_tokens: int = 16384  # ... but at least this many tokens apart (tiny subsets)
+    max_eval_interval_tokens: int | None = (
+        None  # ... and at most this many apart (huge subsets); None: no limit
+    )
+    patience: int = 3  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # improvement (nats) that counts for patience
+    cap_epochs: float = 40.0  # token cap = cap_epochs * U ...
+    min_tokens: int = 0  # ... at least this ...
+    max_tokens: int | None = None  # ... and at most this (None: no upper bound)
+    warmup_tokens: int = 65536  # linear warmup length ...
+    warmup_max_fraction: float = 0.1  # ... but at most this fraction of the planned steps
     eval_tokens_per_domain: int | None = 24576  # first tokens of each domain's val set used (None: all);
     #                                           test sets are always evaluated whole (once per run)
-    eval_batch_sequences: int = 32           # sequences per evaluation batch (per rank)
-    grad_clip: float | None = 1.0            # gradient-norm clip (None: off)
+    eval_batch_sequences: int = 32  # sequences per evaluation batch (per rank)
+    grad_clip: float | None = 1.0  # gradient-norm clip (None: off)
 
     def __post_init__(self) -> None:
         require_positive_int("batch_tokens", self.batch_tokens)
         require_positive("eval_every_epochs", self.eval_every_epochs)
-        require(isinstance(self.min_eval_interval_tokens, int) and self.min_eval_interval_tokens >= 0,
-                "min_eval_interval_tokens", self.min_eval_interval_tokens, "must be an integer >= 0")
+        require(
+            isinstance(self.min_eval_interval_tokens, int) and self.min_eval_interval_tokens >= 0,
+            "min_eval_interval_tokens",
+            self.min_eval_interval_tokens,
+            "must be an integer >= 0",
+        )
         if self.max_eval_interval_tokens is not None:
             require_positive_int("max_eval_interval_tokens", self.max_eval_interval_tokens)
-            require(self.max_eval_interval_tokens >= self.min_eval_interval_tokens, "max_eval_interval_tokens",
-                    self.max_eval_interval_tokens, f"must be >= min_eval_interval_tokens={self.min_eval_interval_tokens}")
+            require(
+                self.max_eval_interval_tokens >= self.min_eval_interval_tokens,
+                "max_eval_interval_tokens",
+                self.max_eval_interval_tokens,
+                f"must be >= min_eval_interval_tokens={self.min_eval_interval_tokens}",
+            )
         require_positive_int("patience", self.patience)
-        require(isinstance(self.min_delta, int | float) and self.min_delta >= 0, "min_delta", self.min_delta,
-                "must be a number >= 0")
+        require(
+            isinstance(self.min_delta, int | float) and self.min_delta >= 0,
+            "min_delta",
+            self.min_delta,
+            "must be a number >= 0",
+        )
         require_positive("cap_epochs", self.cap_epochs)
-        require(isinstance(self.min_tokens, int) and self.min_tokens >= 0, "min_tokens", self.min_tokens,
-                "must be an integer >= 0")
+        require(
+            isinstance(self.min_tokens, int) and self.min_tokens >= 0,
+            "min_tokens",
+            self.min_tokens,
+            "must be an integer >= 0",
+        )
         if self.max_tokens is not None:
             require_positive_int("max_tokens", self.max_tokens)
-            require(self.max_tokens >= self.min_tokens, "max_tokens", self.max_tokens,
-                    f"must be >= min_tokens={self.min_tokens}")
-        require(isinstance(self.warmup_tokens, int) and self.warmup_tokens >= 0, "warmup_tokens",
-                self.warmup_tokens, "must be an integer >= 0")
+            require(
+                self.max_tokens >= self.min_tokens,
+                "max_tokens",
+                self.max_tokens,
+                f"must be >= min_tokens={self.min_tokens}",
+            )
+        require(
+            isinstance(self.warmup_tokens, int) and self.warmup_tokens >= 0,
+            "warmup_tokens",
+            self.warmup_tokens,
+            "must be an integer >= 0",
+        )
         require_in_range("warmup_max_fraction", self.warmup_max_fraction, 0.0, 1.0)
         if self.eval_tokens_per_domain is not None:
             require_positive_int("eval_tokens_per_domain", self.eval_tokens_per_domain)
@@ -68,15 +94,27 @@ class TrainingProtocol:
     # ---- checks that need the model / data / world size -------------------------------------------------
     def validate(self, seq_len: int, world_size: int = 1, unique_tokens: int | None = None) -> None:
         """Raise ConfigError if this protocol cannot run with this sequence length, world size and subset."""
-        require(self.batch_tokens % seq_len == 0, "training.batch_tokens", self.batch_tokens,
-                f"must be a multiple of model.seq_len={seq_len}")
+        require(
+            self.batch_tokens % seq_len == 0,
+            "training.batch_tokens",
+            self.batch_tokens,
+            f"must be a multiple of model.seq_len={seq_len}",
+        )
         rows = self.batch_tokens // seq_len
-        require(rows % world_size == 0, "training.batch_tokens", self.batch_tokens,
-                f"must give a number of sequences ({rows}) divisible by the world size {world_size}")
+        require(
+            rows % world_size == 0,
+            "training.batch_tokens",
+            self.batch_tokens,
+            f"must give a number of sequences ({rows}) divisible by the world size {world_size}",
+        )
         if unique_tokens is not None:
             # the epoch stream starts at a random offset < seq_len; every epoch needs at least one window
-            require(unique_tokens >= 2 * seq_len, "subset.unique_tokens", unique_tokens,
-                    f"must be >= 2 * model.seq_len = {2 * seq_len} (one training window per epoch)")
+            require(
+                unique_tokens >= 2 * seq_len,
+                "subset.unique_tokens",
+                unique_tokens,
+                f"must be >= 2 * model.seq_len = {2 * seq_len} (one training window per epoch)",
+            )
 
     # ---- lengths -------------------------------------------------------------------------------------------
     def global_batch_sequences(self, seq_len: int) -> int:

@@ -39,8 +39,12 @@ class WarmupCosine:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def build(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
-        require(0 <= warmup_steps <= total_steps, "warmup_steps", warmup_steps,
-                f"must be in [0, planned steps={total_steps}]")
+        require(
+            0 <= warmup_steps <= total_steps,
+            "warmup_steps",
+            warmup_steps,
+            f"must be in [0, planned steps={total_steps}]",
+        )
         from torch.optim.lr_scheduler import LambdaLR
 
         return LambdaLR(optimizer, lambda step: self.factor(step, warmup_steps, total_steps))

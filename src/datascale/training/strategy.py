@@ -21,15 +21,19 @@ class StrategyConfig:
     """Hydra leaf ``conf/strategy/*.yaml``."""
 
     name: str = "auto"
-    devices: int = 1     # processes per node (= torchrun --nproc_per_node)
+    devices: int = 1  # processes per node (= torchrun --nproc_per_node)
     num_nodes: int = 1
 
     def __post_init__(self) -> None:
         require(self.name in KNOWN_STRATEGIES, "name", self.name, f"must be one of {list(KNOWN_STRATEGIES)}")
         require_positive_int("devices", self.devices)
         require_positive_int("num_nodes", self.num_nodes)
-        require(not (self.name == "single_device" and self.devices * self.num_nodes > 1), "name", self.name,
-                "single_device needs devices=1 and num_nodes=1")
+        require(
+            not (self.name == "single_device" and self.devices * self.num_nodes > 1),
+            "name",
+            self.name,
+            "single_device needs devices=1 and num_nodes=1",
+        )
 
     @property
     def world_size(self) -> int:

@@ -45,8 +45,14 @@ def axis_tags(axes: Mapping[str, Any]) -> list[str]:
     return [f"{k}={v}"[:64] for k, v in axes.items()]
 
 
-def build_loggers(logger_cfg: Mapping[str, Any], run_dir: Path, run_id: str, study: str,
-                  axes: Mapping[str, Any], config: dict[str, Any]) -> tuple[list[Logger], WandbLogger | None]:
+def build_loggers(
+    logger_cfg: Mapping[str, Any],
+    run_dir: Path,
+    run_id: str,
+    study: str,
+    axes: Mapping[str, Any],
+    config: dict[str, Any],
+) -> tuple[list[Logger], WandbLogger | None]:
     """``[CSVLogger -> run_dir/metrics.csv, WandbLogger?]``; the second value is the W&B logger or None."""
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
     wandb_cfg = dict(logger_cfg.get("wandb") or {})
@@ -54,9 +60,18 @@ def build_loggers(logger_cfg: Mapping[str, Any], run_dir: Path, run_id: str, stu
         return loggers, None
     mode = resolve_wandb_mode(str(wandb_cfg.get("mode", "auto")))
     wandb_logger = WandbLogger(
-        name=run_id, id=run_id, save_dir=str(run_dir), project=wandb_cfg.get("project", "datascale"),
-        entity=wandb_cfg.get("entity"), group=study, job_type="train", tags=axis_tags(axes), config=config,
-        mode=mode, resume="allow", log_model=False,
+        name=run_id,
+        id=run_id,
+        save_dir=str(run_dir),
+        project=wandb_cfg.get("project", "datascale"),
+        entity=wandb_cfg.get("entity"),
+        group=study,
+        job_type="train",
+        tags=axis_tags(axes),
+        config=config,
+        mode=mode,
+        resume="allow",
+        log_model=False,
     )
     loggers.append(wandb_logger)
     return loggers, wandb_logger
@@ -83,16 +98,47 @@ def wandb_info(wandb_logger: WandbLogger | None, run_dir: Path) -> dict[str, Any
     if wandb_logger is None:
         return {"mode": "disabled"}
     init = wandb_logger._wandb_init
-    return {"id": init.get("id"), "project": init.get("project"), "entity": init.get("entity"),
-            "group": init.get("group"), "mode": wandb_mode_of(wandb_logger), "dir": str(run_dir / "wandb")}
+    return {
+        "id": init.get("id"),
+        "project": init.get("project"),
+        "entity": init.get("entity"),
+        "group": init.get("group"),
+        "mode": wandb_mode_of(wandb_logger),
+        "dir": str(run_dir / "wandb"),
+    }
 
 
 #: Record fields copied into the W&B run summary (so the W&B table matches the records).
-SUMMARY_FIELDS = ("status", "best_val_loss", "final_val_loss", "test_loss", "test_bpb_mean", "unique_tokens",
-                  "tokens_seen", "epochs", "steps", "planned_steps", "best_step", "tokens_at_best",
-                  "epochs_at_best", "converged", "stop_reason", "params_total", "params_non_embedding",
-                  "wall_time_s", "train_time_s", "tokens_per_s", "world_size", "code_version", "corpus_hash",
-                  "tokenizer_hash", "subset_hash", "val_loss_best", "test_loss_by_domain", "test_bpb")
+SUMMARY_FIELDS = (
+    "status",
+    "best_val_loss",
+    "final_val_loss",
+    "test_loss",
+    "test_bpb_mean",
+    "unique_tokens",
+    "tokens_seen",
+    "epochs",
+    "steps",
+    "planned_steps",
+    "best_step",
+    "tokens_at_best",
+    "epochs_at_best",
+    "converged",
+    "stop_reason",
+    "params_total",
+    "params_non_embedding",
+    "wall_time_s",
+    "train_time_s",
+    "tokens_per_s",
+    "world_size",
+    "code_version",
+    "corpus_hash",
+    "tokenizer_hash",
+    "subset_hash",
+    "val_loss_best",
+    "test_loss_by_domain",
+    "test_bpb",
+)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -100,8 +146,14 @@ def _finite_or_none(value: Any) -> Any:
 
 
 @rank_zero_only
-def finish_wandb(wandb_logger: WandbLogger | None, exit_code: int, record: dict[str, Any] | None = None,
-                 record_path: Path | None = None, artifacts: Any = None, log_artifacts: bool = True) -> None:
+def finish_wandb(
+    wandb_logger: WandbLogger | None,
+    exit_code: int,
+    record: dict[str, Any] | None = None,
+    record_path: Path | None = None,
+    artifacts: Any = None,
+    log_artifacts: bool = True,
+) -> None:
     """Summary metrics, artifact lineage (data manifests in, record.json out), then ``finish(exit_code)``.
 
     Called from the worker's ``finally``. Errors while logging extras are logged and swallowed so that
@@ -127,16 +179,25 @@ def _log_lineage(run: Any, wandb_logger: WandbLogger, record_path: Path | None, 
 
     if artifacts is not None:
         if wandb_mode_of(wandb_logger) == "online":  # W&B cannot declare inputs offline ("use_artifact")
-            data = wandb.Artifact(f"data-{artifacts.subset_hash[:16]}", type="dataset", metadata={
-                "corpus_hash": artifacts.corpus_hash, "tokenizer_hash": artifacts.tokenizer_hash,
-                "subset_hash": artifacts.subset_hash, "unique_tokens": artifacts.unique_tokens,
-                "vocab_size": artifacts.vocab_size})
+            data = wandb.Artifact(
+                f"data-{artifacts.subset_hash[:16]}",
+                type="dataset",
+                metadata={
+                    "corpus_hash": artifacts.corpus_hash,
+                    "tokenizer_hash": artifacts.tokenizer_hash,
+                    "subset_hash": artifacts.subset_hash,
+                    "unique_tokens": artifacts.unique_tokens,
+                    "vocab_size": artifacts.vocab_size,
+                },
+            )
             data.add_file(str(artifacts.subset_manifest), name="subset_manifest.json")
             data.add_file(str(artifacts.corpus_manifest), name="corpus_manifest.json")
             run.use_artifact(data)
         else:
-            log.info("W&B %s: data artifacts not declared as inputs (hashes are in the config and summary)",
-                     wandb_mode_of(wandb_logger))
+            log.info(
+                "W&B %s: data artifacts not declared as inputs (hashes are in the config and summary)",
+                wandb_mode_of(wandb_logger),
+            )
     if record_path is not None and Path(record_path).exists():
         out = wandb.Artifact(f"record-{run.id}", type="run-record")
         out.add_file(str(record_path), name="record.json")

@@ -53,8 +53,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s"
 # ---- small helpers (torch-free) ---------------------------------------------------------------------------
 def dist_env() -> tuple[int, int, int]:
     """(global rank, world size, processes on this node) from torchrun's environment; (0, 1, 1) without it."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+    )
 
 
 class _RankFilter(logging.Filter):
@@ -89,7 +92,9 @@ def setup_logging(run_dir: Path, rank: int) -> None:
     ours.propagate = False
     targets = [(ours, file_handler), (ours, console)]
     # Lightning prints to the console itself; its messages and warnings also go to worker.log
-    targets += [(logging.getLogger(n), file_handler) for n in ("pytorch_lightning", "lightning_fabric", "py.warnings")]
+    targets += [
+        (logging.getLogger(n), file_handler) for n in ("pytorch_lightning", "lightning_fabric", "py.warnings")
+    ]
     for logger, handler in targets:
         logger.addHandler(handler)
         _HANDLERS.append((logger, handler))
@@ -113,10 +118,28 @@ def code_version() -> str:
     from datascale import PROJECT_ROOT, __version__
 
     try:
-        head = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "--no-optional-locks", "-C", str(PROJECT_ROOT), "status", "--porcelain",
-                                 "--untracked-files=no"], capture_output=True, text=True, timeout=10, check=True)
+        head = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            [
+                "git",
+                "--no-optional-locks",
+                "-C",
+                str(PROJECT_ROOT),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return head + ("+dirty" if status.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return f"datascale-{__version__}"
@@ -174,8 +197,9 @@ def failed_record(known: dict[str, Any], error: str) -> RunRecord:
             continue
         else:
             kind = str(f.type)
-            values[f.name] = ({} if kind.startswith("dict") else [] if kind.startswith("list")
-                              else blanks.get(kind))
+            values[f.name] = (
+                {} if kind.startswith("dict") else [] if kind.startswith("list") else blanks.get(kind)
+            )
     values.update(status="failed", error=error)
     return RunRecord(**values)
 
@@ -189,9 +213,14 @@ def run(resolved_path: Path, started: float | None = None) -> RunRecord:
     run_dir = Path(cfg.run.dir)
     rank, world, _ = dist_env()
     setup_logging(run_dir, rank)
-    known: dict[str, Any] = {"run_id": str(cfg.run.id), "study": str(cfg.study.name), "seed": int(cfg.seed),
-                             "axes": axis_values(cfg), "config": OmegaConf.to_container(cfg, resolve=True),
-                             "world_size": world}
+    known: dict[str, Any] = {
+        "run_id": str(cfg.run.id),
+        "study": str(cfg.study.name),
+        "seed": int(cfg.seed),
+        "axes": axis_values(cfg),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "world_size": world,
+    }
     exit_code = 1
     record: RunRecord | None = None
     try:
@@ -201,8 +230,11 @@ def run(resolved_path: Path, started: float | None = None) -> RunRecord:
     except BaseException as exc:
         log.exception("run %s failed", cfg.run.id)
         if rank == 0:
-            known.update(created_at=_now(), code_version=known.get("code_version") or code_version(),
-                         wall_time_s=time.time() - started)
+            known.update(
+                created_at=_now(),
+                code_version=known.get("code_version") or code_version(),
+                wall_time_s=time.time() - started,
+            )
             try:
                 write_record(run_dir, failed_record(known, f"{type(exc).__name__}: {exc}".splitlines()[0]))
             except Exception:
@@ -210,10 +242,14 @@ def run(resolved_path: Path, started: float | None = None) -> RunRecord:
         raise
     finally:  # always close the W&B run, with the exit code that says whether the run worked
         try:
-            finish_wandb(known.get("_wandb_logger"), exit_code, record=record.to_dict() if record else None,
-                         record_path=run_dir / RECORD_FILENAME if record else None,
-                         artifacts=known.get("_artifacts"),
-                         log_artifacts=bool(OmegaConf.select(cfg, "logger.wandb.log_artifacts", default=True)))
+            finish_wandb(
+                known.get("_wandb_logger"),
+                exit_code,
+                record=record.to_dict() if record else None,
+                record_path=run_dir / RECORD_FILENAME if record else None,
+                artifacts=known.get("_artifacts"),
+                log_artifacts=bool(OmegaConf.select(cfg, "logger.wandb.log_artifacts", default=True)),
+            )
         finally:
             teardown_logging()
 
@@ -244,8 +280,14 @@ def _resolve_accelerator_precision(trainer_cfg: dict[str, Any]) -> tuple[str, st
 
 
 #: trainer config keys the worker reads itself (everything else goes to pl.Trainer as is)
-WORKER_TRAINER_KEYS = ("accelerator", "precision", "progress_bar", "progress_refresh_rate", "num_threads",
-                       "matmul_precision")
+WORKER_TRAINER_KEYS = (
+    "accelerator",
+    "precision",
+    "progress_bar",
+    "progress_refresh_rate",
+    "num_threads",
+    "matmul_precision",
+)
 
 
 def _train(cfg: DictConfig, run_dir: Path, started: float, known: dict[str, Any]) -> RunRecord:
@@ -260,35 +302,60 @@ def _train(cfg: DictConfig, run_dir: Path, started: float, known: dict[str, Any]
     schedule = instantiate_leaf(cfg, "schedule")
     strategy = instantiate_leaf(cfg, "strategy")
     optimizer = instantiate_leaf(cfg, "optim")
-    for group, obj, kind in (("model", model_cfg, GPTConfig), ("training", protocol, TrainingProtocol),
-                             ("schedule", schedule, WarmupCosine), ("strategy", strategy, StrategyConfig)):
+    for group, obj, kind in (
+        ("model", model_cfg, GPTConfig),
+        ("training", protocol, TrainingProtocol),
+        ("schedule", schedule, WarmupCosine),
+        ("strategy", strategy, StrategyConfig),
+    ):
         if not isinstance(obj, kind):
             raise ConfigError(f"{group}._target_", type(obj).__name__, f"must build a {kind.__name__}")
     if strategy.world_size != world and "RANK" in os.environ:
-        raise ConfigError("strategy.devices", strategy.devices,
-                          f"devices x num_nodes must equal the torchrun world size {world}")
+        raise ConfigError(
+            "strategy.devices",
+            strategy.devices,
+            f"devices x num_nodes must equal the torchrun world size {world}",
+        )
 
     # ---- data ----
     artifacts = DataArtifacts.load(Path(cfg.run.data_artifacts))
     known["_artifacts"] = artifacts
-    known.update(corpus_hash=artifacts.corpus_hash, tokenizer_hash=artifacts.tokenizer_hash,
-                 subset_hash=artifacts.subset_hash, unique_tokens=artifacts.unique_tokens)
+    known.update(
+        corpus_hash=artifacts.corpus_hash,
+        tokenizer_hash=artifacts.tokenizer_hash,
+        subset_hash=artifacts.subset_hash,
+        unique_tokens=artifacts.unique_tokens,
+    )
     if model_cfg.vocab_size < artifacts.vocab_size:
-        raise ConfigError("model.vocab_size", model_cfg.vocab_size,
-                          f"must be >= the tokenizer's vocabulary size {artifacts.vocab_size}")
+        raise ConfigError(
+            "model.vocab_size",
+            model_cfg.vocab_size,
+            f"must be >= the tokenizer's vocabulary size {artifacts.vocab_size}",
+        )
     protocol.validate(model_cfg.seq_len, world, artifacts.unique_tokens)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = TokenDataModule.from_artifacts(artifacts, model_cfg.seq_len, protocol, int(cfg.seed),
-                                                vocab_size=model_cfg.vocab_size)
+    datamodule = TokenDataModule.from_artifacts(
+        artifacts, model_cfg.seq_len, protocol, int(cfg.seed), vocab_size=model_cfg.vocab_size
+    )
     unique = datamodule.unique_tokens
     plan = protocol.plan(unique, model_cfg.seq_len)
-    known.update(eval_domains=datamodule.domains,
-                 train_domains=train_domains(artifacts.corpus_manifest, datamodule.domains),
-                 planned_steps=plan["planned_steps"])
+    known.update(
+        eval_domains=datamodule.domains,
+        train_domains=train_domains(artifacts.corpus_manifest, datamodule.domains),
+        planned_steps=plan["planned_steps"],
+    )
 
     # ---- model ----
-    module = GPTLightningModule(model_cfg, optimizer, schedule, plan["planned_steps"], plan["warmup_steps"],
-                                protocol.batch_tokens, unique, datamodule.domains)
+    module = GPTLightningModule(
+        model_cfg,
+        optimizer,
+        schedule,
+        plan["planned_steps"],
+        plan["warmup_steps"],
+        protocol.batch_tokens,
+        unique,
+        datamodule.domains,
+    )
     params = count_parameters(module.model)
     known.update(params_total=params["total"], params_non_embedding=params["non_embedding"])
 
@@ -300,39 +367,82 @@ def _train(cfg: DictConfig, run_dir: Path, started: float, known: dict[str, Any]
     known.update(accelerator=accelerator, precision=precision, strategy=strategy.name)
     resolved_config = known["config"]
     axes = known["axes"]
-    loggers, wandb_logger = build_loggers(cfg.get("logger") or {}, run_dir, str(cfg.run.id), str(cfg.study.name),
-                                          axes, resolved_config)
+    loggers, wandb_logger = build_loggers(
+        cfg.get("logger") or {}, run_dir, str(cfg.run.id), str(cfg.study.name), axes, resolved_config
+    )
     known["_wandb_logger"] = wandb_logger
     known["wandb"] = wandb_info(wandb_logger, run_dir)
     if rank == 0:  # no resume yet: a re-run starts from scratch, so stale checkpoints must not linger
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    early_stop = EarlyStopping(monitor="val/loss", mode="min", patience=protocol.patience,
-                               min_delta=protocol.min_delta, check_finite=True)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{step}", monitor="val/loss",
-                                 mode="min", save_top_k=1, save_last=False)
+    early_stop = EarlyStopping(
+        monitor="val/loss",
+        mode="min",
+        patience=protocol.patience,
+        min_delta=protocol.min_delta,
+        check_finite=True,
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-{step}",
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        save_last=False,
+    )
     throughput = TrainThroughput()
     callbacks: list[pl.Callback] = [early_stop, checkpoint, throughput]
     enable_bar = bool(trainer_cfg.get("enable_progress_bar", True))
     if enable_bar:
-        callbacks.append(progress_bar(str(trainer_cfg.get("progress_bar", "tqdm")),
-                                      int(trainer_cfg.get("progress_refresh_rate", 20))))
+        callbacks.append(
+            progress_bar(
+                str(trainer_cfg.get("progress_bar", "tqdm")),
+                int(trainer_cfg.get("progress_refresh_rate", 20)),
+            )
+        )
     passthrough = {k: v for k, v in trainer_cfg.items() if k not in WORKER_TRAINER_KEYS}
     trainer = pl.Trainer(
-        accelerator=accelerator, precision=precision, strategy=strategy.name, devices=strategy.devices,
-        num_nodes=strategy.num_nodes, max_steps=plan["planned_steps"], max_epochs=-1,
-        val_check_interval=plan["eval_interval_steps"], check_val_every_n_epoch=None,
-        gradient_clip_val=protocol.grad_clip, default_root_dir=str(run_dir), logger=loggers, callbacks=callbacks,
-        enable_checkpointing=True, use_distributed_sampler=False, enable_model_summary=False,
+        accelerator=accelerator,
+        precision=precision,
+        strategy=strategy.name,
+        devices=strategy.devices,
+        num_nodes=strategy.num_nodes,
+        max_steps=plan["planned_steps"],
+        max_epochs=-1,
+        val_check_interval=plan["eval_interval_steps"],
+        check_val_every_n_epoch=None,
+        gradient_clip_val=protocol.grad_clip,
+        default_root_dir=str(run_dir),
+        logger=loggers,
+        callbacks=callbacks,
+        enable_checkpointing=True,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
         **{"num_sanity_val_steps": 0, **passthrough},
     )
     define_token_axis(wandb_logger)
-    log.info("start run %s study=%s axes=%s | params %s (non-embedding %s) | U=%s tokens, batch %s tokens, "
-             "planned %s steps = %s tokens (%.1f epochs), eval every %s steps, warmup %s steps, patience %s | "
-             "%s x%s %s, %s threads/process, precision %s", cfg.run.id, cfg.study.name, axes,
-             f"{params['total']:,}", f"{params['non_embedding']:,}", f"{unique:,}", protocol.batch_tokens,
-             plan["planned_steps"], f"{plan['planned_tokens']:,}", plan["planned_epochs"],
-             plan["eval_interval_steps"], plan["warmup_steps"], protocol.patience, accelerator, world,
-             strategy.name, threads, precision)
+    log.info(
+        "start run %s study=%s axes=%s | params %s (non-embedding %s) | U=%s tokens, batch %s tokens, "
+        "planned %s steps = %s tokens (%.1f epochs), eval every %s steps, warmup %s steps, patience %s | "
+        "%s x%s %s, %s threads/process, precision %s",
+        cfg.run.id,
+        cfg.study.name,
+        axes,
+        f"{params['total']:,}",
+        f"{params['non_embedding']:,}",
+        f"{unique:,}",
+        protocol.batch_tokens,
+        plan["planned_steps"],
+        f"{plan['planned_tokens']:,}",
+        plan["planned_epochs"],
+        plan["eval_interval_steps"],
+        plan["warmup_steps"],
+        protocol.patience,
+        accelerator,
+        world,
+        strategy.name,
+        threads,
+        precision,
+    )
 
     # ---- fit, then test the best checkpoint ----
     fit_started = time.time()
@@ -348,8 +458,10 @@ def _train(cfg: DictConfig, run_dir: Path, started: float, known: dict[str, Any]
     elif steps >= plan["planned_steps"]:
         stop_reason, converged = "token_cap", False
     else:
-        raise RuntimeError(f"training stopped at step {steps} of {plan['planned_steps']} for no known reason "
-                           f"({early_stop.stopping_reason})")
+        raise RuntimeError(
+            f"training stopped at step {steps} of {plan['planned_steps']} for no known reason "
+            f"({early_stop.stopping_reason})"
+        )
     best_path = checkpoint.best_model_path
     match = re.search(r"step=(\d+)", Path(best_path).name)
     if not best_path or match is None:
@@ -365,29 +477,69 @@ def _train(cfg: DictConfig, run_dir: Path, started: float, known: dict[str, Any]
     tokens_at_best = best_step * protocol.batch_tokens
     test_bpb = test["bpb_by_domain"]
     record = RunRecord(
-        run_id=known["run_id"], study=known["study"], status="done", axes=axes, seed=known["seed"],
-        created_at=_now(), code_version=known["code_version"], config=resolved_config,
-        corpus_hash=artifacts.corpus_hash, tokenizer_hash=artifacts.tokenizer_hash,
-        subset_hash=artifacts.subset_hash, train_domains=known["train_domains"], eval_domains=datamodule.domains,
-        params_total=params["total"], params_non_embedding=params["non_embedding"],
-        unique_tokens=unique, tokens_seen=tokens_seen, epochs=tokens_seen / unique, steps=steps,
-        planned_steps=plan["planned_steps"], best_step=best_step, tokens_at_best=tokens_at_best,
-        epochs_at_best=tokens_at_best / unique, converged=converged, stop_reason=stop_reason,
-        best_val_loss=best["loss"], final_val_loss=final["loss"], test_loss=test["loss"],
-        val_loss_best=best["loss_by_domain"], val_loss_final=final["loss_by_domain"],
-        test_loss_by_domain=test["loss_by_domain"], val_bpb_best=best["bpb_by_domain"], test_bpb=test_bpb,
+        run_id=known["run_id"],
+        study=known["study"],
+        status="done",
+        axes=axes,
+        seed=known["seed"],
+        created_at=_now(),
+        code_version=known["code_version"],
+        config=resolved_config,
+        corpus_hash=artifacts.corpus_hash,
+        tokenizer_hash=artifacts.tokenizer_hash,
+        subset_hash=artifacts.subset_hash,
+        train_domains=known["train_domains"],
+        eval_domains=datamodule.domains,
+        params_total=params["total"],
+        params_non_embedding=params["non_embedding"],
+        unique_tokens=unique,
+        tokens_seen=tokens_seen,
+        epochs=tokens_seen / unique,
+        steps=steps,
+        planned_steps=plan["planned_steps"],
+        best_step=best_step,
+        tokens_at_best=tokens_at_best,
+        epochs_at_best=tokens_at_best / unique,
+        converged=converged,
+        stop_reason=stop_reason,
+        best_val_loss=best["loss"],
+        final_val_loss=final["loss"],
+        test_loss=test["loss"],
+        val_loss_best=best["loss_by_domain"],
+        val_loss_final=final["loss_by_domain"],
+        test_loss_by_domain=test["loss_by_domain"],
+        val_bpb_best=best["bpb_by_domain"],
+        test_bpb=test_bpb,
         test_bpb_mean=sum(test_bpb.values()) / len(test_bpb),
-        wall_time_s=time.time() - started, train_time_s=train_time, tokens_per_s=tokens_seen / train_time,
-        world_size=trainer.world_size, strategy=str(getattr(trainer.strategy, "strategy_name", strategy.name)),
-        accelerator=accelerator, precision=str(trainer.precision), wandb=known["wandb"],
+        wall_time_s=time.time() - started,
+        train_time_s=train_time,
+        tokens_per_s=tokens_seen / train_time,
+        world_size=trainer.world_size,
+        strategy=str(getattr(trainer.strategy, "strategy_name", strategy.name)),
+        accelerator=accelerator,
+        precision=str(trainer.precision),
+        wandb=known["wandb"],
     )
     if trainer.is_global_zero:
         write_record(run_dir, record)
-    log.info("end run %s: best val %.4f at step %d (%.1f epochs), test %.4f (bpb %.4f), final val %.4f | "
-             "%s after %d steps = %.1f epochs | fit %.0f s, %.0f tokens/s (train steps only %.0f), wall %.0f s",
-             record.run_id, record.best_val_loss, best_step, record.epochs_at_best, record.test_loss,
-             record.test_bpb_mean, record.final_val_loss, stop_reason, steps, record.epochs, train_time,
-             record.tokens_per_s, throughput.tokens_per_s(protocol.batch_tokens), record.wall_time_s)
+    log.info(
+        "end run %s: best val %.4f at step %d (%.1f epochs), test %.4f (bpb %.4f), final val %.4f | "
+        "%s after %d steps = %.1f epochs | fit %.0f s, %.0f tokens/s (train steps only %.0f), wall %.0f s",
+        record.run_id,
+        record.best_val_loss,
+        best_step,
+        record.epochs_at_best,
+        record.test_loss,
+        record.test_bpb_mean,
+        record.final_val_loss,
+        stop_reason,
+        steps,
+        record.epochs,
+        train_time,
+        record.tokens_per_s,
+        throughput.tokens_per_s(protocol.batch_tokens),
+        record.wall_time_s,
+    )
     return record
 
 
@@ -428,7 +580,9 @@ class TrainThroughput(pl.Callback):
 
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
-    parser = argparse.ArgumentParser(prog="python -m datascale.training.worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m datascale.training.worker", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("resolved", type=Path, help="<run_dir>/resolved.yaml written by the launcher")
     args = parser.parse_args(argv)
     try:
