@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 
 from datascale import CONF_DIR, SWEEPS_DIR
 from datascale.config_errors import ConfigError
-from datascale.launch import axis_values, sweep_job_overrides, torchrun_command, validate_config, worker_env
+from datascale.configs import axis_values
+from datascale.launch import sweep_job_overrides, torchrun_command, validate_config, worker_env
 
 STUDIES = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 

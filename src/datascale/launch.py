@@ -13,7 +13,6 @@ Usage::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import subprocess
@@ -26,20 +25,20 @@ import hydra
 from filelock import FileLock, Timeout
 from hydra.core.global_hydra import GlobalHydra
 from hydra.experimental.callback import Callback
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from datascale import CONF_DIR
-from datascale.config_errors import ConfigError, require
+from datascale.config_errors import ConfigError, require, require_positive_int
+from datascale.configs import axis_values, instantiate_group
 from datascale.data.atomic import atomic_write_json
 from datascale.records import RECORD_FILENAME, is_done, read_record
 from datascale.run_id import run_identity
 
 log = logging.getLogger("datascale.launch")
 
-#: Config groups whose leaves are instantiated (and so validated) before any compute is spent.
-VALIDATED_GROUPS = ("source", "split", "tokenizer", "subset", "model", "schedule", "training", "strategy")
+#: Config groups whose (torch-free) leaves are instantiated, and so validated, before any compute is spent.
+#: ``trainer``, ``strategy``, ``optim`` build torch objects: the launcher checks their values, the worker builds them.
+VALIDATED_GROUPS = ("source", "split", "tokenizer", "subset", "model", "schedule", "training", "worker")
 #: Environment variables of an enclosing distributed job that must not leak into the torchrun we start.
 DISTRIBUTED_ENV = (
     "LOCAL_RANK",
@@ -52,68 +51,67 @@ DISTRIBUTED_ENV = (
     "MASTER_PORT",
     "TORCHELASTIC_RUN_ID",
 )
+#: The strategy leaf that runs one process only.
+SINGLE_DEVICE_TARGET = "datascale.training.strategy.single_device"
 
 
 class LaunchError(RuntimeError):
     """A run could not be trained; the message says where its log is."""
 
 
-def _leaf_error(group: str, exc: Exception) -> ConfigError:
-    """Turn an OmegaConf/instantiate failure into the project's one-line error."""
-    if isinstance(exc, ConfigError):
-        return exc.prefixed(group)
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    if isinstance(cause, ConfigError):
-        return cause.prefixed(group)
-    if isinstance(exc, OmegaConfBaseException) and getattr(exc, "key", None) is not None:
-        return ConfigError(
-            f"{group}.{exc.key}", getattr(exc, "value", None), str(getattr(exc, "msg", exc)).splitlines()[0]
-        )
-    return ConfigError(group, "<config>", str(cause).splitlines()[0])
-
-
 def validate_config(cfg: DictConfig) -> dict[str, Any]:
-    """Type-check and instantiate every validated leaf; raise a one-line :class:`ConfigError` on bad input.
+    """Instantiate every torch-free leaf and check the rest; raise a one-line :class:`ConfigError` on bad input.
 
-    Dataclass targets are first merged into their structured schema (types), then constructed, so their
-    ``__post_init__`` checks run (allowed values). Returns the instantiated leaves.
+    Returns the instantiated leaves.
     """
-    leaves: dict[str, Any] = {}
-    for group in VALIDATED_GROUPS:
-        if group not in cfg:
-            raise ConfigError(group, None, "missing config group; see conf/config.yaml defaults")
-        node = cfg[group]
-        try:
-            target = get_class(node["_target_"]) if "_target_" in node else None
-            if target is not None and dataclasses.is_dataclass(target):
-                fields = {
-                    k: v
-                    for k, v in OmegaConf.to_container(node, resolve=True).items()
-                    if not k.startswith("_")
-                }
-                OmegaConf.merge(OmegaConf.structured(target), fields)
-            leaves[group] = instantiate(node)
-        except Exception as exc:
-            raise _leaf_error(group, exc) from None
+    leaves = {group: instantiate_group(cfg, group) for group in VALIDATED_GROUPS}
+    devices, num_nodes = layout(cfg)
     leaves["training"].validate(
         seq_len=leaves["model"].seq_len,
-        world_size=leaves["strategy"].devices,
+        world_size=devices * num_nodes,
         unique_tokens=leaves["subset"].unique_tokens,
     )
     _check_optimizer(cfg.optim)
+    _check_strategy(cfg, devices * num_nodes)
+    _check_study(cfg)
+    return leaves
+
+
+def layout(cfg: DictConfig) -> tuple[int, int]:
+    """(ranks per node, nodes) from the Trainer arguments, checked."""
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    num_nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
+    require_positive_int("trainer.devices", devices)
+    require_positive_int("trainer.num_nodes", num_nodes)
     require(
-        leaves["strategy"].num_nodes == 1,
-        "strategy.num_nodes",
-        leaves["strategy"].num_nodes,
+        num_nodes == 1,
+        "trainer.num_nodes",
+        num_nodes,
         "must be 1: multi-node launch (SLURM, num_nodes) is not supported yet",
     )
+    return int(devices), int(num_nodes)
+
+
+def _check_strategy(cfg: DictConfig, world_size: int) -> None:
+    target = OmegaConf.select(cfg, "strategy._target_", default=None)
+    require(
+        isinstance(target, str) and bool(target), "strategy._target_", target, "must name a strategy class"
+    )
+    require(
+        not (target == SINGLE_DEVICE_TARGET and world_size > 1),
+        "trainer.devices",
+        world_size,
+        "strategy=single runs one process: set trainer.devices=1, or use strategy=ddp",
+    )
+
+
+def _check_study(cfg: DictConfig) -> None:
     study = cfg.study.name
     if not isinstance(study, str) or not study or "/" in study:
         raise ConfigError("study.name", study, "must be a non-empty name without '/'")
     for axis in cfg.study.axes:
         if OmegaConf.select(cfg, axis, default=None) is None:
             raise ConfigError("study.axes", axis, "every axis must be a dotted key of the config")
-    return leaves
 
 
 def _check_optimizer(optim: DictConfig) -> None:
@@ -134,11 +132,6 @@ def _check_optimizer(optim: DictConfig) -> None:
         betas,
         "must be two numbers in [0, 1)",
     )
-
-
-def axis_values(cfg: DictConfig) -> dict[str, Any]:
-    """The swept values of this job, keyed by the axis' last name (``subset.unique_tokens`` -> ``unique_tokens``)."""
-    return {axis.split(".")[-1]: OmegaConf.select(cfg, axis) for axis in cfg.study.axes}
 
 
 def torchrun_command(resolved_path: Path, nproc_per_node: int) -> list[str]:
@@ -200,7 +193,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         }
         resolved_path = run_dir / "resolved.yaml"
         OmegaConf.save(OmegaConf.create(resolved), resolved_path)
-        devices = int(cfg.strategy.devices)
+        devices, _ = layout(cfg)
         cmd = torchrun_command(resolved_path, devices)
         log.info("train %s %s -> %s", run_id, summary["axes"], run_dir)
         started = time.time()

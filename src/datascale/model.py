@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 # The config lives in a torch-free module so the Hydra job can validate it without importing torch.
-from datascale.model_config import PRESETS, GPTConfig
+from datascale.model_config import GPTConfig, preset_names
 
-__all__ = ["GPT", "PRESETS", "GPTConfig", "count_parameters"]
+__all__ = ["GPT", "GPTConfig", "count_parameters", "preset_names"]
 
 
 class CausalSelfAttention(nn.Module):

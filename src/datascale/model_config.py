@@ -1,6 +1,6 @@
-"""Model shape config and named size presets (torch-free: the Hydra job validates it before launching).
+"""Model shape config (torch-free: the Hydra job validates it before launching); ``datascale.model`` re-exports it.
 
-``datascale.model`` re-exports both next to the GPT itself.
+Named sizes are the leaves of ``conf/model/`` and nowhere else; :meth:`GPTConfig.from_preset` reads them.
 """
 
 from __future__ import annotations
@@ -8,16 +8,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from datascale.config_errors import ConfigError, require, require_in_range, require_positive_int
+from omegaconf import OmegaConf
 
-#: Shapes of the named presets (conf/model/<name>.yaml mirrors each one). The names give the total parameter
-#: count at vocab 4096 and seq_len 128 (tied embeddings counted once).
-PRESETS: dict[str, dict[str, int]] = {
-    "gpt_tiny": {"n_layer": 1, "n_head": 2, "d_model": 32},  # tests only: ~0.14M at vocab 4096
-    "gpt_0p9m": {"n_layer": 2, "n_head": 4, "d_model": 128},  # 0.94M: the calibrated default
-    "gpt_3m": {"n_layer": 5, "n_head": 6, "d_model": 192},  # 3.0M
-    "gpt_10m": {"n_layer": 7, "n_head": 8, "d_model": 320},  # 9.95M
-}
+from datascale import CONF_DIR
+from datascale.config_errors import ConfigError, require, require_in_range, require_positive_int
 
 
 @dataclass
@@ -46,9 +40,18 @@ class GPTConfig:
 
     @classmethod
     def from_preset(cls, name: str, vocab_size: int, seq_len: int = 128, **overrides: Any) -> GPTConfig:
-        if name not in PRESETS:
-            raise ConfigError("model", name, f"must be one of {sorted(PRESETS)}")
-        return cls(vocab_size=vocab_size, seq_len=seq_len, **{**PRESETS[name], **overrides})
+        """The shape of ``conf/model/<name>.yaml`` (the one place presets are written) at this vocabulary."""
+        if name not in preset_names():
+            raise ConfigError("model", name, f"must be one of {preset_names()}")
+        node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"), resolve=False)
+        assert isinstance(node, dict)
+        fields = {str(k): v for k, v in node.items() if not str(k).startswith("_") and k != "vocab_size"}
+        return cls(**{**fields, "vocab_size": vocab_size, "seq_len": seq_len, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def preset_names() -> list[str]:
+    """The named model sizes: one YAML leaf each in ``conf/model/``."""
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

@@ -17,8 +17,8 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset({"paths", "logger", "hydra", "run"
 NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
     {
         "trainer.enable_progress_bar",
-        "trainer.progress_bar",
-        "trainer.progress_refresh_rate",
+        "worker.progress_bar",
+        "worker.progress_refresh_rate",
         "trainer.log_every_n_steps",
         "data.num_workers",
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from datascale.data.prepare import DataArtifacts
+from datascale.artifacts import DataArtifacts
 from datascale.data.sources import BuiltinCorpus
 from datascale.data.splits import HeldoutSplit
 from datascale.data.subsets import SizeSubset

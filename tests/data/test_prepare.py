@@ -13,9 +13,10 @@ from data_fixtures import SMALL_CAP, SMALL_DOC, Prepared
 from hydra import compose, initialize_config_dir
 
 import datascale
+from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.data import token_cache
-from datascale.data.prepare import DataArtifacts, main, prepare_data, prepare_from_config
+from datascale.data.prepare import main, prepare_data, prepare_from_config
 from datascale.data.subsets import SizeSubset, SubsetManifest, load_subset_tokens
 from datascale.data.token_cache import TokenCache
 

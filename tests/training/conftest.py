@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from training_fixtures import tiny_artifacts, write_corpus
 
-from datascale.data.prepare import DataArtifacts
+from datascale.artifacts import DataArtifacts
 
 
 @pytest.fixture(scope="session")

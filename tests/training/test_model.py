@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from datascale import CONF_DIR
 from datascale.config_errors import ConfigError
-from datascale.model import GPT, PRESETS, GPTConfig, count_parameters
+from datascale.model import GPT, GPTConfig, count_parameters, preset_names
 
 
 def tiny(**kw: object) -> GPT:
@@ -107,11 +107,26 @@ def test_sequence_longer_than_context_is_rejected() -> None:
         tiny()(torch.zeros(1, 17, dtype=torch.long))
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
-def test_preset_yaml_matches_presets(name: str) -> None:
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_yaml_is_what_from_preset_builds(name: str) -> None:
     node = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
     node.vocab_size = 4096  # normally ${tokenizer.vocab_size}
     cfg = instantiate(node)
     assert isinstance(cfg, GPTConfig)
-    assert {k: getattr(cfg, k) for k in PRESETS[name]} == PRESETS[name]
+    assert cfg == GPTConfig.from_preset(name, vocab_size=4096)
     assert cfg.seq_len == 128
+
+
+#: Total parameters each preset's name claims (at vocab 4096, seq_len 128; tied embeddings counted once).
+CLAIMED_PARAMS = {"gpt_0p9m": 0.94e6, "gpt_3m": 3.0e6, "gpt_10m": 9.95e6}
+
+
+@pytest.mark.parametrize("name", sorted(CLAIMED_PARAMS))
+def test_presets_have_the_parameter_counts_their_names_claim(name: str) -> None:
+    model = GPT(GPTConfig.from_preset(name, vocab_size=4096))
+    assert count_parameters(model)["total"] == pytest.approx(CLAIMED_PARAMS[name], rel=0.02)
+
+
+def test_unknown_preset_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="gpt_huge"):
+        GPTConfig.from_preset("gpt_huge", vocab_size=4096)

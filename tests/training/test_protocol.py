@@ -84,18 +84,18 @@ def test_config_leaves_import_without_torch() -> None:
 
     code = (
         "import sys, datascale.model_config, datascale.training.protocol, datascale.training.schedule, "
-        "datascale.training.strategy; sys.exit(int('torch' in sys.modules))"
+        "datascale.training.strategy, datascale.training.settings, datascale.configs, datascale.artifacts, "
+        "datascale.launch; sys.exit(int('torch' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
-def test_strategy_leaf() -> None:
-    from datascale.training.strategy import StrategyConfig
+def test_strategy_leaves_build_lightning_strategies() -> None:
+    from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 
-    single = instantiate(OmegaConf.load(CONF_DIR / "strategy" / "single.yaml"))
-    assert single == StrategyConfig(name="auto", devices=1, num_nodes=1) and single.world_size == 1
-    assert StrategyConfig(name="ddp", devices=2, num_nodes=2).world_size == 4
-    with pytest.raises(ConfigError, match="name='fsdp9'"):
-        StrategyConfig(name="fsdp9")
-    with pytest.raises(ConfigError):
-        StrategyConfig(devices=0)
+    single = OmegaConf.load(CONF_DIR / "strategy" / "single.yaml")
+    single.accelerator = "cpu"  # normally ${trainer.accelerator}
+    built = instantiate(single)
+    assert isinstance(built, SingleDeviceStrategy) and built.root_device.type == "cpu"
+    ddp = instantiate(OmegaConf.load(CONF_DIR / "strategy" / "ddp.yaml"))
+    assert isinstance(ddp, DDPStrategy) and not isinstance(ddp, SingleDeviceStrategy)

@@ -10,7 +10,7 @@ import pytest
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from training_fixtures import resolved_config
 
-from datascale.data.prepare import DataArtifacts
+from datascale.artifacts import DataArtifacts
 from datascale.training import tracking, worker
 
 

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from training_fixtures import TINY_TRAINING, resolved_config
 
-from datascale.data.prepare import DataArtifacts
+from datascale import CONF_DIR
+from datascale.artifacts import DataArtifacts
 from datascale.data.token_cache import TokenCache
 from datascale.records import RunRecord, read_record
 from datascale.training import worker
@@ -230,7 +232,10 @@ def test_two_process_ddp_matches_one_process(
 ) -> None:
     """World-size invariance: torchrun x2 with DDP sees the same global batches, so it gives the same run."""
     record, _ = done_run
-    path = resolved_config(tmp_path / "run_ddp", artifacts, **{"strategy.name": "ddp", "strategy.devices": 2})
+    ddp_strategy = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "strategy" / "ddp.yaml"))
+    path = resolved_config(
+        tmp_path / "run_ddp", artifacts, **{"strategy": ddp_strategy, "trainer.devices": 2}
+    )
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
     }
@@ -256,3 +261,25 @@ def test_two_process_ddp_matches_one_process(
     assert (ddp.steps, ddp.best_step, ddp.tokens_seen) == (record.steps, record.best_step, record.tokens_seen)
     assert ddp.best_val_loss == pytest.approx(record.best_val_loss, rel=1e-3)
     assert ddp.test_loss == pytest.approx(record.test_loss, rel=1e-3)
+
+
+def test_record_names_only_the_restricted_training_domains(corpus_files: Path, tmp_path: Path) -> None:
+    """``split.train_domains`` restricts the pool: the record must say so, and still evaluate every domain."""
+    from datascale.data.prepare import prepare_data
+    from datascale.data.sources import LocalFiles
+    from datascale.data.splits import HeldoutSplit
+    from datascale.data.subsets import SizeSubset
+    from datascale.data.tokenizer import BPETokenizer
+
+    artifacts = prepare_data(
+        LocalFiles(paths=[str(corpus_files)], domain_field="domain"),
+        HeldoutSplit(seed=0, eval_bytes_per_domain=3000, train_domains=["prose"]),
+        BPETokenizer(vocab_size=320),
+        SizeSubset(unique_tokens=1024),
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    assert artifacts.train_domains == ["prose"]
+    record = worker.run(resolved_config(tmp_path / "run", artifacts, **{"training.cap_epochs": 2.0}))
+    assert record.train_domains == ["prose"]
+    assert record.eval_domains == ["code", "prose"] and set(record.test_loss_by_domain) == {"code", "prose"}

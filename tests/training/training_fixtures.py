@@ -14,7 +14,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from datascale import CONF_DIR
-from datascale.data.prepare import DataArtifacts, prepare_data
+from datascale.artifacts import DataArtifacts
+from datascale.data.prepare import prepare_data
 from datascale.data.sources import LocalFiles
 from datascale.data.splits import HeldoutSplit
 from datascale.data.subsets import SizeSubset
@@ -131,6 +132,7 @@ def resolved_config(
         "trainer": group("trainer", "default")
         | {"deterministic": True, "enable_progress_bar": False, "log_every_n_steps": 1},
         "strategy": group("strategy", "single"),
+        "worker": group("worker", "default"),
         "logger": group("logger", logger),
         "run": {
             "id": run_dir.name,

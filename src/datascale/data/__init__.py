@@ -1,7 +1,8 @@
 """Data preparation: documents -> dedup/splits -> tokenizer -> token caches -> nested subsets (torch-free).
 
 Submodules are imported lazily so that ``import datascale.data`` stays cheap; the main entry points are
-re-exported here: ``from datascale.data import prepare_data, DataArtifacts``.
+re-exported here: ``from datascale.data import prepare_data``. The data stage's output contract,
+:class:`datascale.artifacts.DataArtifacts`, lives outside this package so training ranks need not import it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ _EXPORTS = {
     "SubsetManifest": "subsets",
     "load_subset_tokens": "subsets",
     "verify_nested": "subsets",
-    "DataArtifacts": "prepare",
     "prepare_data": "prepare",
     "prepare_from_config": "prepare",
 }

@@ -1,4 +1,4 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one.
+"""Atomic file and directory writes: readers see the old file or the new one, never half of one.
 
 Used by the data cache and, downstream, by run records (``datascale.records``).
 """
@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +34,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """A fresh temporary directory next to ``final``, renamed to ``final`` on success and removed on failure.
+
+    Readers that test for ``final`` see a complete build or none; callers hold the stage's file lock.
+    """
+    final = Path(final)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

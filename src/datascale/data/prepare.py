@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,10 @@ import numpy as np
 import tokenizers
 from filelock import FileLock
 
+from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
-from datascale.data.atomic import atomic_write_json
+from datascale.configs import instantiate_group
+from datascale.data.atomic import atomic_directory, atomic_write_json
 from datascale.data.documents import (
     canonical_json_hash,
     column,
@@ -52,40 +51,6 @@ STAGE_VERSIONS = {"corpus": 1, "splits": 1, "tokenizer": 1}
 GROUPS = ("source", "split", "tokenizer", "subset")
 
 
-@dataclass
-class DataArtifacts:
-    """Everything a training run needs from data preparation; JSON on disk (``<run_dir>/data_artifacts.json``)."""
-
-    corpus_hash: str
-    corpus_manifest: str
-    tokenizer_path: str
-    tokenizer_hash: str
-    vocab_size: int
-    eos_id: int
-    token_bytes_path: str
-    train_cache: str
-    eval_caches: dict[str, dict[str, str]]
-    subset_manifest: str
-    subset_hash: str
-    unique_tokens: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, path: Path | str) -> Path:
-        atomic_write_json(Path(path), self.to_dict())
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Path | str) -> DataArtifacts:
-        data = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        missing = known - set(data)
-        if missing:
-            raise ValueError(f"{path}: data artifacts lack {sorted(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 
@@ -96,19 +61,6 @@ def _prefixed(group: str) -> Iterator[None]:
         yield
     except ConfigError as err:
         raise err.prefixed(group) from None
-
-
-@contextmanager
-def _building(final: Path) -> Iterator[Path]:
-    """A fresh temporary directory next to ``final`` that is renamed to ``final`` on success, removed on failure."""
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @contextmanager
@@ -179,7 +131,7 @@ def _corpus_stage(source: DocumentSource, root: Path, progress: bool) -> _Corpus
             "domains": stats,
             "build_seconds": round(time.perf_counter() - start, 3),
         }
-        with _building(final) as tmp, _quiet_datasets(progress):
+        with atomic_directory(final) as tmp, _quiet_datasets(progress):
             docs.save_to_disk(str(tmp / "documents"))
             atomic_write_json(tmp / "manifest.json", manifest)
         log.info(
@@ -246,7 +198,7 @@ def _tokenizer_stage(
         if not (final / "tokenizer.json").exists():
             pool = SplitAssignment.from_dict(splits["assignment"]).pool
             texts = corpus.columns["text"]
-            with _building(final) as tmp:
+            with atomic_directory(final) as tmp:
                 trained = config.train(
                     (texts[i] for i in pool), tmp / "tokenizer.json", length=len(pool), progress=progress
                 )
@@ -332,6 +284,7 @@ def _prepare(
         subset_manifest=str(manifest_file),
         subset_hash=manifest.manifest_hash,
         unique_tokens=manifest.unique_tokens,
+        train_domains=sorted(set(splits["doc_domains"]["pool"])),
     )
     rows = summarize(caches, splits["doc_domains"]["pool"])
     for row in rows:
@@ -397,38 +350,10 @@ def summarize(caches: dict[str, TokenCache], pool_domains: Sequence[str]) -> lis
     return rows
 
 
-def _unwrap_config_error(err: BaseException) -> ConfigError | None:
-    """Hydra wraps exceptions raised by a ``_target_`` in InstantiationException; find ours in the chain."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, ConfigError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def instantiate_data_configs(cfg: Any) -> dict[str, Any]:
     """``cfg.source``, ``cfg.split``, ``cfg.tokenizer``, ``cfg.subset`` as objects; bad values fail here, before any
     compute, with the group in the field name."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    objects: dict[str, Any] = {}
-    for group in GROUPS:
-        if group not in cfg:
-            raise ConfigError(group, None, f"config group `{group}` is missing from the composed config")
-        missing = sorted(OmegaConf.missing_keys(cfg[group]))  # full keys when cfg[group] has a parent
-        if missing:
-            key = missing[0] if missing[0].startswith(f"{group}.") else f"{group}.{missing[0]}"
-            raise ConfigError(key, "???", "is required: set it, e.g. as a command-line override")
-        try:
-            objects[group] = instantiate(cfg[group], _convert_="all")
-        except Exception as err:
-            config_error = _unwrap_config_error(err)
-            if config_error is None:
-                raise
-            raise config_error.prefixed(group) from None
-    return objects
+    return {group: instantiate_group(cfg, group) for group in GROUPS}
 
 
 def prepare_from_config(cfg: Any, progress: bool = True) -> DataArtifacts:

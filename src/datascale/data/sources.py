@@ -8,7 +8,6 @@ datasets share one conversion path (:func:`_to_documents`), so the Hub code is t
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import os
 import tempfile
@@ -22,7 +21,7 @@ import datasets
 
 from datascale.config_errors import ConfigError, require, require_choice, require_positive_int
 from datascale.data import builtin_corpus
-from datascale.data.documents import canonical_json_hash, documents_from_rows, make_document
+from datascale.data.documents import canonical_json_hash, documents_from_rows, file_sha256, make_document
 
 log = logging.getLogger("datascale.data")
 
@@ -215,14 +214,6 @@ class BuiltinCorpus:
         return ds
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass
 class LocalFiles:
     """Text / JSON(L) / Parquet files matched by globs, loaded with ``datasets.load_dataset``."""
@@ -288,7 +279,7 @@ class LocalFiles:
     def fingerprint(self) -> str:
         files = self.files()
         base = Path(os.path.commonpath([p.parent for p in files]))
-        listing = [(p.relative_to(base).as_posix(), p.stat().st_size, _file_sha256(p)) for p in files]
+        listing = [(p.relative_to(base).as_posix(), p.stat().st_size, file_sha256(p)) for p in files]
         # the matched files (relative names, sizes, hashes) are the identity; how the globs were written is not
         settings = {k: v for k, v in self.provenance().items() if k != "paths"}
         return canonical_json_hash({"conversion": CONVERSION_VERSION, **settings, "files": listing})

@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,8 @@ import numpy as np
 from filelock import FileLock
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
+
+from datascale.data.atomic import atomic_directory
 
 log = logging.getLogger("datascale.data")
 
@@ -160,9 +159,7 @@ def build_token_cache(
         if (final / "meta.json").exists():
             return TokenCache.open(final)
         start = time.perf_counter()
-        tmp = root / f".tmp-{key[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_directory(final) as tmp:
             vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
             dtype = token_dtype(vocab_size)
             offsets, n_bytes = _tokenise_into(
@@ -184,10 +181,6 @@ def build_token_cache(
                 "vocab_size": vocab_size,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         STATS["caches_built"] += 1
         STATS["documents_tokenised"] += len(texts)
         elapsed = time.perf_counter() - start

@@ -7,7 +7,6 @@ token id turn a loss in nats per token into exact bits per byte, comparable acro
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from datascale.config_errors import require
+from datascale.data.documents import file_sha256
 
 log = logging.getLogger("datascale.data")
 
@@ -135,10 +135,6 @@ class TrainedTokenizer:
             eos_id=eos_id,
             tokenizer=tok,
         )
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_tokenizer(path: Path, eos_token: str = EOS_TOKEN) -> Tokenizer:
