@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup scaling-study study analyze prepare test test-all lint bench docs clean clean-results
+.PHONY: help setup scaling-study study analyze prepare test test-all lint format bench docs clean clean-results
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -47,8 +47,14 @@ test: setup ## the test suite without slow tests (< 10 min on 2 CPU cores)
 test-all: setup ## every test, slow end-to-end ones included
 	$(PY) -m pytest -q
 
-lint: setup ## ruff
-	$(PY) -m ruff check src analysis tests bench
+lint: setup ## ruff (lint + format check, line length 110, complexity <= 15) and mypy on src/ and analysis/
+	$(PY) -m ruff check src analysis tests bench docs
+	$(PY) -m ruff format --check src analysis tests bench docs
+	$(PY) -m mypy
+
+format: setup ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix src analysis tests bench docs
+	$(PY) -m ruff format src analysis tests bench docs
 
 bench: setup ## speed/memory benchmarks, written to bench/results.json
 	$(PY) -m bench.run

@@ -1,9 +1,11 @@
-"""Training throughput: the Lightning path (datamodule + module + Trainer) vs a plain PyTorch loop, same model.
+"""Training throughput: the Lightning path (datamodule + module + Trainer) vs a plain PyTorch loop, same
+model.
 
 Both train the default model (gpt_0p9m, vocab 4096, seq_len 128) on 2048-token batches with AdamW, gradient
-clipping and the warmup+cosine schedule, in one process with all cores. Tokens are random (speed does not depend on
-the text). ``run()`` returns tokens/s of each path and the Lightning overhead; ``python -m bench.bench_train``
-prints them. Timings exclude start-up and the first steps (warm-up of allocator and kernels).
+clipping and the warmup+cosine schedule, in one process with all cores. Tokens are random (speed does not
+depend on the text). ``run()`` returns tokens/s of each path and the Lightning overhead; ``python -m
+bench.bench_train`` prints them. Timings exclude start-up and the first steps (warm-up of allocator and
+kernels).
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ def lightning_path(cfg: GPTConfig, steps: int, warmup: int) -> dict[str, float]:
 
 
 def compare(cfg: GPTConfig, threads: int, steps: int, warmup: int, repeats: int) -> dict[str, Any]:
-    """Alternate the two paths ``repeats`` times; the best of each is the least disturbed by other processes."""
+    """Alternate the two paths ``repeats`` times; the best of each is the least disturbed by other
+    processes."""
     torch.set_num_threads(threads)
     plain, lightning = [], []
     for _ in range(repeats):
@@ -123,7 +126,8 @@ def compare(cfg: GPTConfig, threads: int, steps: int, warmup: int, repeats: int)
 
 
 def run(steps: int = 30, warmup: int = 5, repeats: int = 2) -> dict[str, Any]:
-    """1 thread (robust on a shared machine: measures the framework overhead) and all cores (the worker default)."""
+    """1 thread (robust on a shared machine: measures the framework overhead) and all cores (the worker
+    default)."""
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     cfg = GPTConfig.from_preset("gpt_0p9m", vocab_size=VOCAB, seq_len=SEQ_LEN)

@@ -1,4 +1,5 @@
-"""`make bench`: run every benchmark and write the numbers to bench/results.json (targets live here, not in tests)."""
+"""`make bench`: run every benchmark and write the numbers to bench/results.json (targets live here, not in
+tests)."""
 
 from __future__ import annotations
 

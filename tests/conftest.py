@@ -1,6 +1,7 @@
 """Shared test setup: offline everything, caches in a tmp dir, W&B disabled unless a test opts in.
 
-The environment is set at import time, before any test module imports `datasets` or `wandb` (both read it then).
+The environment is set at import time, before any test module imports `datasets` or `wandb` (both read it
+then).
 """
 
 from __future__ import annotations

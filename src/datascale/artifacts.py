@@ -7,7 +7,7 @@ The data stage (:func:`datascale.data.prepare.prepare_data`) writes it; the laun
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,10 @@ class DataArtifacts:
     """Exact number of unique training tokens in the subset."""
     train_domains: list[str] = field(default_factory=list)
     """Domains present in the training pool (``split.train_domains`` restricts it), sorted."""
+    pool_manifest: str = ""
+    """Manifest of the transformed training pool (each transform's report); empty without transforms."""
+    pool_transforms: list[dict[str, Any]] = field(default_factory=list)
+    """Per pool transform: group, name, params, documents in and out, removed per reason."""
 
     @property
     def eval_domains(self) -> list[str]:
@@ -60,7 +64,7 @@ class DataArtifacts:
     @classmethod
     def load(cls, path: Path | str) -> DataArtifacts:
         data = json.loads(Path(path).read_text())
-        required = {f.name for f in fields(cls) if f.name != "train_domains"}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         missing = required - set(data)
         if missing:
             raise ValueError(f"{path}: data artifacts lack {sorted(missing)}")

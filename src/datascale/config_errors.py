@@ -20,7 +20,8 @@ class ConfigError(ValueError):
         super().__init__(f"{field}={value!r}: {allowed}")
 
     def prefixed(self, prefix: str) -> ConfigError:
-        """The same error with the config group path in front (``model`` + ``n_layer`` -> ``model.n_layer``)."""
+        """The same error with the config group path in front (``model`` + ``n_layer`` ->
+        ``model.n_layer``)."""
         return ConfigError(f"{prefix}.{self.field}" if prefix else self.field, self.value, self.allowed)
 
 

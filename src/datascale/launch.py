@@ -37,7 +37,8 @@ from datascale.run_id import run_identity
 log = logging.getLogger("datascale.launch")
 
 #: Config groups whose (torch-free) leaves are instantiated, and so validated, before any compute is spent.
-#: ``trainer``, ``strategy``, ``optim`` build torch objects: the launcher checks their values, the worker builds them.
+#: ``trainer``, ``strategy``, ``optim`` build torch objects: the launcher checks their values, the worker
+#: builds them.
 VALIDATED_GROUPS = ("source", "split", "tokenizer", "subset", "model", "schedule", "training", "worker")
 #: Environment variables of an enclosing distributed job that must not leak into the torchrun we start.
 DISTRIBUTED_ENV = (
@@ -60,7 +61,8 @@ class LaunchError(RuntimeError):
 
 
 def validate_config(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate every torch-free leaf and check the rest; raise a one-line :class:`ConfigError` on bad input.
+    """Instantiate every torch-free leaf and check the rest; raise a one-line :class:`ConfigError` on bad
+    input.
 
     Returns the instantiated leaves.
     """
@@ -163,8 +165,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
     validate_config(cfg)
     artifacts = prepare_from_config(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert isinstance(resolved, dict)
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
     resolved.pop("hydra", None)
     run_id = run_identity(resolved, artifacts.subset_hash)
     run_dir = Path(cfg.paths.results_dir) / cfg.study.name / "runs" / run_id
@@ -238,7 +239,8 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
 
 
 class StudyCallback(Callback):
-    """Check every point of a sweep (config and data budget) before the first one trains; summarise at the end."""
+    """Check every point of a sweep (config and data budget) before the first one trains; summarise at the
+    end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from datascale.data.prepare import prepare_from_config

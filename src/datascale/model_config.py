@@ -1,4 +1,5 @@
-"""Model shape config (torch-free: the Hydra job validates it before launching); ``datascale.model`` re-exports it.
+"""Model shape config (torch-free: the Hydra job validates it before launching); ``datascale.model``
+re-exports it.
 
 Named sizes are the leaves of ``conf/model/`` and nowhere else; :meth:`GPTConfig.from_preset` reads them.
 """
@@ -16,7 +17,8 @@ from datascale.config_errors import ConfigError, require, require_in_range, requ
 
 @dataclass
 class GPTConfig:
-    """Model shape. Hydra leaf ``_target_: datascale.model_config.GPTConfig``; invalid shapes raise ConfigError."""
+    """Model shape. Hydra leaf ``_target_: datascale.model_config.GPTConfig``; invalid shapes raise
+    ConfigError."""
 
     vocab_size: int
     seq_len: int = 128

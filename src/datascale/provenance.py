@@ -1,4 +1,5 @@
-"""Which code produced a run: the git commit of the project checkout, else the package version (torch-free)."""
+"""Which code produced a run: the git commit of the project checkout, else the package version
+(torch-free)."""
 
 from __future__ import annotations
 

@@ -86,6 +86,11 @@ class RunRecord:
     accelerator: str = _doc("cpu / cuda")
     precision: str = _doc("Lightning precision setting")
     wandb: dict[str, Any] = _doc("W&B run id, project, group, mode and local dir", default_factory=dict)
+    pool_transforms: list[dict[str, Any]] = _doc(
+        "pool transforms applied before subsetting (group, name, params, documents in/out, removed per "
+        "reason); empty for the untransformed pool",
+        default_factory=list,
+    )
     error: str | None = _doc("one-line reason when status is `failed`", default=None)
     schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)
 

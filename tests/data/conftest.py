@@ -1,4 +1,5 @@
-"""Fixtures for the data tests: offline HF caches in tmp, one small built-in corpus prepared once per session."""
+"""Fixtures for the data tests: offline HF caches in tmp, one small built-in corpus prepared once per
+session."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the data tests (a plain module: `conftest` is not importable by name across test dirs)."""
+"""Helpers shared by the data tests (a plain module: `conftest` is not importable by name across test
+dirs)."""
 
 from __future__ import annotations
 

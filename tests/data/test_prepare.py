@@ -166,8 +166,9 @@ from datascale.data.sources import LocalFiles
 from datascale.data.splits import HeldoutSplit
 from datascale.data.subsets import SizeSubset
 from datascale.data.tokenizer import BPETokenizer
-art = prepare_data(LocalFiles(paths=[sys.argv[1]], domain_field="d"), HeldoutSplit(eval_bytes_per_domain=2000),
-                   BPETokenizer(vocab_size=400), SizeSubset(unique_tokens=3000), sys.argv[2], progress=False)
+art = prepare_data(LocalFiles(paths=[sys.argv[1]], domain_field="d"),
+                   HeldoutSplit(eval_bytes_per_domain=2000), BPETokenizer(vocab_size=400),
+                   SizeSubset(unique_tokens=3000), sys.argv[2], progress=False)
 print(json.dumps({"artifacts": art.to_dict(), "torch": "torch" in sys.modules}))
 """
 

@@ -20,6 +20,7 @@ def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_artifacts(
     corpus_files: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[int], DataArtifacts]:
-    """``make_artifacts(U)``: DataArtifacts of a U-token subset (all stages cached; subsets nested across calls)."""
+    """``make_artifacts(U)``: DataArtifacts of a U-token subset (all stages cached; subsets nested across
+    calls)."""
     cache = tmp_path_factory.mktemp("cache")
     return lambda unique_tokens: tiny_artifacts(corpus_files, cache, unique_tokens)

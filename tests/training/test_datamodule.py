@@ -62,7 +62,8 @@ def test_each_epoch_covers_its_windows_exactly_once_and_only_subset_tokens() -> 
     # inputs and targets are consecutive runs of the subset, targets shifted by one
     assert torch.equal(rows[:, 1:], targets[:, :-1]) and torch.all(targets[:, -1] == rows[:, -1] + 1)
     assert torch.all(rows.diff(dim=1) == 1) and rows.min() >= 0 and targets.max() < u
-    # the stream is epoch 0's windows, then epoch 1's, ... in their permuted order (epochs run into each other)
+    # the stream is epoch 0's windows, then epoch 1's, ... in their permuted order (epochs run into each
+    # other)
     expected = np.concatenate(epochs)[: n_batches * batch]
     np.testing.assert_array_equal(rows[:, 0].numpy(), expected)
     # within epoch 0 every target position from offset+1 to offset+n*L is predicted exactly once

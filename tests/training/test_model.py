@@ -63,8 +63,8 @@ def test_weight_tying_is_one_tensor() -> None:
 
 def test_parameter_counts_by_hand() -> None:
     # V=50, T=16, d=8, 1 layer, no bias:
-    # tok 50*8=400, pos 16*8=128; block: ln1 8 + qkv 8*24=192 + proj 64 + ln2 8 + fc 8*32=256 + proj 32*8=256 = 784
-    # final ln 8; lm_head tied (0)
+    # tok 50*8=400, pos 16*8=128; block: ln1 8 + qkv 8*24=192 + proj 64 + ln2 8 + fc 8*32=256 + proj 32*8=256
+    # = 784 final ln 8; lm_head tied (0)
     assert count_parameters(tiny()) == {"total": 400 + 128 + 784 + 8, "non_embedding": 784 + 8}
     # biases add: 3 LN x 8 + qkv 24 + attn proj 8 + fc 32 + mlp proj 8 = 96
     assert count_parameters(tiny(bias=True)) == {"total": 1320 + 96, "non_embedding": 792 + 96}

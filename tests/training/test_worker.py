@@ -1,4 +1,5 @@
-"""The worker end to end on tiny real data: record consistency, exact metrics, determinism, failures, torchrun."""
+"""The worker end to end on tiny real data: record consistency, exact metrics, determinism, failures,
+torchrun."""
 
 from __future__ import annotations
 
@@ -199,7 +200,8 @@ def test_config_error_exits_2_with_the_field(
 
 
 def test_worker_under_torchrun(artifacts: DataArtifacts, tmp_path: Path) -> None:
-    """The launcher's exact command: torchrun (1 process) -> python -m datascale.training.worker resolved.yaml."""
+    """The launcher's exact command: torchrun (1 process) -> python -m datascale.training.worker
+    resolved.yaml."""
     path = resolved_config(tmp_path / "run_tr", artifacts, **{"training.cap_epochs": 2.0})
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")

@@ -1,4 +1,5 @@
-"""Helpers for training tests: tiny real data (LocalFiles -> prepare_data) and launcher-style resolved configs.
+"""Helpers for training tests: tiny real data (LocalFiles -> prepare_data) and launcher-style resolved
+configs.
 
 Two domains of synthetic text with learnable structure, a 320-token BPE, small held-out sets: every stage is
 cached in one session directory, so each extra subset size costs only a manifest.

@@ -1,7 +1,7 @@
 """The document schema every source produces, and the content hashes every cache key is built from.
 
-One schema for every source means the later stages (dedup, splits, tokenizer, token caches) never care where text
-came from; the content hash of a set of documents is what makes every cache key honest.
+One schema for every source means the later stages (dedup, splits, tokenizer, token caches) never care where
+text came from; the content hash of a set of documents is what makes every cache key honest.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def column(ds: datasets.Dataset, name: str) -> list[Any]:
 
 
 def validate_documents(ds: datasets.Dataset) -> None:
-    """Raise :class:`DocumentError` unless ``ds`` has the document schema, unique ids and non-empty domains."""
+    """Raise :class:`DocumentError` unless ``ds`` has the document schema, unique ids and non-empty
+    domains."""
     if ds.features != DOCUMENT_FEATURES:
         raise DocumentError(
             f"documents must have features {dict(DOCUMENT_FEATURES)}, got {dict(ds.features)}"

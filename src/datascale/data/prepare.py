@@ -1,8 +1,9 @@
-"""Glue: source -> documents -> dedup/splits -> tokenizer -> token caches -> subset manifest, cached and locked.
+"""Glue: source -> documents -> dedup/splits -> tokenizer -> token caches -> subset manifest, cached and
+locked.
 
 Every stage is stored under ``cache_dir`` by a content key (what went in + its config), built in a temporary
-place and renamed into position under a file lock, so parallel Hydra jobs can call :func:`prepare_data` at once:
-one builds, the others wait and reuse. A fully cached call loads no documents and tokenises nothing.
+place and renamed into position under a file lock, so parallel Hydra jobs can call :func:`prepare_data` at
+once: one builds, the others wait and reuse. A fully cached call loads no documents and tokenises nothing.
 
 CLI: ``python -m datascale.data.prepare [--unique-tokens N [N ...]] [hydra overrides ...]``.
 """
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from datascale.data.splits import HeldoutSplit, SplitAssignment, assign_splits, 
 from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, write_subset_manifest
 from datascale.data.token_cache import TokenCache, build_token_cache, cache_key
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer, token_byte_lengths
+from datascale.data.transforms import TRANSFORM_GROUPS, Identity, PoolTransform, TransformReport
 
 log = logging.getLogger("datascale.data")
 
@@ -218,29 +220,139 @@ def _tokenizer_stage(
     return TrainedTokenizer.load(final / "tokenizer.json", config.eos_token), final / "token_bytes.npy"
 
 
-def _token_cache_stage(
-    corpus: _Corpus, splits: dict[str, Any], tok: TrainedTokenizer, root: Path, progress: bool
-) -> dict[str, TokenCache]:
-    assignment = SplitAssignment.from_dict(splits["assignment"])
-    caches: dict[str, TokenCache] = {}
-    for name, idx in assignment.all_indices().items():
-        chash = splits["content_hashes"][name]
-        final = root / cache_key(chash, tok.hash)[:32]
-        if (final / "meta.json").exists():
-            caches[name] = TokenCache.open(final)
-            continue
-        cols = corpus.columns
-        caches[name] = build_token_cache(
-            root,
-            [cols["doc_id"][i] for i in idx],
-            [cols["text"][i] for i in idx],
-            chash,
-            tok.tokenizer,
-            tok.hash,
-            tok.eos_id,
-            name=name,
-            progress=progress,
+@dataclass
+class TrainingPool:
+    """The documents the subsets are drawn from: the split's pool, after the pool transforms (if any)."""
+
+    doc_ids: list[str]
+    domains: list[str]
+    texts: list[str]
+    content_hash: str
+    manifest_path: str = ""
+    """``pool/<key>/manifest.json`` with each transform's report; empty when no transform ran."""
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    """Per transform: group, name, params, documents in and out, removed per reason (for the run record)."""
+
+
+def _split_pool(corpus: _Corpus, splits: dict[str, Any]) -> TrainingPool:
+    idx = SplitAssignment.from_dict(splits["assignment"]).pool
+    cols = corpus.columns
+    return TrainingPool(
+        [cols["doc_id"][i] for i in idx],
+        [cols["domain"][i] for i in idx],
+        [cols["text"][i] for i in idx],
+        splits["content_hashes"]["pool"],
+    )
+
+
+def _transform_summary(group: str, report: TransformReport) -> dict[str, Any]:
+    return {
+        "group": group,
+        "name": report.name,
+        "params": report.params,
+        "input_docs": report.input_docs,
+        "output_docs": report.output_docs,
+        "removed": report.counts,
+        "marked": len(report.marked),
+    }
+
+
+def _pool_stage(
+    corpus: _Corpus, splits: dict[str, Any], transforms: dict[str, PoolTransform], root: Path, progress: bool
+) -> TrainingPool:
+    """Apply the pool transforms (cached by content + fingerprints); the split's pool itself if there are
+    none."""
+    base = _split_pool(corpus, splits)
+    active = {g: t for g, t in transforms.items() if not isinstance(t, Identity)}
+    if not active:
+        return base
+    fingerprints = {g: t.fingerprint() for g, t in active.items()}
+    key = canonical_json_hash({"pool": base.content_hash, "transforms": fingerprints, "version": 1})[:24]
+    final = root / key
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key}.lock")):
+        if not (final / "manifest.json").exists():
+            _build_pool(corpus, splits, active, fingerprints, base.content_hash, final, progress)
+        manifest = json.loads((final / "manifest.json").read_text())
+        docs = datasets.load_from_disk(str(final / "documents"))
+    return TrainingPool(
+        column(docs, "doc_id"),
+        column(docs, "domain"),
+        column(docs, "text"),
+        manifest["content_hash"],
+        str(final / "manifest.json"),
+        [_transform_summary(r["group"], TransformReport.from_dict(r["report"])) for r in manifest["reports"]],
+    )
+
+
+def _build_pool(
+    corpus: _Corpus,
+    splits: dict[str, Any],
+    transforms: dict[str, PoolTransform],
+    fingerprints: dict[str, Any],
+    input_hash: str,
+    final: Path,
+    progress: bool,
+) -> None:
+    start = time.perf_counter()
+    with _quiet_datasets(progress):
+        docs = corpus.documents.select(SplitAssignment.from_dict(splits["assignment"]).pool)
+    reports = []
+    for group, transform in transforms.items():
+        with _prefixed(group):
+            docs, report = transform.apply(docs)
+        validate_documents(docs)
+        reports.append({"group": group, "report": report.to_dict()})
+        log.info(
+            "pool %s=%s: %d -> %d documents %s",
+            group,
+            report.name,
+            report.input_docs,
+            report.output_docs,
+            report.counts or "",
         )
+    manifest = {
+        "input_pool_hash": input_hash,
+        "transforms": fingerprints,
+        "reports": reports,
+        "content_hash": dataset_content_hash(docs),
+        "documents": len(docs),
+        "domains": domain_stats(docs),
+        "build_seconds": round(time.perf_counter() - start, 3),
+    }
+    with atomic_directory(final) as tmp, _quiet_datasets(progress):
+        docs.save_to_disk(str(tmp / "documents"))
+        atomic_write_json(tmp / "manifest.json", manifest)
+
+
+def _cache(
+    root: Path, name: str, ids: list[str], texts: list[str], chash: str, tok: TrainedTokenizer, progress: bool
+) -> TokenCache:
+    final = root / cache_key(chash, tok.hash)[:32]
+    if (final / "meta.json").exists():
+        return TokenCache.open(final)
+    return build_token_cache(
+        root, ids, texts, chash, tok.tokenizer, tok.hash, tok.eos_id, name=name, progress=progress
+    )
+
+
+def _token_cache_stage(
+    corpus: _Corpus,
+    splits: dict[str, Any],
+    pool: TrainingPool,
+    tok: TrainedTokenizer,
+    root: Path,
+    progress: bool,
+) -> dict[str, TokenCache]:
+    """Token caches of the held-out sets (from the split) and of the training pool (after its transforms)."""
+    cols = corpus.columns
+    caches: dict[str, TokenCache] = {}
+    for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items():
+        if name == "pool":
+            continue
+        ids, texts = [cols["doc_id"][i] for i in idx], [cols["text"][i] for i in idx]
+        caches[name] = _cache(root, name, ids, texts, splits["content_hashes"][name], tok, progress)
+    caches["pool"] = _cache(root, "pool", pool.doc_ids, pool.texts, pool.content_hash, tok, progress)
     return caches
 
 
@@ -254,6 +366,7 @@ def _prepare(
     subset: SizeSubset,
     cache_dir: Path,
     progress: bool,
+    transforms: dict[str, PoolTransform] | None = None,
 ) -> tuple[DataArtifacts, list[dict[str, Any]]]:
     start = time.perf_counter()
     cache_dir = Path(cache_dir).expanduser().resolve()
@@ -261,9 +374,10 @@ def _prepare(
         corpus = _corpus_stage(source, cache_dir / "corpus", progress)
     with _prefixed("split"):
         splits = _split_stage(corpus, split, cache_dir / "splits")
-    with _prefixed("tokenizer"):
+    pool = _pool_stage(corpus, splits, dict(transforms or {}), cache_dir / "pool", progress)
+    with _prefixed("tokenizer"):  # trained on the untransformed pool: every quality condition shares it
         tok, token_bytes = _tokenizer_stage(corpus, splits, tokenizer, cache_dir / "tokenizers", progress)
-    caches = _token_cache_stage(corpus, splits, tok, cache_dir / "tokens", progress)
+    caches = _token_cache_stage(corpus, splits, pool, tok, cache_dir / "tokens", progress)
     with _prefixed("subset"):
         manifest_file, manifest = write_subset_manifest(cache_dir / "subsets", caches["pool"], subset)
     eval_caches: dict[str, dict[str, str]] = {}
@@ -284,9 +398,18 @@ def _prepare(
         subset_manifest=str(manifest_file),
         subset_hash=manifest.manifest_hash,
         unique_tokens=manifest.unique_tokens,
-        train_domains=sorted(set(splits["doc_domains"]["pool"])),
+        train_domains=sorted(set(pool.domains)),
+        pool_manifest=pool.manifest_path,
+        pool_transforms=pool.transforms,
     )
-    rows = summarize(caches, splits["doc_domains"]["pool"])
+    rows = summarize(caches, pool.domains)
+    _log_summary(rows, start, corpus, tok, manifest)
+    return artifacts, rows
+
+
+def _log_summary(
+    rows: list[dict[str, Any]], start: float, corpus: _Corpus, tok: TrainedTokenizer, manifest: SubsetManifest
+) -> None:
     for row in rows:
         log.info(
             "data %-12s pool %5d docs %9d tokens | val %4d docs %7d tokens | test %4d docs %7d tokens",
@@ -308,7 +431,6 @@ def _prepare(
         manifest.n_docs,
         manifest.manifest_hash[:12],
     )
-    return artifacts, rows
 
 
 def prepare_data(
@@ -318,17 +440,21 @@ def prepare_data(
     subset: SizeSubset,
     cache_dir: Path,
     progress: bool = True,
+    transforms: dict[str, PoolTransform] | None = None,
 ) -> DataArtifacts:
     """Run (or reuse) every data stage for these configs and return the artifacts a training run needs.
 
-    Safe to call from parallel jobs (stages are file-locked); a fully cached call reads no documents and tokenises
-    nothing. ConfigErrors name their group (``subset.unique_tokens=...``).
+    ``transforms`` maps a transform group (:data:`~datascale.data.transforms.TRANSFORM_GROUPS`) to its leaf;
+    they run on the training pool in that order. Safe to call from parallel jobs (stages are file-locked); a
+    fully cached call reads no documents and tokenises nothing. ConfigErrors name their group
+    (``subset.unique_tokens=...``).
     """
-    return _prepare(source, split, tokenizer, subset, cache_dir, progress)[0]
+    return _prepare(source, split, tokenizer, subset, cache_dir, progress, transforms)[0]
 
 
 def summarize(caches: dict[str, TokenCache], pool_domains: Sequence[str]) -> list[dict[str, Any]]:
-    """Per domain: documents, tokens and bytes in the pool and in the val/test sets (logs and the CLI table)."""
+    """Per domain: documents, tokens and bytes in the pool and in the val/test sets (logs and the CLI
+    table)."""
     pool = caches["pool"]
     domains_of_pool = np.asarray(list(pool_domains), dtype=object)
     lengths = pool.doc_lengths()
@@ -351,13 +477,18 @@ def summarize(caches: dict[str, TokenCache], pool_domains: Sequence[str]) -> lis
 
 
 def instantiate_data_configs(cfg: Any) -> dict[str, Any]:
-    """``cfg.source``, ``cfg.split``, ``cfg.tokenizer``, ``cfg.subset`` as objects; bad values fail here, before any
-    compute, with the group in the field name."""
-    return {group: instantiate_group(cfg, group) for group in GROUPS}
+    """``cfg.source``, ``cfg.split``, ``cfg.tokenizer``, ``cfg.subset`` and the pool transforms present as
+    objects; bad values fail here, before any compute, with the group in the field name."""
+    objects: dict[str, Any] = {group: instantiate_group(cfg, group) for group in GROUPS}
+    objects["transforms"] = {
+        group: instantiate_group(cfg, group, PoolTransform) for group in TRANSFORM_GROUPS if group in cfg
+    }
+    return objects
 
 
 def prepare_from_config(cfg: Any, progress: bool = True) -> DataArtifacts:
-    """:func:`prepare_data` for a composed project config (groups source/split/tokenizer/subset, paths.cache_dir)."""
+    """:func:`prepare_data` for a composed project config (groups source/split/tokenizer/subset,
+    paths.cache_dir)."""
     return _prepare_from_config(cfg, progress)[0]
 
 
@@ -368,7 +499,10 @@ def _prepare_from_config(cfg: Any, progress: bool) -> tuple[DataArtifacts, list[
 
 # ------------------------------------------------------------------------------------------------- CLI
 
-USAGE = "python -m datascale.data.prepare [--help] [--unique-tokens N [N ...]] [--no-progress] [hydra overrides ...]"
+USAGE = (
+    "python -m datascale.data.prepare [--help] [--unique-tokens N [N ...]] [--no-progress] "
+    "[hydra overrides ...]"
+)
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -376,7 +510,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m datascale.data.prepare",
         usage=USAGE,
-        description="Build (or reuse) the corpus, splits, tokenizer, token caches and nested subsets, verify the "
+        description="Build (or reuse) the corpus, splits, tokenizer, token caches and nested subsets, "
+        "verify the "
         "nesting and print a summary. Every stage is cached under paths.cache_dir.",
     )
     parser.add_argument(
@@ -442,7 +577,8 @@ def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int
     verify_nested([m for _, m in results], pool)
 
     table = Table(
-        title=f"corpus {first.corpus_hash[:12]}  tokenizer {first.tokenizer_hash[:12]} (vocab {first.vocab_size})"
+        title=f"corpus {first.corpus_hash[:12]}  tokenizer {first.tokenizer_hash[:12]} "
+        f"(vocab {first.vocab_size})"
     )
     for col in (
         "domain",

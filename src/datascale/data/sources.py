@@ -1,8 +1,9 @@
-"""Document sources (Hydra ``source`` group): each turns some text collection into a DOCUMENT_FEATURES Dataset.
+"""Document sources (Hydra ``source`` group): each turns some text collection into a DOCUMENT_FEATURES
+Dataset.
 
 Every source has ``load() -> datasets.Dataset`` and a cheap ``fingerprint() -> str``: the identity of what
-``load()`` would return, so that the prepared corpus can be cached without loading anything. Local files and Hub
-datasets share one conversion path (:func:`_to_documents`), so the Hub code is tested through local files.
+``load()`` would return, so that the prepared corpus can be cached without loading anything. Local files and
+Hub datasets share one conversion path (:func:`_to_documents`), so the Hub code is tested through local files.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def _to_documents(
     """Map raw records (a Dataset, an IterableDataset or any iterable of dicts) to document rows.
 
     ``key(i, row)`` names row ``i`` when there is no ``doc_id_field``; doc ids are ``<source>:<key>`` (plus
-    ``#p<k>`` per paragraph when ``sample_by="paragraph"``). Empty texts are skipped; the other columns of a row
-    go into ``meta``. Raises ConfigError naming the field when a record lacks the text/domain/id field.
+    ``#p<k>`` per paragraph when ``sample_by="paragraph"``). Empty texts are skipped; the other columns of a
+    row go into ``meta``. Raises ConfigError naming the field when a record lacks the text/domain/id field.
     """
     used = {text_field, domain_field, doc_id_field}
     out: list[dict[str, Any]] = []
@@ -134,6 +135,15 @@ def _to_documents(
             doc_id = base if sample_by == "document" else f"{base}#p{k}"
             out.append(make_document(doc_id, piece, str(row_domain), source, meta=meta))
     return out[:max_documents] if max_documents is not None else out
+
+
+def _file_row_key(relpath: str, one_per_file: bool) -> Callable[[int, Mapping[str, Any]], str]:
+    """Doc-id key of row ``i`` of a local file: the file itself, or ``<file>#<i>``."""
+
+    def key(i: int, row: Mapping[str, Any]) -> str:
+        return relpath if one_per_file else f"{relpath}#{i}"
+
+    return key
 
 
 def _check_unique_ids(rows: Sequence[Mapping[str, Any]], doc_id_field: str | None) -> None:
@@ -280,7 +290,8 @@ class LocalFiles:
         files = self.files()
         base = Path(os.path.commonpath([p.parent for p in files]))
         listing = [(p.relative_to(base).as_posix(), p.stat().st_size, file_sha256(p)) for p in files]
-        # the matched files (relative names, sizes, hashes) are the identity; how the globs were written is not
+        # the matched files (relative names, sizes, hashes) are the identity; how the globs were written is
+        # not
         settings = {k: v for k, v in self.provenance().items() if k != "paths"}
         return canonical_json_hash({"conversion": CONVERSION_VERSION, **settings, "files": listing})
 
@@ -292,8 +303,9 @@ class LocalFiles:
         # One split per file: a single load_dataset call that still tells us which file each record came from.
         names = {f"f{i:06d}": [str(p)] for i, p in enumerate(files)}
         kwargs: dict[str, Any] = {"sample_by": "document"} if fmt == "text" else {}
-        # The Arrow copy load_dataset makes is only needed until the rows are converted (prepare_data keeps its own
-        # copy of the documents), so it goes to a temporary dir instead of growing the shared HF cache.
+        # The Arrow copy load_dataset makes is only needed until the rows are converted (prepare_data keeps
+        # its own copy of the documents), so it goes to a temporary dir instead of growing the shared HF
+        # cache.
         with tempfile.TemporaryDirectory(prefix="datascale-local-") as tmp:
             parts = datasets.load_dataset(fmt, data_files=names, cache_dir=tmp, **kwargs)
             rows = self._convert(parts, fmt, names, rel)
@@ -327,9 +339,7 @@ class LocalFiles:
                     domain=self.domain,
                     doc_id_field=self.doc_id_field,
                     sample_by=self.sample_by,
-                    key=(lambda i, row, r=relpath: r)
-                    if one_per_file
-                    else (lambda i, row, r=relpath: f"{r}#{i}"),
+                    key=_file_row_key(relpath, one_per_file),
                     extra_meta={"file": relpath},
                 )
             )
@@ -338,7 +348,8 @@ class LocalFiles:
 
 @dataclass
 class HubDataset:
-    """The first ``max_documents`` records of a Hugging Face Hub dataset (streamed: nothing else is downloaded).
+    """The first ``max_documents`` records of a Hugging Face Hub dataset (streamed: nothing else is
+    downloaded).
 
     ``name`` may also be a local dataset directory, which is how this runs offline.
     """

@@ -1,8 +1,8 @@
 """Exact deduplication and per-domain held-out sets (Hydra ``split`` group).
 
-Validation and test sets depend on the corpus and this config only, never on a run seed or a subset size, so every
-run of a study is scored on the same text. Dedup runs over the whole corpus before splitting, so no text can sit
-in both a held-out set and the training pool.
+Validation and test sets depend on the corpus and this config only, never on a run seed or a subset size, so
+every run of a study is scored on the same text. Dedup runs over the whole corpus before splitting, so no text
+can sit in both a held-out set and the training pool.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def text_key(text: str) -> str:
 
 
 def deduplicate(ds: datasets.Dataset) -> tuple[datasets.Dataset, int]:
-    """Drop exact duplicates (by normalised-text hash, keeping the first) and empty texts; returns (ds, removed)."""
+    """Drop exact duplicates (by normalised-text hash, keeping the first) and empty texts; returns (ds,
+    removed)."""
     seen: set[str] = set()
     keep: list[int] = []
     for i, text in enumerate(column(ds, "text")):
@@ -54,7 +55,8 @@ def _domain_seed(domain: str) -> int:
 
 @dataclass
 class HeldoutSplit:
-    """Per-domain validation and test sets of at least ``eval_bytes_per_domain`` bytes each; the rest trains."""
+    """Per-domain validation and test sets of at least ``eval_bytes_per_domain`` bytes each; the rest
+    trains."""
 
     seed: int = 1234
     eval_bytes_per_domain: int = 64_000

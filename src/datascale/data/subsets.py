@@ -1,8 +1,9 @@
 """Nested training subsets by exact unique-token budget (Hydra ``subset`` group), their manifests and checks.
 
-Every subset of one (pool, tokenizer, order_seed) is a prefix of one seeded document order, cut so the token stream
-has exactly U tokens (the last document truncated): D1 < D2 means D1 is inside D2. Nesting is verified, not assumed:
-each new manifest written to a manifest directory is checked against all the others there, token streams included.
+Every subset of one (pool, tokenizer, order_seed) is a prefix of one seeded document order, cut so the token
+stream has exactly U tokens (the last document truncated): D1 < D2 means D1 is inside D2. Nesting is verified,
+not assumed: each new manifest written to a manifest directory is checked against all the others there, token
+streams included.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class NestingError(ValueError):
 
 @dataclass
 class SizeSubset:
-    """A training subset of exactly ``unique_tokens`` tokens, a prefix of the ``order_seed`` document order."""
+    """A training subset of exactly ``unique_tokens`` tokens, a prefix of the ``order_seed`` document
+    order."""
 
     unique_tokens: int = 16_000
     order_seed: int = 0
@@ -119,7 +121,8 @@ def _stream(cache: TokenCache, doc_index: Sequence[int], last_doc_tokens: int) -
 
 
 def make_subset(cache: TokenCache, subset: SizeSubset) -> SubsetManifest:
-    """Documents in the seeded order until the count reaches U; the last one is cut so the stream is exactly U."""
+    """Documents in the seeded order until the count reaches U; the last one is cut so the stream is exactly
+    U."""
     u, pool_tokens = subset.unique_tokens, cache.n_tokens
     if u > pool_tokens:
         raise ConfigError("unique_tokens", u, f"must be <= {pool_tokens} (tokens in the training pool)")
@@ -163,8 +166,8 @@ def load_subset_tokens(cache: TokenCache, manifest: SubsetManifest) -> np.ndarra
 def verify_nested(manifests: Sequence[SubsetManifest], cache: TokenCache | None = None) -> None:
     """Raise :class:`NestingError` unless every smaller subset is a prefix of every larger one.
 
-    Doc ids are compared always; with ``cache`` the token streams are too (each manifest's ``token_hash`` against
-    the hash of the same-length prefix of the largest stream).
+    Doc ids are compared always; with ``cache`` the token streams are too (each manifest's ``token_hash``
+    against the hash of the same-length prefix of the largest stream).
     """
     if not manifests:
         return
@@ -189,7 +192,8 @@ def verify_nested(manifests: Sequence[SubsetManifest], cache: TokenCache | None 
                 (i for i, (a, b) in enumerate(zip(small.doc_ids, head, strict=False)) if a != b), len(head)
             )
             raise NestingError(
-                f"subset unique_tokens={small.unique_tokens} is not a prefix of unique_tokens={large.unique_tokens}: "
+                f"subset unique_tokens={small.unique_tokens} is not a prefix of "
+                f"unique_tokens={large.unique_tokens}: "
                 f"document {j} is {small.doc_ids[j]!r} vs {head[j] if j < len(head) else None!r}"
             )
         if n == large.n_docs and small.last_doc_tokens > large.last_doc_tokens:
@@ -219,8 +223,8 @@ def manifest_path(root: Path, manifest: SubsetManifest) -> Path:
 
 
 def write_subset_manifest(root: Path, cache: TokenCache, subset: SizeSubset) -> tuple[Path, SubsetManifest]:
-    """Make (or re-check) the manifest of ``subset`` under ``root``; a new one is verified against every manifest
-    already in its directory (file-locked, so parallel jobs see a consistent set)."""
+    """Make (or re-check) the manifest of ``subset`` under ``root``; a new one is verified against every
+    manifest already in its directory (file-locked, so parallel jobs see a consistent set)."""
     manifest = make_subset(cache, subset)
     path = manifest_path(root, manifest)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +241,8 @@ def write_subset_manifest(root: Path, cache: TokenCache, subset: SizeSubset) -> 
         verify_nested([*others, manifest], cache)
         manifest.save(path)
         log.info(
-            "subset unique_tokens=%d: %d documents (last cut to %d tokens); nesting verified against %d others",
+            "subset unique_tokens=%d: %d documents (last cut to %d tokens); "
+            "nesting verified against %d others",
             manifest.unique_tokens,
             manifest.n_docs,
             manifest.last_doc_tokens,

@@ -1,8 +1,8 @@
 """Tokenise a set of documents once into a memory-mapped cache directory, keyed by content and tokenizer.
 
-The key is sha256(content hash of the documents + tokenizer hash), so a cache can never be reused for other text
-or another tokenizer. A cache is built in a temporary directory and renamed into place under a file lock: readers
-see a complete cache or none, and two processes never tokenise the same documents twice.
+The key is sha256(content hash of the documents + tokenizer hash), so a cache can never be reused for other
+text or another tokenizer. A cache is built in a temporary directory and renamed into place under a file lock:
+readers see a complete cache or none, and two processes never tokenise the same documents twice.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 @dataclass
 class TokenCache:
-    """An opened cache: ``tokens`` (memmap, every document followed by EOS), ``offsets`` (n_docs + 1), ids, meta."""
+    """An opened cache: ``tokens`` (memmap, every document followed by EOS), ``offsets`` (n_docs + 1), ids,
+    meta."""
 
     path: Path
     tokens: np.ndarray
@@ -108,7 +109,8 @@ def _tokenise_into(
     raw = tmp / "tokens.bin"
     with open(raw, "wb") as out, tqdm(total=len(texts), desc=desc, unit="doc", disable=not progress) as bar:
         while i < len(texts):
-            batch, size = [], 0
+            batch: list[str] = []
+            size = 0
             while i + len(batch) < len(texts) and (not batch or size < CHUNK_BYTES):
                 text = texts[i + len(batch)]
                 batch.append(text)
@@ -146,8 +148,8 @@ def build_token_cache(
 ) -> TokenCache:
     """Open the cache for these documents and tokenizer, building it first if needed (atomic, file-locked).
 
-    ``content_hash`` must be :func:`datascale.data.documents.content_hash` of the documents: it is trusted as their
-    identity, so the caller computes it from the same texts it passes.
+    ``content_hash`` must be :func:`datascale.data.documents.content_hash` of the documents: it is trusted as
+    their identity, so the caller computes it from the same texts it passes.
     """
     if len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} doc ids for {len(texts)} texts")
@@ -188,10 +190,10 @@ def build_token_cache(
             "token cache %s: %d docs -> %d tokens (%.2f bytes/token) in %.1f s (%.0f tokens/s)",
             name or key[:12],
             len(texts),
-            meta["n_tokens"],
-            n_bytes / max(1, meta["n_tokens"]),
+            int(offsets[-1]),
+            n_bytes / max(1, int(offsets[-1])),
             elapsed,
-            meta["n_tokens"] / max(elapsed, 1e-9),
+            int(offsets[-1]) / max(elapsed, 1e-9),
         )
     cache = TokenCache.open(final)
     cache.built = True

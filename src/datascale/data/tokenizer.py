@@ -1,8 +1,9 @@
 """Byte-level BPE trained on training-pool documents only (Hydra ``tokenizer`` group), plus bytes per token.
 
-Training on the pool only keeps held-out text out of the vocabulary. The full ``tokenizer.json`` is saved (special
-tokens included: saving vocab/merges alone drops them) and its sha256 is the tokenizer's identity. Byte lengths per
-token id turn a loss in nats per token into exact bits per byte, comparable across tokenizers.
+Training on the pool only keeps held-out text out of the vocabulary. The full ``tokenizer.json`` is saved
+(special tokens included: saving vocab/merges alone drops them) and its sha256 is the tokenizer's identity.
+Byte lengths per token id turn a loss in nats per token into exact bits per byte, comparable across
+tokenizers.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 @dataclass
 class BPETokenizer:
-    """Byte-level BPE config: target vocabulary size (EOS included) and the minimum pair frequency to merge."""
+    """Byte-level BPE config: target vocabulary size (EOS included) and the minimum pair frequency to
+    merge."""
 
     vocab_size: int = 4096
     min_frequency: int = 2
@@ -128,6 +130,7 @@ class TrainedTokenizer:
         path = Path(path)
         tok = load_tokenizer(path, eos_token)
         eos_id = tok.token_to_id(eos_token)
+        assert eos_id is not None  # load_tokenizer checked it
         return cls(
             path=path,
             hash=file_sha256(path),
@@ -138,8 +141,8 @@ class TrainedTokenizer:
 
 
 def load_tokenizer(path: Path, eos_token: str = EOS_TOKEN) -> Tokenizer:
-    """Load ``tokenizer.json`` ready to encode documents: EOS checked, special-token text inside documents encoded
-    as ordinary text (so only the EOS we append is EOS, and its 0 bytes never eat real text)."""
+    """Load ``tokenizer.json`` ready to encode documents: EOS checked, special-token text inside documents
+    encoded as ordinary text (so only the EOS we append is EOS, and its 0 bytes never eat real text)."""
     tok = Tokenizer.from_file(str(path))
     eos_id = tok.token_to_id(eos_token)
     if eos_id is None:
@@ -152,7 +155,8 @@ def load_tokenizer(path: Path, eos_token: str = EOS_TOKEN) -> Tokenizer:
 
 
 def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
-    """int32[vocab]: UTF-8 bytes each token id stands for (special tokens 0), by inverting the byte-level map."""
+    """int32[vocab]: UTF-8 bytes each token id stands for (special tokens 0), by inverting the byte-level
+    map."""
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
     specials = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
     vocab = tokenizer.get_vocab(with_added_tokens=True)

@@ -1,16 +1,16 @@
 """Data for one run: the seeded, world-size-invariant epoch stream over the subset and fixed eval windows.
 
-Training stream (docs/design.md): epoch ``e`` draws ``rng = default_rng([seed, e])``, a random offset in
-``[0, seq_len)``, and visits the non-overlapping ``seq_len + 1``-token windows (stride ``seq_len``) from that
-offset in an ``rng`` permutation. Epochs follow each other without a break, and *global* batches are cut from that
-infinite sequence of windows, so a batch may hold the end of one epoch and the start of the next (subsets smaller
-than one batch work). Rank ``r`` of ``w`` takes rows ``r::w`` of each global batch, so the samples and their order
-do not depend on the world size. Nothing here is random except through ``rng``: the stream is a pure function of
-``(tokens, seq_len, seed)``.
+Training stream (docs/design.md): epoch ``e`` draws ``rng = default_rng([seed, e])``, a random offset in ``[0,
+seq_len)``, and visits the non-overlapping ``seq_len + 1``-token windows (stride ``seq_len``) from that offset
+in an ``rng`` permutation. Epochs follow each other without a break, and *global* batches are cut from that
+infinite sequence of windows, so a batch may hold the end of one epoch and the start of the next (subsets
+smaller than one batch work). Rank ``r`` of ``w`` takes rows ``r::w`` of each global batch, so the samples and
+their order do not depend on the world size. Nothing here is random except through ``rng``: the stream is a
+pure function of ``(tokens, seq_len, seed)``.
 
-Evaluation: each domain's val/test token stream (val capped, test whole) is cut into consecutive windows; every token after the
-first is a target exactly once (the last window is padded and the padding masked with -100), paired with its UTF-8
-byte length so bits per byte are exact.
+Evaluation: each domain's val/test token stream (val capped, test whole) is cut into consecutive windows;
+every token after the first is a target exactly once (the last window is padded and the padding masked with
+-100), paired with its UTF-8 byte length so bits per byte are exact.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def epoch_window_starts(n_tokens: int, seq_len: int, seed: int, epoch: int) -> n
 
 
 class TrainStream(IterableDataset):
-    """Infinite stream of this rank's rows of each global batch: ``(inputs, targets)`` int64 ``(B/w, seq_len)``."""
+    """Infinite stream of this rank's rows of each global batch: ``(inputs, targets)`` int64 ``(B/w,
+    seq_len)``."""
 
     def __init__(
         self,

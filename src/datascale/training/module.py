@@ -1,9 +1,9 @@
 """The Lightning module: next-token loss, exact per-domain nats and bits per byte, AdamW with warmup+cosine.
 
 Evaluation sums nats, target tokens and target bytes per domain over the whole (capped) eval set, reduces the
-sums over ranks, and only then divides: ``loss = nats / tokens`` and ``bpb = nats / (bytes * ln 2)`` are exact,
-not means of batch means. ``val/loss`` is the macro mean over domains (each domain counts the same) and is the
-early-stopping and checkpoint monitor.
+sums over ranks, and only then divides: ``loss = nats / tokens`` and ``bpb = nats / (bytes * ln 2)`` are
+exact, not means of batch means. ``val/loss`` is the macro mean over domains (each domain counts the same) and
+is the early-stopping and checkpoint monitor.
 """
 
 from __future__ import annotations
@@ -77,12 +77,14 @@ class GPTLightningModule(pl.LightningModule):
         loss = self.model(inputs, targets).mean()
         tokens = self.tokens_seen(self.global_step + 1)  # after this update
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)
+        self.log("train/lr", optimizer.param_groups[0]["lr"])
         self.log("tokens_seen", float(tokens))
         self.log("epochs", tokens / self.unique_tokens, prog_bar=True)
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(param_groups(self.model))
         scheduler = self.schedule.build(optimizer, self.warmup_steps, self.planned_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -34,20 +34,21 @@ def setup_logging(run_dir: Path, rank: int) -> None:
     formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
     file_handler = logging.FileHandler(run_dir / name)
     console = logging.StreamHandler(sys.stderr)
-    for handler in (file_handler, console):
+    both: tuple[logging.Handler, ...] = (file_handler, console)
+    for handler in both:
         handler.setFormatter(formatter)
         handler.addFilter(_RankFilter(rank))
     ours = logging.getLogger("datascale")
     ours.setLevel(logging.INFO)
     ours.propagate = False
-    targets = [(ours, file_handler), (ours, console)]
+    targets: list[tuple[logging.Logger, logging.Handler]] = [(ours, file_handler), (ours, console)]
     # Lightning prints to the console itself; its messages and warnings also go to worker.log
     targets += [
         (logging.getLogger(n), file_handler) for n in ("pytorch_lightning", "lightning_fabric", "py.warnings")
     ]
-    for logger, handler in targets:
-        logger.addHandler(handler)
-        _HANDLERS.append((logger, handler))
+    for logger, target in targets:
+        logger.addHandler(target)
+        _HANDLERS.append((logger, target))
     logging.captureWarnings(True)
     # expected: the run dir already holds resolved.yaml etc. when the CSV logger starts
     warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to ``min_lr_ratio`` x the peak over the planned steps.
+"""Learning-rate schedule: linear warmup, then cosine decay to ``min_lr_ratio`` x the peak over the planned
+steps.
 
 The planned steps are those of the token cap (see protocol.py), so every run on the same U follows the same
 schedule whether or not early stopping ends it sooner.

@@ -1,8 +1,9 @@
 """Strategy leaves that need code: everything else in ``conf/strategy/`` targets a Lightning class directly.
 
 A strategy leaf is instantiated by the worker only (it builds torch objects); the launcher reads the layout
-(``trainer.devices`` x ``trainer.num_nodes``) to start ``torchrun`` with that many ranks, and Lightning detects
-torchrun's environment instead of starting processes itself. Importing this module does not import torch.
+(``trainer.devices`` x ``trainer.num_nodes``) to start ``torchrun`` with that many ranks, and Lightning
+detects torchrun's environment instead of starting processes itself. Importing this module does not import
+torch.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Experiment tracking: W&B through Lightning's WandbLogger, plus ``<run_dir>/metrics.csv`` (always).
 
-Rules (docs/design.md, stack pitfalls): one W&B run per worker process group, id = run id (so a re-run of the same
-config resumes the same W&B run); only rank 0 talks to W&B and only through the logger (metrics via
-``self.log``, never ``wandb.log``); every metric is plotted against ``tokens_seen``; the run is always finished,
-with exit code 1 when the worker failed, so a crashed job never shows as "finished". W&B is a view: the record
-and metrics.csv are the source of truth, so the worker runs the same with W&B offline or disabled.
+Rules (docs/design.md, stack pitfalls): one W&B run per worker process group, id = run id (so a re-run of the
+same config resumes the same W&B run); only rank 0 talks to W&B and only through the logger (metrics via
+``self.log``, never ``wandb.log``); every metric is plotted against ``tokens_seen``; the run is always
+finished, with exit code 1 when the worker failed, so a crashed job never shows as "finished". W&B is a view:
+the record and metrics.csv are the source of truth, so the worker runs the same with W&B offline or disabled.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def wandb_mode_of(wandb_logger: WandbLogger | None) -> str:
 
 @rank_zero_only
 def define_token_axis(wandb_logger: WandbLogger | None) -> None:
-    """Plot every metric against ``tokens_seen`` (after Lightning's own ``trainer/global_step`` definition)."""
+    """Plot every metric against ``tokens_seen`` (after Lightning's own ``trainer/global_step``
+    definition)."""
     if wandb_logger is None or wandb_mode_of(wandb_logger) == "disabled":
         return
     run = wandb_logger.experiment  # creating the run makes Lightning define its step metric first

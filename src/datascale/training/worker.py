@@ -1,10 +1,10 @@
 """Training entry point: ``python -m datascale.training.worker <run_dir>/resolved.yaml``.
 
 Started by the Hydra job as ``torchrun --standalone --nproc_per_node=<trainer.devices> -m
-datascale.training.worker <run_dir>/resolved.yaml`` (plain ``python -m`` works too for one process). It reads the
-fully resolved config, loads the run's DataArtifacts (no tokenisation), trains with early stopping on the macro
-validation loss, tests the best-validation checkpoint and writes ``<run_dir>/record.json`` on global rank 0.
-It is not a Hydra app, so Lightning sees torchrun's environment and never re-executes anything.
+datascale.training.worker <run_dir>/resolved.yaml`` (plain ``python -m`` works too for one process). It reads
+the fully resolved config, loads the run's DataArtifacts (no tokenisation), trains with early stopping on the
+macro validation loss, tests the best-validation checkpoint and writes ``<run_dir>/record.json`` on global
+rank 0. It is not a Hydra app, so Lightning sees torchrun's environment and never re-executes anything.
 
 resolved.yaml keys read: ``study.name``, ``study.axes``, ``seed``, ``run.{id, dir, data_artifacts, axes}``,
 ``model``, ``optim``, ``schedule``, ``training``, ``trainer``, ``strategy``, ``worker``, ``logger``.
@@ -212,6 +212,7 @@ def build_data(ctx: RunContext, leaves: Leaves) -> tuple[TokenDataModule, dict[s
     ctx.learned.update(
         eval_domains=datamodule.domains,
         train_domains=artifacts.train_domains,
+        pool_transforms=artifacts.pool_transforms,
         planned_steps=plan["planned_steps"],
     )
     return datamodule, plan
@@ -328,7 +329,7 @@ def fit_and_test(
 
 
 def why_stopped(reason: EarlyStoppingReason, steps: int, planned_steps: int) -> tuple[str, bool]:
-    """(stop_reason, converged): early stopping converged; the token cap did not; anything else is an error."""
+    """(stop_reason, converged): early stopping converged, the token cap did not; anything else fails."""
     if reason == EarlyStoppingReason.PATIENCE_EXHAUSTED:
         return "early_stopping", True
     if reason == EarlyStoppingReason.NON_FINITE_METRIC:
@@ -361,6 +362,7 @@ def make_record(
         **{k: known[k] for k in ("run_id", "study", "axes", "seed", "code_version", "config")},
         **{k: known[k] for k in ("corpus_hash", "tokenizer_hash", "subset_hash", "train_domains", "wandb")},
         **{k: known[k] for k in ("params_total", "params_non_embedding", "planned_steps", "eval_domains")},
+        pool_transforms=known["pool_transforms"],
         status="done",
         created_at=_now(),
         unique_tokens=unique,
@@ -385,10 +387,15 @@ def make_record(
         train_time_s=fitted.train_time_s,
         tokens_per_s=tokens_seen / fitted.train_time_s,
         world_size=trainer.world_size,
-        strategy=str(trainer.strategy.strategy_name),
+        strategy=str(strategy_name(trainer)),
         accelerator=accelerator_name(trainer),
         precision=str(trainer.precision),
     )
+
+
+def strategy_name(trainer: pl.Trainer) -> str:
+    """Lightning's registry name of the strategy in use (``single_device``, ``ddp``, ...)."""
+    return str(getattr(trainer.strategy, "strategy_name", type(trainer.strategy).__name__))
 
 
 def accelerator_name(trainer: pl.Trainer) -> str:
@@ -396,7 +403,7 @@ def accelerator_name(trainer: pl.Trainer) -> str:
 
 
 def failed_record(known: dict[str, Any], error: str) -> RunRecord:
-    """A ``failed`` record: every field we learned before the failure, type-appropriate blanks for the rest."""
+    """A ``failed`` record: every field learned before the failure, type-appropriate blanks for the rest."""
     blanks = {"int": 0, "float": math.nan, "str": "", "bool": False}
     values: dict[str, Any] = {}
     for f in dataclasses.fields(RunRecord):
@@ -430,7 +437,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-# ---- logs ---------------------------------------------------------------------------------------------------
+# ---- logs ------------------------------------------------------------------------------------------------
 def log_start(
     ctx: RunContext,
     leaves: Leaves,
@@ -459,7 +466,7 @@ def log_start(
         leaves.protocol.patience,
         accelerator_name(trainer),
         ctx.world,
-        trainer.strategy.strategy_name,
+        strategy_name(trainer),
         threads,
         trainer.precision,
     )
