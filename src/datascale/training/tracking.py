@@ -1,10 +1,11 @@
 """Experiment tracking: W&B through Lightning's WandbLogger, plus ``<run_dir>/metrics.csv`` (always).
 
-Rules (docs/design.md, stack pitfalls): one W&B run per worker process group, id = run id (so a re-run of the
-same config resumes the same W&B run); only rank 0 talks to W&B and only through the logger (metrics via
-``self.log``, never ``wandb.log``); every metric is plotted against ``tokens_seen``; the run is always
-finished, with exit code 1 when the worker failed, so a crashed job never shows as "finished". W&B is a view:
-the record and metrics.csv are the source of truth, so the worker runs the same with W&B offline or disabled.
+Rules (docs/design.md; each one avoids a known Lightning/W&B failure): one W&B run per worker process group,
+id = run id (so a re-run of the same config resumes the same W&B run); only rank 0 talks to W&B and only
+through the logger (metrics via ``self.log``, never ``wandb.log``); every metric is plotted against
+``tokens_seen``; the run is always finished, with exit code 1 when the worker failed, so a crashed job never
+shows as "finished". W&B is a view: the record and metrics.csv are the source of truth, so the worker runs the
+same with W&B offline or disabled.
 """
 
 from __future__ import annotations
