@@ -48,6 +48,8 @@ class DataArtifacts:
     """Manifest of the transformed training pool (each transform's report); empty without transforms."""
     pool_transforms: list[dict[str, Any]] = field(default_factory=list)
     """Per pool transform: group, name, params, documents in and out, removed per reason."""
+    subset_domains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per domain of the subset: unique tokens, share of U, pool tokens, repeats (``*``: unstratified)."""
 
     @property
     def eval_domains(self) -> list[str]:

@@ -326,13 +326,20 @@ def _build_pool(
 
 
 def _cache(
-    root: Path, name: str, ids: list[str], texts: list[str], chash: str, tok: TrainedTokenizer, progress: bool
+    root: Path,
+    name: str,
+    docs: tuple[list[str], list[str], list[str]],
+    chash: str,
+    tok: TrainedTokenizer,
+    progress: bool,
 ) -> TokenCache:
+    """The token cache of ``docs`` = (doc ids, domains, texts), built if it is not there yet."""
     final = root / cache_key(chash, tok.hash)[:32]
     if (final / "meta.json").exists():
         return TokenCache.open(final)
+    ids, domains, texts = docs
     return build_token_cache(
-        root, ids, texts, chash, tok.tokenizer, tok.hash, tok.eos_id, name=name, progress=progress
+        root, ids, texts, chash, tok.tokenizer, tok.hash, tok.eos_id, name, progress, domains=domains
     )
 
 
@@ -350,9 +357,14 @@ def _token_cache_stage(
     for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items():
         if name == "pool":
             continue
-        ids, texts = [cols["doc_id"][i] for i in idx], [cols["text"][i] for i in idx]
-        caches[name] = _cache(root, name, ids, texts, splits["content_hashes"][name], tok, progress)
-    caches["pool"] = _cache(root, "pool", pool.doc_ids, pool.texts, pool.content_hash, tok, progress)
+        docs = (
+            [cols["doc_id"][i] for i in idx],
+            [cols["domain"][i] for i in idx],
+            [cols["text"][i] for i in idx],
+        )
+        caches[name] = _cache(root, name, docs, splits["content_hashes"][name], tok, progress)
+    pool_docs = (pool.doc_ids, pool.domains, pool.texts)
+    caches["pool"] = _cache(root, "pool", pool_docs, pool.content_hash, tok, progress)
     return caches
 
 
@@ -401,6 +413,7 @@ def _prepare(
         train_domains=sorted(set(pool.domains)),
         pool_manifest=pool.manifest_path,
         pool_transforms=pool.transforms,
+        subset_domains=manifest.domains(),
     )
     rows = summarize(caches, pool.domains)
     _log_summary(rows, start, corpus, tok, manifest)
@@ -604,16 +617,16 @@ def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int
         )
     console.print(table)
     subsets = Table(
-        title=f"subsets (order_seed {results[0][1].order_seed}, pool {pool.n_tokens:,} tokens): "
-        "nested, verified"
+        title=f"subsets ({results[0][1].composition['mode']}, order_seed {results[0][1].order_seed}, "
+        f"pool {pool.n_tokens:,} tokens): nested, verified"
     )
-    for col in ("unique_tokens", "docs", "last doc tokens", "% of pool", "subset hash"):
+    for col in ("unique_tokens", "docs", "domain shares", "% of pool", "subset hash"):
         subsets.add_column(col, justify="right")
     for _, m in sorted(results, key=lambda r: r[1].unique_tokens):
         subsets.add_row(
             f"{m.unique_tokens:,}",
             f"{m.n_docs:,}",
-            f"{m.last_doc_tokens:,}",
+            " ".join(f"{d}={v['share']:.2f}" for d, v in m.domains().items()),
             f"{100 * m.unique_tokens / m.pool_tokens:.1f}",
             m.manifest_hash[:12],
         )

@@ -25,7 +25,7 @@ from datascale.data.atomic import atomic_directory
 
 log = logging.getLogger("datascale.data")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: doc_domains.json (the domain of every document, for stratified subsets)
 CHUNK_BYTES = 1 << 20  # texts per encode_batch call: ~1 MB of documents
 #: How much work this process did; tests and logs use it to show that a cached call tokenises nothing.
 STATS: dict[str, int] = {"caches_built": 0, "documents_tokenised": 0}
@@ -49,6 +49,8 @@ class TokenCache:
     offsets: np.ndarray
     doc_ids: list[str]
     meta: dict[str, Any]
+    doc_domains: list[str] = field(default_factory=list)
+    """The domain of every document (in cache order)."""
     built: bool = field(default=False, compare=False)  # True when this call did the tokenising
 
     @classmethod
@@ -64,7 +66,10 @@ class TokenCache:
             or len(tokens) != meta["n_tokens"]
         ):
             raise ValueError(f"{path}: token cache is inconsistent (offsets/doc_ids/tokens/meta disagree)")
-        return cls(path=path, tokens=tokens, offsets=offsets, doc_ids=doc_ids, meta=meta)
+        domains = json.loads((path / "doc_domains.json").read_text())
+        if len(domains) != len(doc_ids):
+            raise ValueError(f"{path}: token cache is inconsistent (doc_domains/doc_ids disagree)")
+        return cls(path=path, tokens=tokens, offsets=offsets, doc_ids=doc_ids, meta=meta, doc_domains=domains)
 
     @property
     def n_docs(self) -> int:
@@ -145,14 +150,16 @@ def build_token_cache(
     eos_id: int,
     name: str = "",
     progress: bool = False,
+    domains: Sequence[str] | None = None,
 ) -> TokenCache:
     """Open the cache for these documents and tokenizer, building it first if needed (atomic, file-locked).
 
     ``content_hash`` must be :func:`datascale.data.documents.content_hash` of the documents: it is trusted as
     their identity, so the caller computes it from the same texts it passes.
     """
-    if len(doc_ids) != len(texts):
-        raise ValueError(f"{len(doc_ids)} doc ids for {len(texts)} texts")
+    domains = list(domains) if domains is not None else [""] * len(doc_ids)
+    if not len(doc_ids) == len(texts) == len(domains):
+        raise ValueError(f"{len(doc_ids)} doc ids for {len(texts)} texts and {len(domains)} domains")
     key = cache_key(content_hash, tokenizer_hash)
     root = Path(root)
     final = root / key[:32]
@@ -169,6 +176,7 @@ def build_token_cache(
             )
             np.save(tmp / "offsets.npy", offsets)
             (tmp / "doc_ids.json").write_text(json.dumps(list(doc_ids)))
+            (tmp / "doc_domains.json").write_text(json.dumps(domains))
             meta = {
                 "format_version": FORMAT_VERSION,
                 "key": key,
