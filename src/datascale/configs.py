@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -85,4 +86,15 @@ def axis_values(cfg: DictConfig) -> dict[str, Any]:
     if written is not None:
         return dict(OmegaConf.to_container(written, resolve=True))  # type: ignore[arg-type]
     axes = OmegaConf.select(cfg, "study.axes", default=None) or []
-    return {str(axis).split(".")[-1]: OmegaConf.select(cfg, str(axis)) for axis in axes}
+    return {str(axis).split(".")[-1]: axis_value(cfg, str(axis)) for axis in axes}
+
+
+def axis_value(cfg: DictConfig, axis: str) -> Any:
+    """The value of one axis: a config value (plain), or for a config group (``filter``) the chosen option."""
+    choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{axis}", default=None)
+    if choice is None and HydraConfig.initialized():  # a Hydra job's cfg has no `hydra` node
+        choice = HydraConfig.get().runtime.choices.get(axis)
+    if isinstance(choice, str):
+        return choice
+    value = OmegaConf.select(cfg, axis, default=None)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -112,7 +112,7 @@ def test_builtin_build_is_deterministic() -> None:
 
 def test_builtin_config_errors() -> None:
     with pytest.raises(
-        ConfigError, match=r"^domains='poetry': must be one of \['literature', 'code', 'science'\]"
+        ConfigError, match=r"^domains='poetry': must be one of \['literature', 'code', 'science', 'web'\]"
     ):
         BuiltinCorpus(domains=["poetry"])
     with pytest.raises(ConfigError, match=r"^max_bytes_per_domain=-1: must be a positive integer"):

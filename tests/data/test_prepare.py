@@ -123,7 +123,7 @@ def test_prepare_from_yaml_configs_matches_python_configs(conf_dir: Path, prepar
         ("subset.unique_tokens=1000000000", "subset.unique_tokens=1000000000: must be <= "),
         (
             "source.domains=[poetry]",
-            "source.domains='poetry': must be one of ['literature', 'code', 'science']",
+            "source.domains='poetry': must be one of ['literature', 'code', 'science', 'web']",
         ),
     ],
 )

@@ -36,13 +36,17 @@ def test_subset_has_exactly_u_tokens(pool: TokenCache) -> None:
         assert len(tokens) == u == manifest.unique_tokens
         (segment,) = manifest.segments
         assert 1 <= segment.last_doc_tokens <= len(pool.doc_tokens(pool.doc_ids.index(segment.doc_ids[-1])))
-    assert make_subset(pool, SizeSubset(unique_tokens=first_doc, stratify=False)).n_docs == 1  # a boundary needs no extra doc
+    assert (
+        make_subset(pool, SizeSubset(unique_tokens=first_doc, stratify=False)).n_docs == 1
+    )  # a boundary needs no extra doc
     assert make_subset(pool, SizeSubset(unique_tokens=pool.n_tokens, stratify=False)).n_docs == pool.n_docs
 
 
 def test_subsets_nest_as_token_prefixes(pool: TokenCache) -> None:
     budgets = [500, 3_000, 3_001, 12_000, 30_000]
-    manifests = [make_subset(pool, SizeSubset(unique_tokens=u, order_seed=3, stratify=False)) for u in budgets]
+    manifests = [
+        make_subset(pool, SizeSubset(unique_tokens=u, order_seed=3, stratify=False)) for u in budgets
+    ]
     verify_nested(manifests, pool)
     streams = [load_subset_tokens(pool, m) for m in manifests]
     for small, large in itertools.pairwise(streams):

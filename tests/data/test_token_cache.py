@@ -49,6 +49,7 @@ def test_cache_layout_round_trips_every_document(tmp_path: Path, tok: TrainedTok
         assert doc[-1] == tok.eos_id and tok.eos_id not in doc[:-1]
         assert tok.tokenizer.decode(doc[:-1].tolist()) == text
     assert sorted(p.name for p in cache.path.iterdir()) == [
+        "doc_domains.json",
         "doc_ids.json",
         "meta.json",
         "offsets.npy",

