@@ -1,7 +1,10 @@
 """Model shape config (torch-free: the Hydra job validates it before launching); ``datascale.model``
 re-exports it.
 
-Named sizes are the leaves of ``conf/model/`` and nowhere else; :meth:`GPTConfig.from_preset` reads them.
+Named sizes are the leaves of ``conf/model/`` and nowhere else; :meth:`GPTConfig.from_preset` reads them. The
+size ladder names a size by one number, its depth (as nanochat does): ``n_layer = depth``, ``d_model =
+WIDTH_PER_LAYER x depth``, heads of ``HEAD_DIM``, so non-embedding parameters grow as ``12 x 64^2 x depth^3``
+(depth 1 -> 50k, 2 -> 0.39M, 3 -> 1.3M, 4 -> 3.1M, 6 -> 10.6M: 1.5 orders of magnitude from depth 1 to 4).
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ from omegaconf import OmegaConf
 
 from datascale import CONF_DIR
 from datascale.config_errors import ConfigError, require, require_in_range, require_positive_int
+
+
+#: The size ladder: width per layer of depth, and the attention head size.
+WIDTH_PER_LAYER = 64
+HEAD_DIM = 32
 
 
 @dataclass
@@ -50,10 +58,33 @@ class GPTConfig:
         fields = {str(k): v for k, v in node.items() if not str(k).startswith("_") and k != "vocab_size"}
         return cls(**{**fields, "vocab_size": vocab_size, "seq_len": seq_len, **overrides})
 
+    @classmethod
+    def from_depth(
+        cls, depth: int, vocab_size: int, seq_len: int = 128, dropout: float = 0.0, bias: bool = False
+    ) -> GPTConfig:
+        """The ladder size ``depth`` (Hydra leaf ``conf/model/depth.yaml``: ``model=depth model.depth=3``)."""
+        require_positive_int("depth", depth)
+        d_model = WIDTH_PER_LAYER * depth
+        return cls(vocab_size, seq_len, depth, max(1, d_model // HEAD_DIM), d_model, dropout, bias)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``total`` (tied embedding once) and ``non_embedding`` parameters, without building the model.
+
+        Per block: QKV, output, MLP matrices (12 d^2), two LayerNorms (d, +d with bias), linear biases (9d);
+        plus the final LayerNorm; embeddings are the token (tied with the LM head) and position tables.
+        """
+        d = self.d_model
+        norm = 2 * d if self.bias else d
+        block = 12 * d * d + 2 * norm + (9 * d if self.bias else 0)
+        non_embedding = self.n_layer * block + norm
+        return {"total": non_embedding + (self.vocab_size + self.seq_len) * d, "non_embedding": non_embedding}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def preset_names() -> list[str]:
-    """The named model sizes: one YAML leaf each in ``conf/model/``."""
-    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+    """The named model sizes: the YAML leaves of ``conf/model/`` that are a GPTConfig (``depth`` is the ladder)."""
+    target = f"{GPTConfig.__module__}.{GPTConfig.__qualname__}"
+    leaves = sorted((CONF_DIR / "model").glob("*.yaml"))
+    return [p.stem for p in leaves if OmegaConf.load(p).get("_target_") == target]

@@ -130,3 +130,23 @@ def test_presets_have_the_parameter_counts_their_names_claim(name: str) -> None:
 def test_unknown_preset_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="gpt_huge"):
         GPTConfig.from_preset("gpt_huge", vocab_size=4096)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [GPTConfig.from_preset(n, vocab_size=4096) for n in ("gpt_tiny", "gpt_0p9m", "gpt_3m")]
+    + [GPTConfig.from_depth(d, vocab_size=1000, seq_len=64) for d in (1, 3)]
+    + [GPTConfig(vocab_size=500, seq_len=32, n_layer=2, n_head=2, d_model=16, bias=True)],
+)
+def test_parameter_counts_without_torch_match_the_model(cfg: GPTConfig) -> None:
+    assert cfg.parameter_counts() == count_parameters(GPT(cfg))
+
+
+def test_depth_ladder_spans_one_and_a_half_decades_of_non_embedding_parameters() -> None:
+    counts = [
+        GPTConfig.from_depth(d, vocab_size=4096).parameter_counts()["non_embedding"] for d in (1, 2, 3, 4)
+    ]
+    assert counts == sorted(counts) and counts[-1] / counts[0] >= 10**1.5
+    leaf = OmegaConf.load(CONF_DIR / "model" / "depth.yaml")
+    leaf.vocab_size, leaf.depth = 4096, 3
+    assert instantiate(leaf) == GPTConfig.from_depth(3, vocab_size=4096)
