@@ -48,6 +48,8 @@ class DataArtifacts:
     """Manifest of the transformed training pool (each transform's report); empty without transforms."""
     pool_transforms: list[dict[str, Any]] = field(default_factory=list)
     """Per pool transform: group, name, params, documents in and out, removed per reason."""
+    downstream_manifest: str = ""
+    """Manifest of the downstream suite built from the held-out documents (tasks.json beside it); "": none."""
     subset_domains: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per domain of the subset: unique tokens, share of U, pool tokens, repeats (``*``: unstratified)."""
 

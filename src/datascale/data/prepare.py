@@ -39,6 +39,7 @@ from datascale.data.documents import (
     domain_stats,
     validate_documents,
 )
+from datascale.data.downstream import DownstreamSuite, build_suite
 from datascale.data.sources import DocumentSource
 from datascale.data.splits import HeldoutSplit, SplitAssignment, assign_splits, deduplicate
 from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, write_subset_manifest
@@ -48,6 +49,8 @@ from datascale.data.transforms import TRANSFORM_GROUPS, Identity, PoolTransform,
 
 log = logging.getLogger("datascale.data")
 
+#: The ``none`` leaf of the downstream group.
+NO_SUITE = DownstreamSuite(enabled=False)
 #: Bump a stage's version when its output format or rules change; it is part of that stage's cache key.
 STAGE_VERSIONS = {"corpus": 1, "splits": 1, "tokenizer": 1}
 GROUPS = ("source", "split", "tokenizer", "subset")
@@ -325,6 +328,30 @@ def _build_pool(
         atomic_write_json(tmp / "manifest.json", manifest)
 
 
+def _downstream_stage(
+    corpus: _Corpus, splits: dict[str, Any], pool: TrainingPool, suite: DownstreamSuite, root: Path
+) -> str:
+    """Build (or reuse) the downstream tasks from the held-out documents; the manifest path, or ""."""
+    if not suite.enabled:
+        return ""
+    key = canonical_json_hash(
+        {"splits": splits["content_hashes"], "pool": pool.content_hash, **suite.to_dict()}
+    )
+    final = root / key[:24]
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key[:24]}.lock")):
+        if not (final / "manifest.json").exists():
+            held = [i for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items()
+                    if name != "pool" for i in idx]  # fmt: skip
+            docs = corpus.documents.select(held).to_list()
+            tasks, manifest = build_suite(docs, set(pool.doc_ids), suite)
+            with atomic_directory(final) as tmp:
+                atomic_write_json(tmp / "tasks.json", tasks)
+                atomic_write_json(tmp / "manifest.json", manifest)
+            log.info("downstream: %s", {k: v["sizes"] for k, v in manifest["tasks"].items()})
+    return str(final / "manifest.json")
+
+
 def _cache(
     root: Path,
     name: str,
@@ -379,6 +406,7 @@ def _prepare(
     cache_dir: Path,
     progress: bool,
     transforms: dict[str, PoolTransform] | None = None,
+    downstream: DownstreamSuite | None = None,
 ) -> tuple[DataArtifacts, list[dict[str, Any]]]:
     start = time.perf_counter()
     cache_dir = Path(cache_dir).expanduser().resolve()
@@ -387,6 +415,10 @@ def _prepare(
     with _prefixed("split"):
         splits = _split_stage(corpus, split, cache_dir / "splits")
     pool = _pool_stage(corpus, splits, dict(transforms or {}), cache_dir / "pool", progress)
+    with _prefixed("downstream"):
+        suite_manifest = _downstream_stage(
+            corpus, splits, pool, downstream or NO_SUITE, cache_dir / "downstream"
+        )
     with _prefixed("tokenizer"):  # trained on the untransformed pool: every quality condition shares it
         tok, token_bytes = _tokenizer_stage(corpus, splits, tokenizer, cache_dir / "tokenizers", progress)
     caches = _token_cache_stage(corpus, splits, pool, tok, cache_dir / "tokens", progress)
@@ -414,6 +446,7 @@ def _prepare(
         pool_manifest=pool.manifest_path,
         pool_transforms=pool.transforms,
         subset_domains=manifest.domains(),
+        downstream_manifest=suite_manifest,
     )
     rows = summarize(caches, pool.domains)
     _log_summary(rows, start, corpus, tok, manifest)
@@ -454,6 +487,7 @@ def prepare_data(
     cache_dir: Path,
     progress: bool = True,
     transforms: dict[str, PoolTransform] | None = None,
+    downstream: DownstreamSuite | None = None,
 ) -> DataArtifacts:
     """Run (or reuse) every data stage for these configs and return the artifacts a training run needs.
 
@@ -462,7 +496,7 @@ def prepare_data(
     fully cached call reads no documents and tokenises nothing. ConfigErrors name their group
     (``subset.unique_tokens=...``).
     """
-    return _prepare(source, split, tokenizer, subset, cache_dir, progress, transforms)[0]
+    return _prepare(source, split, tokenizer, subset, cache_dir, progress, transforms, downstream)[0]
 
 
 def summarize(caches: dict[str, TokenCache], pool_domains: Sequence[str]) -> list[dict[str, Any]]:
@@ -493,6 +527,8 @@ def instantiate_data_configs(cfg: Any) -> dict[str, Any]:
     """``cfg.source``, ``cfg.split``, ``cfg.tokenizer``, ``cfg.subset`` and the pool transforms present as
     objects; bad values fail here, before any compute, with the group in the field name."""
     objects: dict[str, Any] = {group: instantiate_group(cfg, group) for group in GROUPS}
+    if "downstream" in cfg:
+        objects["downstream"] = instantiate_group(cfg, "downstream", DownstreamSuite)
     objects["transforms"] = {
         group: instantiate_group(cfg, group, PoolTransform) for group in TRANSFORM_GROUPS if group in cfg
     }

@@ -39,7 +39,7 @@ _EXTENSIONS = {
     ".pq": "parquet",
 }
 #: Bump when the conversion rules change: it is part of every source fingerprint.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: a record without its text field is an error, not skipped
 
 
 class DocumentSource(Protocol):
@@ -99,8 +99,12 @@ def _to_documents(
                 f"must be a field of every record; record {key(i, row)} has fields {sorted(row)}",
             )
         text = row[text_field]
-        if text is None:
-            continue
+        if text is None:  # a JSON record without the field: datasets fills it with None
+            raise ConfigError(
+                "text_field",
+                text_field,
+                f"must be set in every record; record {key(i, row)} has none (fields {sorted(row)})",
+            )
         if not isinstance(text, str):
             raise ConfigError(
                 "text_field",
@@ -135,6 +139,29 @@ def _to_documents(
             doc_id = base if sample_by == "document" else f"{base}#p{k}"
             out.append(make_document(doc_id, piece, str(row_domain), source, meta=meta))
     return out[:max_documents] if max_documents is not None else out
+
+
+def check_readable_text(path: Path, binary_ok: bool = False) -> None:
+    """A one-line ConfigError for a file that cannot be a corpus: empty, unreadable, binary or not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError("paths", str(path), f"file cannot be read: {err.strerror}") from None
+    if not data:
+        raise ConfigError("paths", str(path), "file is empty")
+    if binary_ok:
+        return
+    if b"\x00" in data[:65536]:
+        raise ConfigError("paths", str(path), "file is binary (NUL bytes), not text: set format or drop it")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            "paths",
+            str(path),
+            f"file is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}): convert it, "
+            "e.g. `iconv -f latin1 -t utf-8`",
+        ) from None
 
 
 def _file_row_key(relpath: str, one_per_file: bool) -> Callable[[int, Mapping[str, Any]], str]:
@@ -300,6 +327,8 @@ class LocalFiles:
         fmt = self.resolved_format(files)
         base = Path(os.path.commonpath([p.parent for p in files]))
         rel = [p.relative_to(base).as_posix() for p in files]
+        for path in files:
+            check_readable_text(path, binary_ok=fmt == "parquet")
         # One split per file: a single load_dataset call that still tells us which file each record came from.
         names = {f"f{i:06d}": [str(p)] for i, p in enumerate(files)}
         kwargs: dict[str, Any] = {"sample_by": "document"} if fmt == "text" else {}
