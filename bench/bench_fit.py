@@ -1,10 +1,11 @@
 """Scaling-law fitter speed: Hoffmann's 4,500-start Chinchilla fit on Epoch's 240 points, and a 1,000-resample
 bootstrap; targets < 10 s and < 2 min on a 2-core machine.
 
-Also times the straightforward alternative, one scipy L-BFGS-B per start at ftol=1e-15/gtol=1e-12 with an analytic
-gradient, on a sample of the grid and extrapolates it to 4,500 starts, so the speed-up is measured rather than
-claimed. Reads ``../shared/reference/epoch_chinchilla_svg_extracted_data.csv`` (``DATASCALE_SHARED`` overrides the
-shared dir); without it, 240 synthetic points with Epoch's fitted parameters and 1% noise are used (reported).
+Also times the straightforward alternative, one scipy L-BFGS-B per start at ftol=1e-15/gtol=1e-12 with an
+analytic gradient, on a sample of the grid and extrapolates it to 4,500 starts, so the speed-up is measured
+rather than claimed. Reads ``../shared/reference/epoch_chinchilla_svg_extracted_data.csv``
+(``DATASCALE_SHARED`` overrides the shared dir); without it, 240 synthetic points with Epoch's fitted
+parameters and 1% noise are used (reported).
 ``python -m bench.bench_fit`` prints the numbers; ``run()`` returns them.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scaling_analysis.fit import _Problem, bootstrap, derived_quantities, fit_law, resolve_n_jobs
+from scaling_analysis.fit import FitProblem, bootstrap, derived_quantities, fit_law, resolve_n_jobs
 from scaling_analysis.laws import get_law
 from scipy import optimize
 
@@ -48,11 +49,12 @@ def epoch_points() -> tuple[pd.DataFrame, str]:
 
 
 def scipy_per_start_baseline(df: pd.DataFrame, n_sample: int = 150) -> dict[str, Any]:
-    """Seconds per start of plain per-start L-BFGS-B (tight tolerances, analytic gradient) on a grid sample."""
+    """Seconds per start of plain per-start L-BFGS-B (tight tolerances, analytic gradient) on a grid
+    sample."""
     law = get_law("chinchilla")
     X = law.encode({"N": df["N"].to_numpy(), "D": df["D"].to_numpy()})
     y = df["loss"].to_numpy()
-    problem = _Problem(law, X, np.log(y), 1e-3, np.arange(5), np.zeros(5))
+    problem = FitProblem(law, X, np.log(y), 1e-3, np.arange(5), np.zeros(5))
     grid = law.default_starts(X, y)
     pick = np.random.default_rng(0).choice(len(grid), n_sample, replace=False)
 

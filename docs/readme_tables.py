@@ -1,4 +1,5 @@
-"""Render the README's reference tables from the code's own documentation (`make docs`; a test keeps them in sync).
+"""Render the README's reference tables from the code's own documentation (`make docs`; a test keeps them in
+sync).
 
 Sections between ``<!-- NAME -->`` and ``<!-- /NAME -->`` markers are replaced.
 """
@@ -10,7 +11,8 @@ import sys
 from pathlib import Path
 
 from scaling_analysis.data import COLUMNS
-from scaling_analysis.study import FIT_JSON_FIELDS
+from scaling_analysis.fitjson import FIT_JSON_FIELDS
+from scaling_analysis.study import analysis_result_docs
 
 from datascale.records import field_docs
 
@@ -32,6 +34,9 @@ def sections() -> dict[str, str]:
         "`scaling_analysis.data.load_records` (or from a W&B group / any CSV with a column mapping).\n\n"
         + _table(("column", "meaning"), COLUMNS),
         "FIT_JSON": "### `fit.json`\n\n" + _table(("field", "meaning"), FIT_JSON_FIELDS),
+        "ANALYSIS_RESULT": "`analyze_study`, `analyze_table` and `analyze_frame` return a "
+        "`scaling_analysis.study.StudyAnalysis`; a skipped step's result is None and `skipped` says why.\n\n"
+        + _table(("field", "meaning"), analysis_result_docs()),
     }
 
 

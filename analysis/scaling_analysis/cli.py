@@ -11,7 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .study import StudyAnalysis
 
 EXIT_BAD_INPUT = 2
 EXIT_FIT_FAILED = 1
@@ -21,7 +24,8 @@ EPILOG = """examples:
   python -m scaling_analysis results/data_size --loss-metric best_val_loss --resamples 200
   python -m scaling_analysis chinchilla.csv --law chinchilla \\
       --columns 'Model Size=N,Training FLOP=C,loss=loss' --derive 'D=C/(6*N)' --drop-highest 5
-  python -m scaling_analysis openlm.csv --law chinchilla --columns 'N=N,D=D,loss=loss' --collapse-min-over peak_lr
+  python -m scaling_analysis openlm.csv --law chinchilla --columns 'N=N,D=D,loss=loss' \\
+      --collapse-min-over peak_lr
 
 outputs (in the study dir, or --out): runs.parquet, fit.json, report.md, scaling_curve.png, residuals.png,
 law_comparison.png (isoflop.png for laws of N and D).
@@ -34,21 +38,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="python -m scaling_analysis",
-        description="Fit a scaling law to a study's run records (or a CSV/parquet of results), with bootstrap "
+        description="Fit a scaling law to a study's run records (or a CSV/parquet of results), with "
+        "bootstrap "
         "CIs, held-out extrapolation, law comparison, plots and a Markdown report.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_source_args(p, LOSS_METRICS, LAWS)
+    _add_table_args(p)
+    _add_analysis_args(p)
+    return p
+
+
+def _add_source_args(p: argparse.ArgumentParser, loss_metrics: Sequence[str], laws: Any) -> None:
+    """What to read and which law to fit."""
     p.add_argument(
         "path", metavar="PATH", help="a study directory (runs/*/record.json) or a .csv/.tsv/.parquet file"
     )
     p.add_argument(
-        "--law", default="saturating_power_D", choices=sorted(LAWS), help="law to fit (default: %(default)s)"
+        "--law", default="saturating_power_D", choices=sorted(laws), help="law to fit (default: %(default)s)"
     )
     p.add_argument(
         "--loss-metric",
         default="test_loss",
-        choices=LOSS_METRICS,
+        choices=loss_metrics,
         help="record loss to fit, for study directories (default: %(default)s)",
     )
     p.add_argument(
@@ -66,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="output directory (default: the study dir, or ./<table>_analysis)",
     )
+
+
+def _add_table_args(p: argparse.ArgumentParser) -> None:
+    """Mapping and recorded preprocessing of the table."""
     p.add_argument(
         "--columns",
         default=None,
@@ -94,18 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--exclude", default=None, metavar="QUERY", help="drop rows matching a pandas query, e.g. 'N < 1e8'"
     )
+
+
+def _add_analysis_args(p: argparse.ArgumentParser) -> None:
+    """Law comparison, held-out check and parallelism."""
     p.add_argument(
         "--candidates",
         default=None,
         metavar="LAW,...",
-        help="laws to compare on held-out error ('none' to skip; default: saturating_power_D,broken_power_D,kaplan_D "
+        help="laws to compare on held-out error ('none' to skip; default: "
+        "saturating_power_D,broken_power_D,kaplan_D "
         "for a law of D alone)",
     )
     p.add_argument(
         "--holdout-by",
         default=None,
         metavar="COL",
-        help="column whose largest values are held out (default: the law's variable; laws of N and D need one, "
+        help="column whose largest values are held out (default: the law's variable; laws of N and D need "
+        "one, "
         "e.g. C)",
     )
     p.add_argument(
@@ -120,8 +143,44 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="study dirs: total|non_embedding; tables: free text recorded as N's definition",
     )
+    p.add_argument(
+        "--holdout-above",
+        type=float,
+        default=None,
+        metavar="X",
+        help="hold out every row with --holdout-by >= X, e.g. 3e20 for C (Epoch's replication)",
+    )
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="hold out the largest fraction F of the distinct --holdout-by values, e.g. 0.25",
+    )
     p.add_argument("--jobs", type=int, default=-1, help="processes for fits and bootstrap (-1: all CPUs)")
-    return p
+    _add_safety_args(p)
+
+
+def _add_safety_args(p: argparse.ArgumentParser) -> None:
+    """What to do with input the fitter cannot support."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="fit a table even when it cannot identify the law (too few points, constant loss or variable); "
+        "the output is marked FORCED (study directories are always fitted and marked)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse rows whose loss is not a finite number instead of dropping (and listing) them",
+    )
+    p.add_argument(
+        "--min-start-fraction",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="warn when fewer than this fraction of starts reach the optimum (default: %(default)s)",
+    )
 
 
 def _pairs(spec: str | None, what: str) -> dict[str, str]:
@@ -143,89 +202,101 @@ def _derive(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Dispatch on PATH: a directory is a study, a file is a results table."""
-    from .data import TABLE_SUFFIXES
-    from .study import DEFAULT_CANDIDATES, analyze_study, analyze_table
+def _candidates(spec: str | None) -> Sequence[str] | None:
+    if spec is None:
+        return None
+    if spec.strip().lower() in ("", "none"):
+        return ()
+    return [c.strip() for c in spec.split(",") if c.strip()]
 
-    path = Path(args.path)
-    candidates: Sequence[str] | None
-    if args.candidates is None:
-        candidates = None
-    elif args.candidates.strip().lower() in ("", "none"):
-        candidates = ()
-    else:
-        candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
-    variables = _pairs(args.variables, "--variables") or None
-    common = dict(
+
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    """Options shared by study directories and tables."""
+    if args.holdout_above is not None and args.holdout_fraction is not None:
+        raise ValueError("--holdout-above and --holdout-fraction: give one of them")
+    return dict(
         law=args.law,
         n_resamples=args.resamples,
         seed=args.seed,
         n_jobs=args.jobs,
-        variables=variables,
+        variables=_pairs(args.variables, "--variables") or None,
         holdout_by=args.holdout_by,
         n_holdout_values=args.holdout_values,
+        holdout_above=args.holdout_above,
+        holdout_fraction=args.holdout_fraction,
+        min_frac_at_optimum=args.min_start_fraction,
+        strict=args.strict,
     )
+
+
+def _run_study(path: Path, args: argparse.Namespace) -> StudyAnalysis:
+    from .study import DEFAULT_CANDIDATES, analyze_study
+
+    table_only = [
+        name
+        for name, val in (
+            ("--columns", args.columns),
+            ("--derive", args.derive),
+            ("--collapse-min-over", args.collapse_min_over),
+        )
+        if val
+    ]
+    if table_only:
+        raise ValueError(f"{', '.join(table_only)}: only for tables; {path} is a study directory")
+    candidates = _candidates(args.candidates)
+    return analyze_study(
+        path,
+        out_dir=args.out,
+        loss_metric=args.loss_metric,
+        candidates=DEFAULT_CANDIDATES if candidates is None else candidates,
+        n_definition=args.n_definition or "total",
+        exclude_query=args.exclude,
+        drop_highest=args.drop_highest,
+        **_common(args),
+    )
+
+
+def _run_table(path: Path, args: argparse.Namespace) -> StudyAnalysis:
+    from .data import TABLE_SUFFIXES
+    from .study import analyze_table
+
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: not a study directory or a table ({', '.join(TABLE_SUFFIXES)})")
+    return analyze_table(
+        path,
+        columns=_pairs(args.columns, "--columns") or None,
+        derived_columns=_derive(args.derive) or None,
+        drop_highest=args.drop_highest,
+        collapse_min_over=args.collapse_min_over,
+        exclude_query=args.exclude,
+        n_definition=args.n_definition,
+        out_dir=args.out,
+        candidates=_candidates(args.candidates),
+        force=args.force,
+        **_common(args),
+    )
+
+
+def run(args: argparse.Namespace) -> StudyAnalysis:
+    """Dispatch on PATH: a directory is a study, a file is a results table."""
+    path = Path(args.path)
     if path.is_dir():
-        table_only = [
-            name
-            for name, val in (
-                ("--columns", args.columns),
-                ("--derive", args.derive),
-                ("--collapse-min-over", args.collapse_min_over),
-            )
-            if val
-        ]
-        if table_only:
-            raise ValueError(f"{', '.join(table_only)}: only for tables; {path} is a study directory")
-        return analyze_study(
-            path,
-            out_dir=args.out,
-            loss_metric=args.loss_metric,
-            candidates=DEFAULT_CANDIDATES if candidates is None else candidates,
-            n_definition=args.n_definition or "total",
-            exclude_query=args.exclude,
-            drop_highest=args.drop_highest,
-            **common,
-        )
+        return _run_study(path, args)
     if path.is_file():
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise ValueError(f"{path}: not a study directory or a table ({', '.join(TABLE_SUFFIXES)})")
-        return analyze_table(
-            path,
-            columns=_pairs(args.columns, "--columns") or None,
-            derived_columns=_derive(args.derive) or None,
-            drop_highest=args.drop_highest,
-            collapse_min_over=args.collapse_min_over,
-            exclude_query=args.exclude,
-            n_definition=args.n_definition,
-            out_dir=args.out,
-            candidates=candidates,
-            **common,
-        )
+        return _run_table(path, args)
     raise FileNotFoundError(f"{path}: no such study directory or table")
 
 
-def print_summary(result: dict[str, Any], console: Any = None) -> None:
-    """A compact console view: parameters with CIs, held-out error, chosen law, verdict, warnings, outputs."""
-    from rich.console import Console
+def _fit_table(fj: dict[str, Any]) -> Any:
+    """Parameters and derived quantities with CIs, 6 significant digits."""
     from rich.table import Table
 
-    from .report import pct, short
+    from .mdformat import short
 
     def g6(v: Any) -> str:
         return short(v, 6)
 
-    console = console or Console()
-    fj = result["fit_json"]
-    s = fj.get("summary", {})
-    x = s.get("x", "U")
-    console.print(
-        f"[bold]{fj['law']}[/bold]: {fj['formula']}   "
-        f"({s.get('n_runs')} runs, {s.get('n_sizes')} distinct {x}, "
-        f"{short(s.get('orders_of_magnitude'), 3)} orders of magnitude; loss = {fj.get('loss_metric')})"
-    )
-    t = Table(title="fit (6 significant digits; full precision in fit.json and report.md)", show_lines=False)
+    t = Table(title="fit (6 significant digits; full precision in fit.json)", show_lines=False)
     for col in ("parameter", "estimate", f"{fj.get('confidence', 0.95):.0%} CI", "std. error"):
         t.add_column(col)
     for name, value in fj["params"].items():
@@ -236,20 +307,65 @@ def print_summary(result: dict[str, Any], console: Any = None) -> None:
     for name, d in (fj.get("derived") or {}).items():
         iv = d.get("interval")
         t.add_row(f"[dim]{name}[/dim]", g6(d.get("value")), f"[{g6(iv[0])}, {g6(iv[1])}]" if iv else "—", "")
-    console.print(t)
+    return t
+
+
+def dropped_lines(fj: dict[str, Any], limit: int = 5) -> list[str]:
+    """One console line per preprocessing step that dropped rows: rule, count, the first few rows."""
+    from .data import describe_rows
+
+    return [
+        f"dropped {d['n_dropped']} row(s) by {d['rule']}: "
+        f"{describe_rows(d.get('rows') or [], d['n_dropped'], limit)}"
+        for d in fj.get("dropped") or []
+    ]
+
+
+def _checks_lines(fj: dict[str, Any]) -> list[str]:
+    """Held-out check and law comparison, one line each."""
+    from .mdformat import pct, short
+
     ho = fj.get("holdout") or {}
     if ho.get("skipped"):
-        console.print(f"held-out extrapolation: skipped ({ho['skipped']})")
+        lines = [f"held-out extrapolation: skipped ({ho['skipped']})"]
     else:
-        console.print(
-            f"held-out extrapolation ({ho.get('n_test')} runs at {ho.get('by')} ≥ {short(ho.get('threshold'))}): "
+        rule = ho.get("rule") or f"{ho.get('by')} ≥ {short(ho.get('threshold'))}"
+        lines = [
+            f"held-out extrapolation ({ho.get('n_test')} runs held out: {rule}; fit on {ho.get('n_train')}): "
             f"MAPE {pct(ho.get('mape'))}, max ARE {pct(ho.get('max_are'))}"
-        )
+        ]
     cmp = fj.get("comparison") or {}
     if cmp.get("skipped"):
-        console.print(f"law comparison: skipped ({cmp['skipped']})")
+        lines.append(f"law comparison: skipped ({cmp['skipped']})")
     else:
-        console.print(f"law comparison: chosen [bold]{cmp.get('chosen')}[/bold]: {cmp.get('reason')}")
+        lines.append(f"law comparison: chosen [bold]{cmp.get('chosen')}[/bold]: {cmp.get('reason')}")
+    return lines
+
+
+def print_summary(result: StudyAnalysis, console: Any = None) -> None:
+    """A compact console view: parameters with CIs, held-out error, chosen law, verdict, warnings, outputs."""
+    from rich.console import Console
+
+    from .condition_report import console_lines as condition_console_lines
+    from .mdformat import short
+
+    console = console or Console()
+    fj = result.fit_json
+    s = fj.get("summary", {})
+    if fj.get("forced"):
+        console.print(
+            "[bold red]FORCED FIT: the data cannot identify this law; do not interpret it.[/bold red]"
+        )
+    console.print(
+        f"[bold]{fj['law']}[/bold]: {fj['formula']}   "
+        f"({s.get('n_runs')} runs, {s.get('n_sizes')} distinct {s.get('x', 'U')}, "
+        f"{short(s.get('orders_of_magnitude'), 3)} orders of magnitude; loss = {fj.get('loss_metric')})"
+    )
+    for line in dropped_lines(fj):
+        console.print(f"[yellow]{line}[/yellow]")
+    console.print(_fit_table(fj))
+    for line in _checks_lines(fj):
+        console.print(line)
     check = fj.get("scaling_check") or {}
     style = "green" if check.get("looks_like_scaling") else "bold red"
     console.print(f"[{style}]{check.get('sentence', '')}[/{style}]")
@@ -258,7 +374,9 @@ def print_summary(result: dict[str, Any], console: Any = None) -> None:
     if fj.get("non_converged"):
         ids = ", ".join(r["run_id"] for r in fj["non_converged"])
         console.print(f"[yellow]not converged (token cap):[/yellow] {ids}")
-    paths = result.get("paths", {})
+    for line in condition_console_lines(fj):  # domain / mixture / quality studies only
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    paths = result.paths
     if "report" in paths:
         console.print(f"report: {paths['report']}")
         console.print(f"outputs in {Path(paths['report']).parent}: {', '.join(fj.get('outputs', []))}")

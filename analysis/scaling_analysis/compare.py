@@ -1,11 +1,12 @@
 """Held-out extrapolation and comparison of candidate laws by held-out error.
 
-Why: in-sample fit quality says little about a scaling law's purpose, which is extrapolation. A plain saturating
-power law fitted to early-stopped runs from 8k to 128k tokens missed the 256k point by 4%: small-scale curves bend.
-So every fit is judged by leaving out the largest scale (all rows at the largest value(s) of a column, e.g. every
-seed), fitting the rest and predicting the held-out rows (scaling-fits.md §5.5). Candidate forms are ranked by that
-held-out error, penalised for extra parameters (ties broken by BIC), and degenerate fits (collapsed asymptote,
-diverging parameters, no convergence) are only chosen when nothing else is usable.
+Why: in-sample fit quality says little about a scaling law's purpose, which is extrapolation. A plain
+saturating power law fitted to early-stopped runs from 8k to 128k tokens missed the 256k point by 4%:
+small-scale curves bend. So every fit is judged by leaving out the largest scale (all rows at the largest
+value(s) of a column, e.g. every seed), fitting the rest and predicting the held-out rows (scaling-fits.md
+§5.5). Candidate forms are ranked by that held-out error, penalised for extra parameters (ties broken by
+BIC), and degenerate fits (collapsed asymptote, diverging parameters, no convergence) are only chosen when
+nothing else is usable.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .fit import FitResult, _json_safe, fit_law
+from .fitting import FitResult, fit_law
+from .jsonutil import json_safe
 from .laws import Law, get_law
 
 #: Diagnostic flags that make a fit unsuitable for extrapolation when a non-degenerate alternative exists.
-DEGENERATE_FLAGS = frozenset({"asymptote_collapse", "diverged", "exponent_boundary", "not_converged"})
+DEGENERATE_FLAGS = frozenset(
+    {"asymptote_collapse", "diverged", "exponent_boundary", "not_converged", "forced"}
+)
 #: Candidates whose penalised held-out score is within this relative margin of the best count as tied;
 #: among tied candidates the lowest in-sample BIC is chosen.
 TIE_MARGIN = 0.05
@@ -47,7 +51,7 @@ class HoldoutResult:
     def to_dict(self) -> dict:
         """JSON-safe summary with the held-out rows' observed and predicted losses."""
         cols = [c for c in (self.by, "observed", "predicted", "are") if c in self.predictions]
-        return _json_safe(
+        return json_safe(
             {
                 "by": self.by,
                 "threshold": self.threshold,
@@ -75,7 +79,8 @@ def _by_column(df: pd.DataFrame, by: str, variables: Mapping[str, str] | None) -
 def holdout_extrapolation(
     law: str | Law, df: pd.DataFrame, *, by: str = "D", n_holdout_values: int = 1, **fit_kwargs: Any
 ) -> HoldoutResult:
-    """Leave out every row at the ``n_holdout_values`` largest values of column ``by``, fit the rest, predict them.
+    """Leave out every row at the ``n_holdout_values`` largest values of column ``by``, fit the rest, predict
+    them.
 
     ``fit_kwargs`` go to :func:`fit_law` (``loss``, ``variables``, ``starts``, ``fixed``, ...). ARE is
     |predicted − observed| / observed per held-out row.
@@ -134,7 +139,7 @@ class ComparisonResult:
 
     def to_dict(self) -> dict:
         """JSON-safe table, choice and reason (fits summarised by their own to_dict)."""
-        return _json_safe(
+        return json_safe(
             {
                 "table": self.table,
                 "chosen": self.chosen,
@@ -165,6 +170,46 @@ def _per_law_kwargs(law: Law, fit_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return kw
 
 
+def _error_row(law: Law, error: str) -> dict[str, Any]:
+    return {
+        "law": law.name,
+        "formula": law.formula,
+        "n_params": law.n_params,
+        "penalised_score": math.inf,
+        "degenerate": "",
+        "error": error,
+    }
+
+
+def _candidate_row(fit: FitResult, ho: HoldoutResult) -> dict[str, Any]:
+    """One comparison-table row: in-sample quality, information criteria, held-out error, penalised score."""
+    k = fit.bound_law.n_params - len(fit.fixed)
+    aic, bic = _laplace_ic(fit, k)
+    ho_flags = set(ho.fit.diagnostics.get("flags", []))
+    flags = set(fit.diagnostics.get("flags", [])) | (ho_flags - {"forced"})
+    penal = ho.mape / (1.0 - k / ho.n_train) if ho.n_train > k else math.inf
+    return {
+        "law": fit.law,
+        "formula": fit.formula,
+        "n_params": k,
+        "n_points": fit.n_points,
+        "objective": fit.objective,
+        "rmse_log": fit.metrics.get("rmse_log", math.nan),
+        "r2": fit.metrics.get("r2", math.nan),
+        "aic": aic,
+        "bic": bic,
+        "holdout_n_train": ho.n_train,
+        "holdout_n_test": ho.n_test,
+        "holdout_mape": ho.mape,
+        "holdout_max_are": ho.max_are,
+        "penalised_score": penal,
+        "converged": bool(fit.converged and ho.fit.converged),
+        "degenerate": ", ".join(sorted(flags & DEGENERATE_FLAGS)),
+        "n_warnings": len(fit.warnings) + len(ho.fit.warnings),
+        "holdout_fit_forced": "forced" in ho_flags,
+    }
+
+
 def compare_laws(
     df: pd.DataFrame,
     candidates: Sequence[str | Law],
@@ -175,10 +220,13 @@ def compare_laws(
 ) -> ComparisonResult:
     """Fit every candidate on all rows and on all but the largest ``by`` value(s); choose by held-out error.
 
-    Score = held-out MAPE / (1 − k/n_train) for k free parameters (a generalised-cross-validation style
-    inflation that grows quickly when parameters approach the number of points). Fits flagged degenerate are
-    set aside if any other candidate is usable; candidates within 5% of the best score are a tie (held-out error
-    rests on few rows), broken by the lowest in-sample BIC, which also penalises parameters.
+    The fit on all rows refuses data that cannot identify a candidate (that candidate is reported as not
+    fitted); the held-out fit is judged by its predictions only, so it is fitted even when its training rows
+    cannot identify the parameters (``holdout_fit_forced`` in the table). Score = held-out MAPE / (1 −
+    k/n_train) for k free parameters (a generalised-cross-validation style inflation that grows quickly when
+    parameters approach the number of points). Fits flagged degenerate are set aside if any other candidate
+    is usable; candidates within 5% of the best score are a tie (held-out error rests on few rows), broken by
+    the lowest in-sample BIC, which also penalises parameters.
     """
     if not candidates:
         raise ValueError("compare_laws needs at least one candidate law")
@@ -191,56 +239,21 @@ def compare_laws(
         kw = _per_law_kwargs(law, fit_kwargs)
         try:
             fit = fit_law(law, df, **kw)
-            ho = holdout_extrapolation(law, df, by=by, n_holdout_values=n_holdout_values, **kw)
+            # the held-out fit is judged by its predictions, so an under-determined one is fitted (and marked)
+            ho_kw = {**kw, "force": True}
+            ho = holdout_extrapolation(law, df, by=by, n_holdout_values=n_holdout_values, **ho_kw)
         except (ValueError, RuntimeError) as exc:  # one unusable candidate must not sink the comparison
             errors[law.name] = f"{type(exc).__name__}: {exc}"
-            rows.append(
-                {
-                    "law": law.name,
-                    "formula": law.formula,
-                    "n_params": law.n_params,
-                    "penalised_score": math.inf,
-                    "degenerate": "",
-                    "error": errors[law.name],
-                }
-            )
+            rows.append(_error_row(law, errors[law.name]))
             continue
-        name = fit.law
-        fits[name], holdouts[name] = fit, ho
-        k = fit.bound_law.n_params - len(fit.fixed)
-        aic, bic = _laplace_ic(fit, k)
-        flags = set(fit.diagnostics.get("flags", [])) | set(ho.fit.diagnostics.get("flags", []))
-        degenerate = sorted(flags & DEGENERATE_FLAGS)
-        penal = ho.mape / (1.0 - k / ho.n_train) if ho.n_train > k else math.inf
-        rows.append(
-            {
-                "law": name,
-                "formula": fit.formula,
-                "n_params": k,
-                "n_points": fit.n_points,
-                "objective": fit.objective,
-                "rmse_log": fit.metrics.get("rmse_log", math.nan),
-                "r2": fit.metrics.get("r2", math.nan),
-                "aic": aic,
-                "bic": bic,
-                "holdout_n_train": ho.n_train,
-                "holdout_n_test": ho.n_test,
-                "holdout_mape": ho.mape,
-                "holdout_max_are": ho.max_are,
-                "penalised_score": penal,
-                "converged": bool(fit.converged and ho.fit.converged),
-                "degenerate": ", ".join(degenerate),
-                "n_warnings": len(fit.warnings) + len(ho.fit.warnings),
-            }
-        )
-    table = pd.DataFrame(rows)
-    if "error" not in table:
-        table["error"] = ""
-    table["error"] = table["error"].fillna("")
+        fits[fit.law], holdouts[fit.law] = fit, ho
+        rows.append(_candidate_row(fit, ho))
     if not holdouts:
         raise ValueError(
             "compare_laws: no candidate could be fitted: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
         )
+    table = pd.DataFrame(rows)
+    table["error"] = table["error"].fillna("") if "error" in table else ""
     chosen, reason = _choose(
         table[table["error"] == ""], by=next(iter(holdouts.values())).by, holdouts=holdouts
     )
@@ -267,8 +280,10 @@ def _choose(table: pd.DataFrame, *, by: str, holdouts: Mapping[str, HoldoutResul
     pick = tied.sort_values(["_bic", "n_params", "penalised_score"], kind="stable").iloc[0]
     ho = holdouts[pick["law"]]
     parts = [
-        f"{pick['law']}: held-out MAPE {pick['holdout_mape']:.2%} (max ARE {pick['holdout_max_are']:.2%}) on the "
-        f"{ho.n_test} rows with {by} >= {ho.threshold:.4g} ({ho.extrapolation_ratio:.3g}x beyond the largest training "
+        f"{pick['law']}: held-out MAPE {pick['holdout_mape']:.2%} (max ARE {pick['holdout_max_are']:.2%}) on "
+        "the "
+        f"{ho.n_test} rows with {by} >= {ho.threshold:.4g} ({ho.extrapolation_ratio:.3g}x beyond the largest "
+        "training "
         f"value), penalised score {pick['penalised_score']:.3%} with {int(pick['n_params'])} free parameters"
     ]
     others = table[table["law"] != pick["law"]]
@@ -276,7 +291,8 @@ def _choose(table: pd.DataFrame, *, by: str, holdouts: Mapping[str, HoldoutResul
         parts.append(
             "others: "
             + "; ".join(
-                f"{r['law']} {r['holdout_mape']:.2%} (score {r['penalised_score']:.3%}, k={int(r['n_params'])}"
+                f"{r['law']} {r['holdout_mape']:.2%} (score {r['penalised_score']:.3%}, "
+                f"k={int(r['n_params'])}"
                 + (f", degenerate: {r['degenerate']}" if r["degenerate"] else "")
                 + ")"
                 for _, r in others.iterrows()
@@ -284,8 +300,10 @@ def _choose(table: pd.DataFrame, *, by: str, holdouts: Mapping[str, HoldoutResul
         )
     if len(tied) > 1:
         parts.append(
-            f"{len(tied)} candidates are within {TIE_MARGIN:.0%} of the best held-out score, a tie at this number "
-            f"of held-out rows, so the lowest in-sample BIC (Laplace likelihood of log residuals, k·ln n penalty) "
+            f"{len(tied)} candidates are within {TIE_MARGIN:.0%} of the best held-out score, a tie at this "
+            "number "
+            "of held-out rows, so the lowest in-sample BIC (Laplace likelihood of log residuals, k·ln n "
+            "penalty) "
             f"decides: {pick['law']} BIC {pick['bic']:.1f}"
         )
     if set_aside:

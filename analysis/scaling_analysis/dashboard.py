@@ -23,7 +23,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from datascale.records import atomic_write_json, find_records
 
@@ -250,7 +250,7 @@ def describe_workspace(workspace: ws.Workspace) -> dict[str, Any]:
         return {"type": kind, "title": p.title, "x": name_of(p.x), "y": y, "log_x": p.log_x, "log_y": p.log_y}
 
     filters: dict[str, Any] = {}
-    for f in expr.string_to_filterexpr_list(workspace.runset_settings.filters):
+    for f in expr.string_to_filterexpr_list(cast(str, workspace.runset_settings.filters)):
         if not (isinstance(f.key, expr.Metric) and f.key.name == "Group" and f.op in ("=", "==")):
             raise ValueError(f"unexpected runset filter {f!r}")
         filters["group"] = f.value

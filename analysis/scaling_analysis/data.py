@@ -1,14 +1,15 @@
 """Run records and external result tables -> one tidy DataFrame (one row per run) with a fixed schema.
 
 Fits, plots and reports read only this table, so they never depend on where the numbers came from
-(run records, a published CSV, a parquet written earlier). Every row filter or transformation that changes what
-gets fitted is a *preprocessing step*: it is applied by a function here, appended to
+(run records, a published CSV, a parquet written earlier). Every row filter or transformation that changes
+what gets fitted is a *preprocessing step*: it is applied by a function here, appended to
 ``df.attrs["preprocessing"]`` and copied from there into the fit's ``preprocessing`` and ``fit.json``,
 so that no exclusion is ever silent (scaling-fits.md §5.7).
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import json
@@ -23,6 +24,8 @@ import pandas as pd
 
 from datascale.records import RunRecord, field_docs, find_records, write_record
 
+from .jsonutil import json_safe
+
 LOSS_METRICS = ("test_loss", "best_val_loss", "final_val_loss")
 N_DEFINITIONS = {"total": "params_total", "non_embedding": "params_non_embedding"}
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
@@ -36,6 +39,9 @@ def _column_docs() -> dict[str, str]:
     d = field_docs()
     return {
         "run_id": d["run_id"],
+        "source_row": "tables only: the row's 0-based position in the source CSV/parquet (CSV line = row + "
+        "2), "
+        "so that dropped and flagged rows can be found in the file",
         "study": d["study"],
         "status": d["status"],
         "seed": d["seed"],
@@ -121,30 +127,10 @@ def preprocessing_of(df: pd.DataFrame) -> dict[str, Any]:
 
 def _with_step(df: pd.DataFrame, pre: dict[str, Any], step: dict[str, Any]) -> pd.DataFrame:
     pre = copy.deepcopy(pre)
-    pre.setdefault("steps", []).append(_jsonable(step))
+    pre.setdefault("steps", []).append(json_safe(step))
     pre["n_rows"] = len(df)
     df.attrs["preprocessing"] = pre
     return df
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain-JSON version of numpy/pandas scalars and containers (attrs end up in fit.json)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if value is pd.NA or value is None:
-        return None
-    return value
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -204,11 +190,12 @@ def record_row(
     return row
 
 
-def _set_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+def set_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     for col in _INT_COLUMNS:
         if col in df:
             df[col] = df[col].astype("int64" if df[col].notna().all() else "Int64")
-    float_cols = [*_FLOAT_COLUMNS, *[c for c in df if re.match(r"(val_loss|test_loss|test_bpb)_", c)]]
+    per_domain = [str(c) for c in df.columns if re.match(r"(val_loss|test_loss|test_bpb)_", str(c))]
+    float_cols = [*_FLOAT_COLUMNS, *per_domain]
     for col in float_cols:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -226,12 +213,15 @@ def load_records(
     loss_metric: str = "test_loss",
     n_definition: str = "total",
     include_failed: bool = False,
+    strict: bool = False,
 ) -> pd.DataFrame:
-    """Tidy table of every finished run below ``study_dir`` (``runs/*/record.json``), sorted by U, seed, run id.
+    """Tidy table of every finished run below ``study_dir`` (``runs/*/record.json``), sorted by U, seed, run
+    id.
 
     Reads only run records (never W&B files or run names). ``loss`` is a copy of ``loss_metric``; runs whose
-    loss is not finite are dropped by a recorded preprocessing step. Failed runs are left out unless
-    ``include_failed`` (then ``status`` tells them apart and they are never fitted by ``analyze_study``).
+    loss is not finite are dropped by a recorded preprocessing step that lists them (``strict=True`` refuses
+    instead). Failed runs are left out unless ``include_failed`` (then ``status`` tells them apart and they
+    are never fitted by ``analyze_study``).
     """
     if loss_metric not in LOSS_METRICS:
         raise ValueError(f"loss_metric={loss_metric!r}: must be one of {list(LOSS_METRICS)}")
@@ -250,7 +240,7 @@ def load_records(
             f"found {all_found} record(s) in all)"
         )
     df = pd.DataFrame([record_row(r, loss_metric=loss_metric, n_definition=n_definition) for r in records])
-    df = _set_dtypes(df)
+    df = set_dtypes(df)
     df = df.sort_values(["U", "seed", "run_id"], kind="stable").reset_index(drop=True)
     pre = _new_preprocessing(
         "records",
@@ -263,21 +253,31 @@ def load_records(
         n_rows=len(df),
     )
     df.attrs["preprocessing"] = pre
+    return _drop_nonfinite_records(df, loss_metric, strict)
+
+
+def _drop_nonfinite_records(df: pd.DataFrame, loss_metric: str, strict: bool) -> pd.DataFrame:
+    """Finished runs without a finite loss: dropped and listed by a recorded step (or refused when strict)."""
     bad = ~np.isfinite(df["loss"].to_numpy(dtype=float)) & (df["status"] == "done").to_numpy()
-    if bad.any():
-        dropped = df.loc[bad, "run_id"].tolist()
-        df = df.loc[~bad].reset_index(drop=True)
-        df = _with_step(
-            df,
-            pre,
-            {
-                "rule": "drop_nonfinite_loss",
-                "column": loss_metric,
-                "n_dropped": len(dropped),
-                "run_ids": dropped,
-            },
+    if not bad.any():
+        return df
+    dropped = df.loc[bad, "run_id"].tolist()
+    listed = dropped_rows(df, bad, [loss_metric])
+    if strict:
+        raise StrictDropError(
+            f"strict: {len(dropped)} finished run(s) have no finite {loss_metric}: "
+            f"{describe_rows(listed, len(dropped))}"
         )
-    return df
+    pre = preprocessing_of(df)
+    out = df.loc[~bad].reset_index(drop=True)
+    step = {
+        "rule": "drop_nonfinite_loss",
+        "column": loss_metric,
+        "n_dropped": len(dropped),
+        "run_ids": dropped,
+        "rows": listed,
+    }
+    return _with_step(out, pre, step)
 
 
 def save_runs(df: pd.DataFrame, path: Path | str) -> Path:
@@ -285,7 +285,7 @@ def save_runs(df: pd.DataFrame, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = df.copy()
-    out.attrs = {"preprocessing": json.dumps(_jsonable(preprocessing_of(df)))}
+    out.attrs = {"preprocessing": json.dumps(json_safe(preprocessing_of(df)))}
     out.to_parquet(path, index=False)
     return path
 
@@ -303,31 +303,74 @@ def read_runs(path: Path | str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------- preprocessing
 
 
-def derive(df: pd.DataFrame, name: str, expression: str) -> pd.DataFrame:
-    """Add a column computed by a pandas expression over other columns, e.g. ``derive(df, "D", "C / (6 * N)")``."""
-    pre = preprocessing_of(df)
+def expression_columns(df: pd.DataFrame, expression: str) -> list[str]:
+    """Columns of ``df`` that a pandas expression refers to (plain names and backquoted names)."""
+    names = set(re.findall(r"`([^`]+)`", expression))
     try:
-        values = df.eval(expression, engine="python")
+        tree = ast.parse(re.sub(r"`[^`]+`", "0", expression), mode="eval")
+        names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    except SyntaxError:
+        pass
+    return [c for c in df.columns if c in names]
+
+
+def _check_numeric(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """A ValueError naming the column, the row and the value when a column used in arithmetic is not
+    numeric."""
+    for col in columns:
+        values = df[col]
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = numeric.isna() & values.notna()
+        if bad.any():
+            pos = int(np.nonzero(bad.to_numpy())[0][0])
+            where = describe_rows(dropped_rows(df, bad.to_numpy(), [col]), int(bad.sum()), limit=1)
+            raise ValueError(
+                f"{what}: column {col!r} is not numeric ({where}; {int(bad.sum())} such row(s), "
+                f"first value {values.iloc[pos]!r}); fix the table or map another column"
+            )
+
+
+def derive(df: pd.DataFrame, name: str, expression: str) -> pd.DataFrame:
+    """Add a column computed by a pandas expression over other columns, e.g. ``derive(df, "D", "C / (6 *
+    N)")``.
+
+    Columns the expression uses must be numeric; otherwise the error names the column, the row and the value.
+    """
+    pre = preprocessing_of(df)
+    what = f"derived column {name}={expression!r}"
+    used = expression_columns(df, expression)
+    _check_numeric(df, used, what)
+    numeric = df.copy()
+    for col in used:
+        numeric[col] = pd.to_numeric(numeric[col], errors="coerce")
+    try:
+        with np.errstate(all="ignore"):
+            values = numeric.eval(expression, engine="python")
     except Exception as exc:  # pandas raises several types; one clear message is what matters
-        raise ValueError(
-            f"derived column {name}={expression!r}: {exc} (columns: {list(df.columns)})"
-        ) from exc
+        raise ValueError(f"{what}: {exc} (columns: {list(df.columns)})") from exc
     out = df.copy()
     out[name] = values
     return _with_step(out, pre, {"rule": "derive", "column": name, "expression": expression})
 
 
 def exclude(df: pd.DataFrame, query: str, *, reason: str = "") -> pd.DataFrame:
-    """Drop the rows matching a pandas query (e.g. ``"N < 1e8"``), recording which and why."""
+    """Drop the rows matching a pandas query (e.g. ``"N < 1e8"``), recording which (row, column, value) and
+    why."""
     pre = preprocessing_of(df)
-    mask = df.eval(query, engine="python").astype(bool)
+    try:
+        matched = df.eval(query, engine="python")
+    except Exception as exc:  # pandas raises several types; one clear message is what matters
+        raise ValueError(f"exclude query {query!r}: {exc} (columns: {list(df.columns)})") from exc
+    mask = pd.Series(np.asarray(matched, dtype=bool), index=df.index)
+    listed = dropped_rows(df, mask.to_numpy(), expression_columns(df, query) or ["loss"])
     out = df.loc[~mask].reset_index(drop=True)
-    step = {"rule": "exclude", "query": query, "reason": reason, "n_dropped": int(mask.sum())}
+    step = {"rule": "exclude", "query": query, "reason": reason, "n_dropped": int(mask.sum()), "rows": listed}
     return _with_step(out, pre, step)
 
 
 def drop_highest(df: pd.DataFrame, k: int, *, column: str = "loss") -> pd.DataFrame:
-    """Drop the ``k`` rows with the highest ``column`` (Epoch's outlier rule: keep ``loss < sorted(loss)[-k]``).
+    """Drop the ``k`` rows with the highest ``column`` (Epoch's outlier rule: keep ``loss <
+    sorted(loss)[-k]``).
 
     Ties at the cut-off are dropped too, exactly like Epoch's strict ``<``; the step records the cut-off and
     the dropped values.
@@ -343,6 +386,7 @@ def drop_highest(df: pd.DataFrame, k: int, *, column: str = "loss") -> pd.DataFr
     cutoff = float(np.sort(values)[-k])
     keep = values < cutoff
     dropped = sorted(values[~keep].tolist())
+    listed = dropped_rows(df, ~keep, [column])
     out = df.loc[keep].reset_index(drop=True)
     step = {
         "rule": "drop_highest",
@@ -351,6 +395,7 @@ def drop_highest(df: pd.DataFrame, k: int, *, column: str = "loss") -> pd.DataFr
         "cutoff": cutoff,
         "n_dropped": len(dropped),
         "dropped_values": dropped,
+        "rows": listed,
         "max_kept": float(values[keep].max()),
     }
     return _with_step(out, pre, step)
@@ -359,10 +404,11 @@ def drop_highest(df: pd.DataFrame, k: int, *, column: str = "loss") -> pd.DataFr
 def collapse_min(
     df: pd.DataFrame, over: str | Sequence[str], *, by: Sequence[str] | None = None, column: str = "loss"
 ) -> pd.DataFrame:
-    """Keep, per cell, the row with the lowest ``column`` over a sweep (e.g. the best learning rate per (N, D)).
+    """Keep, per cell, the row with the lowest ``column`` over a sweep (e.g. the best learning rate per (N,
+    D)).
 
-    A cell is a distinct combination of ``by`` (default: the scaling variables N, D, U, C, condition present in
-    the table). Other columns come from the kept row, so the chosen sweep value stays visible.
+    A cell is a distinct combination of ``by`` (default: the scaling variables N, D, U, C, condition present
+    in the table). Other columns come from the kept row, so the chosen sweep value stays visible.
     """
     over = [over] if isinstance(over, str) else list(over)
     missing = [c for c in over if c not in df]
@@ -393,15 +439,16 @@ def collapse_min(
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """The file as a DataFrame; unreadable files raise a ValueError naming the file."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix == ".tsv":
-        return pd.read_csv(path, sep="\t")
-    if suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-        return df
-    raise ValueError(f"{path}: unsupported table type {suffix!r} (use one of {list(TABLE_SUFFIXES)})")
+    if suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: unsupported table type {suffix!r} (use one of {list(TABLE_SUFFIXES)})")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except (ValueError, OSError) as exc:  # pandas' EmptyDataError/ParserError and pyarrow errors among them
+        raise ValueError(f"{path}: cannot be read as a {suffix[1:]} table ({exc})") from exc
 
 
 def parse_columns(spec: str | None) -> dict[str, str]:
@@ -419,28 +466,51 @@ def parse_columns(spec: str | None) -> dict[str, str]:
     return out
 
 
-def load_table(
-    path: Path | str,
-    *,
-    columns: Mapping[str, str] | None = None,
-    derived: Mapping[str, str] | None = None,
-    exclude_query: str | None = None,
-    collapse_min_over: str | Sequence[str] | None = None,
-    cell: Sequence[str] | None = None,
-    drop_highest_k: int = 0,
-    n_definition: str | None = None,
-    loss: str = "loss",
-) -> pd.DataFrame:
-    """Any CSV/parquet of results -> the run-table schema, with every preprocessing step recorded.
+#: How many dropped rows a preprocessing step lists one by one (all are counted).
+MAX_LISTED_ROWS = 100
 
-    ``columns`` maps source columns to schema names (``{"Model Size": "N", "Training FLOP": "C"}``); unmapped
-    columns are kept as they are (a sweep column to collapse, for instance). Steps run in a fixed order:
-    mapping, ``derived`` columns (``{"D": "C / (6 * N)"}``), ``exclude_query``, ``collapse_min_over`` (per
-    ``cell``), ``drop_highest_k``. Call ``derive``/``exclude``/``collapse_min``/``drop_highest`` yourself for
-    another order. ``n_definition`` is free text saying what N counts (e.g. "total parameters"); it is
-    recorded because it changes conclusions (scaling-fits.md §5.8).
-    """
-    path = Path(path)
+
+class StrictDropError(ValueError):
+    """``strict=True`` and a row would have been dropped (the message lists which)."""
+
+
+def row_id(df: pd.DataFrame, position: int) -> dict[str, Any]:
+    """How to find one row again: its source-table row (0-based, tables) and/or run id."""
+    out: dict[str, Any] = {}
+    if "source_row" in df.columns:
+        out["row"] = int(df["source_row"].iloc[position])
+    elif "run_id" not in df.columns:
+        out["row"] = int(position)
+    if "run_id" in df.columns:
+        out["run_id"] = str(df["run_id"].iloc[position])
+    return out
+
+
+def dropped_rows(df: pd.DataFrame, mask: np.ndarray, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Row id, column and value of each dropped row (at most ``MAX_LISTED_ROWS``)."""
+    rows = []
+    for pos in np.nonzero(np.asarray(mask))[0][:MAX_LISTED_ROWS]:
+        for col in columns:
+            value = df[col].iloc[pos] if col in df.columns else None
+            rows.append({**row_id(df, int(pos)), "column": col, "value": json_safe(value)})
+    return rows
+
+
+def describe_rows(rows: Sequence[Mapping[str, Any]], n_total: int, limit: int = 5) -> str:
+    """'row 2 (loss='n/a'), row 5 (loss=None) and 3 more' for messages and the console."""
+    parts = []
+    for r in rows[:limit]:
+        where = f"row {r['row']}" if "row" in r else f"run {r.get('run_id')}"
+        if "row" in r and "run_id" in r:
+            where += f" (run {r['run_id']})"
+        value = r.get("value")
+        parts.append(f"{where}: {r.get('column')}=" + ("NaN/empty" if value is None else repr(value)))
+    more = n_total - min(len(rows), limit)
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+def _start_table(path: Path, columns: Mapping[str, str] | None, n_definition: str | None) -> pd.DataFrame:
+    """The raw table with its columns mapped, a ``source_row`` column and a fresh (or continued) record."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     raw = _read_table(path)
@@ -454,38 +524,91 @@ def load_table(
     dup = df.columns[df.columns.duplicated()].tolist()
     if dup:
         raise ValueError(f"{path}: mapping produces duplicate column(s) {dup}")
+    if "source_row" not in df.columns:
+        df["source_row"] = np.arange(len(df), dtype=np.int64)
     if isinstance(prior, str) and not columns:
         pre = json.loads(prior)
         pre.setdefault("steps", []).append({"rule": "reload", "path": str(path)})
     else:
+        n_def = n_definition or _default_n_definition(columns, df)
         pre = _new_preprocessing(
-            "table",
-            path,
-            column_mapping=columns,
-            n_definition=n_definition,
-            n_rows_raw=len(raw),
-            n_rows=len(raw),
+            "table", path, column_mapping=columns, n_definition=n_def, n_rows_raw=len(raw), n_rows=len(raw)
         )
     df.attrs = {"preprocessing": pre}
+    return df
+
+
+def _default_n_definition(columns: Mapping[str, str], df: pd.DataFrame) -> str:
+    """What N counts when the caller did not say: the source column, as the table gives it."""
+    source = next((src for src, dst in columns.items() if dst == "N"), None)
+    if source is not None:
+        return f"not stated: N is the table's column {source!r} as given (pass n_definition / --n-definition)"
+    if "N" in df.columns:
+        return "not stated: N is the table's column 'N' as given (pass n_definition / --n-definition)"
+    return "no N column"
+
+
+def _numeric_loss(df: pd.DataFrame, loss: str, strict: bool) -> pd.DataFrame:
+    """``loss`` as floats; rows whose loss is not a finite number are dropped and listed (or refused)."""
+    if loss != "loss":
+        df = df.copy()
+        df["loss"] = df[loss]
+        df = _with_step(df, preprocessing_of(df), {"rule": "loss_column", "column": loss})
+    raw = df["loss"].copy()
+    df["loss"] = pd.to_numeric(df["loss"], errors="coerce").astype("float64")
+    bad = ~np.isfinite(df["loss"].to_numpy())
+    if not bad.any():
+        return df
+    listed = dropped_rows(df.assign(loss=raw), bad, ["loss"])
+    if bad.all():
+        raise ValueError(
+            f"column {loss!r}: no row has a finite numeric loss ({describe_rows(listed, int(bad.sum()))}); "
+            "map the loss column with --columns 'source=loss'"
+        )
+    if strict:
+        raise StrictDropError(
+            f"strict: {int(bad.sum())} row(s) of {loss!r} are not finite numbers: "
+            f"{describe_rows(listed, int(bad.sum()))}; fix or exclude them explicitly"
+        )
+    pre = preprocessing_of(df)
+    df = df.loc[~bad].reset_index(drop=True)
+    step = {"rule": "drop_nonfinite_loss", "column": loss, "n_dropped": int(bad.sum()), "rows": listed}
+    return _with_step(df, pre, step)
+
+
+def load_table(
+    path: Path | str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    derived: Mapping[str, str] | None = None,
+    exclude_query: str | None = None,
+    collapse_min_over: str | Sequence[str] | None = None,
+    cell: Sequence[str] | None = None,
+    drop_highest_k: int = 0,
+    n_definition: str | None = None,
+    loss: str = "loss",
+    strict: bool = False,
+) -> pd.DataFrame:
+    """Any CSV/parquet of results -> the run-table schema, with every preprocessing step recorded.
+
+    ``columns`` maps source columns to schema names (``{"Model Size": "N", "Training FLOP": "C"}``); unmapped
+    columns are kept as they are (a sweep column to collapse, for instance), and ``source_row`` numbers the
+    source table's rows (0-based) so that every dropped or flagged row can be found again. Steps run in a
+    fixed order: mapping, ``derived`` columns (``{"D": "C / (6 * N)"}``), dropping non-numeric losses (listed;
+    ``strict=True`` refuses instead), ``exclude_query``, ``collapse_min_over`` (per ``cell``),
+    ``drop_highest_k``. ``n_definition`` is free text saying what N counts (e.g. "total parameters"); it is
+    always recorded (default: the source column, as given) because it changes conclusions (§5.8).
+    """
+    path = Path(path)
+    df = _start_table(path, columns, n_definition)
     for name, expression in (derived or {}).items():
         df = derive(df, name, expression)
     if loss not in df:
         raise ValueError(
             f"{path}: no {loss!r} column after mapping (map one with columns={{'<csv column>': 'loss'}}; "
-            f"columns: {list(df.columns)})"
+            f"columns: {[c for c in df.columns if c != 'source_row']})"
         )
-    if loss != "loss":
-        df = df.copy()
-        df["loss"] = df[loss]
-        df = _with_step(df, preprocessing_of(df), {"rule": "loss_column", "column": loss})
-    df["loss"] = pd.to_numeric(df["loss"], errors="coerce").astype("float64")
-    bad = ~np.isfinite(df["loss"].to_numpy())
-    if bad.any():
-        pre = preprocessing_of(df)
-        df = df.loc[~bad].reset_index(drop=True)
-        df = _with_step(
-            df, pre, {"rule": "drop_nonfinite_loss", "column": "loss", "n_dropped": int(bad.sum())}
-        )
+    df = _numeric_loss(df, loss, strict)
     if exclude_query:
         df = exclude(df, exclude_query, reason="exclude_query")
     if collapse_min_over:
@@ -517,6 +640,71 @@ def domain_long(df: pd.DataFrame, *, prefix: str = "test_loss_") -> pd.DataFrame
 # ------------------------------------------------------------------------------------------- synthetic
 
 
+def _synthetic_record(
+    study: str,
+    u: int,
+    seed: int,
+    losses: tuple[float, float],
+    converged: bool,
+    domains: Sequence[str],
+    domain_offsets: np.ndarray,
+    synthetic: dict[str, float],
+    params_total: int,
+) -> RunRecord:
+    """One realistic record of a synthetic run (test loss ``losses[0]``, best val loss ``losses[1]``)."""
+    test, val_best = losses
+    epochs = float(np.clip(4e7 / u, 2.0, 100.0)) if converged else 100.0
+    batch = 8192
+    steps = round(epochs * u / batch)
+    tokens_seen = steps * batch
+    best_step = int(steps * (0.8 if converged else 1.0))
+    per_dom = {d: test + off for d, off in zip(domains, domain_offsets, strict=True)}
+    run_id = hashlib.sha256(f"{study}/{u}/{seed}".encode()).hexdigest()[:12]
+    return RunRecord(
+        run_id=run_id,
+        study=study,
+        status="done",
+        axes={"unique_tokens": int(u), "seed": int(seed)},
+        seed=int(seed),
+        created_at="2026-11-22T00:00:00+00:00",
+        code_version="synthetic",
+        config={"synthetic": dict(synthetic)},
+        corpus_hash="synthetic-corpus",
+        tokenizer_hash="synthetic-tokenizer",
+        subset_hash=f"subset-{u}",
+        train_domains=list(domains),
+        eval_domains=list(domains),
+        params_total=params_total,
+        params_non_embedding=int(params_total * 0.7),
+        unique_tokens=int(u),
+        tokens_seen=tokens_seen,
+        epochs=tokens_seen / u,
+        steps=steps,
+        planned_steps=steps if not converged else int(steps * 1.5),
+        best_step=best_step,
+        tokens_at_best=best_step * batch,
+        epochs_at_best=best_step * batch / u,
+        converged=converged,
+        stop_reason="early_stopping" if converged else "token_cap",
+        best_val_loss=val_best,
+        final_val_loss=val_best * 1.01,
+        test_loss=test,
+        val_loss_best={d: v * val_best / test for d, v in per_dom.items()},
+        val_loss_final={d: v * 1.01 for d, v in per_dom.items()},
+        test_loss_by_domain=per_dom,
+        val_bpb_best={d: v / math.log(2) / 3.5 for d, v in per_dom.items()},
+        test_bpb={d: v / math.log(2) / 3.5 for d, v in per_dom.items()},
+        test_bpb_mean=test / math.log(2) / 3.5,
+        wall_time_s=tokens_seen / 8000.0,
+        train_time_s=tokens_seen / 8500.0,
+        tokens_per_s=8500.0,
+        world_size=1,
+        strategy="single",
+        accelerator="cpu",
+        precision="32-true",
+    )
+
+
 def write_synthetic_study(
     study_dir: Path | str,
     *,
@@ -542,61 +730,15 @@ def write_synthetic_study(
     root = Path(study_dir)
     paths = []
     domain_offsets = np.linspace(-0.3, 0.3, num=max(len(domains), 1))
+    synthetic = {"E": E, "B": B, "beta": beta, "noise": noise}
     for u in sizes:
         for seed in seeds:
             clean = E + B * float(u) ** -beta
             test = clean * float(np.exp(rng.normal(0.0, noise)))
             val_best = test * float(np.exp(rng.normal(0.0, noise / 3)))
             converged = u not in non_converged_sizes
-            epochs = float(np.clip(4e7 / u, 2.0, 100.0)) if converged else 100.0
-            batch = 8192
-            steps = round(epochs * u / batch)
-            tokens_seen = steps * batch
-            best_step = int(steps * (0.8 if converged else 1.0))
-            per_dom = {d: test + off for d, off in zip(domains, domain_offsets, strict=True)}
-            run_id = hashlib.sha256(f"{study}/{u}/{seed}".encode()).hexdigest()[:12]
-            rec = RunRecord(
-                run_id=run_id,
-                study=study,
-                status="done",
-                axes={"unique_tokens": int(u), "seed": int(seed)},
-                seed=int(seed),
-                created_at="2026-11-22T00:00:00+00:00",
-                code_version="synthetic",
-                config={"synthetic": {"E": E, "B": B, "beta": beta, "noise": noise}},
-                corpus_hash="synthetic-corpus",
-                tokenizer_hash="synthetic-tokenizer",
-                subset_hash=f"subset-{u}",
-                train_domains=list(domains),
-                eval_domains=list(domains),
-                params_total=params_total,
-                params_non_embedding=int(params_total * 0.7),
-                unique_tokens=int(u),
-                tokens_seen=tokens_seen,
-                epochs=tokens_seen / u,
-                steps=steps,
-                planned_steps=steps if not converged else int(steps * 1.5),
-                best_step=best_step,
-                tokens_at_best=best_step * batch,
-                epochs_at_best=best_step * batch / u,
-                converged=converged,
-                stop_reason="early_stopping" if converged else "token_cap",
-                best_val_loss=val_best,
-                final_val_loss=val_best * 1.01,
-                test_loss=test,
-                val_loss_best={d: v * val_best / test for d, v in per_dom.items()},
-                val_loss_final={d: v * 1.01 for d, v in per_dom.items()},
-                test_loss_by_domain=per_dom,
-                val_bpb_best={d: v / math.log(2) / 3.5 for d, v in per_dom.items()},
-                test_bpb={d: v / math.log(2) / 3.5 for d, v in per_dom.items()},
-                test_bpb_mean=test / math.log(2) / 3.5,
-                wall_time_s=tokens_seen / 8000.0,
-                train_time_s=tokens_seen / 8500.0,
-                tokens_per_s=8500.0,
-                world_size=1,
-                strategy="single",
-                accelerator="cpu",
-                precision="32-true",
+            rec = _synthetic_record(
+                study, u, seed, (test, val_best), converged, domains, domain_offsets, synthetic, params_total
             )
-            paths.append(write_record(root / "runs" / run_id, rec))
+            paths.append(write_record(root / "runs" / rec.run_id, rec))
     return paths

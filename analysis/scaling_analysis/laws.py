@@ -2,20 +2,21 @@
 
 Why this shape: every fit in this package is a robust regression of log loss on a law's *log* prediction
 (Hoffmann et al. 2022, App. D.2). So a law is defined by one function that returns ``log L̂`` for a *batch* of
-parameter vectors at once (thousands of multi-start points are optimised together, see ``fit.py``) together with
-its Jacobian. Positive scale parameters (E, A, B, ...) are optimised as their logarithms, which turns sums of
-power laws into log-sum-exp (LSE) expressions that stay finite for any parameter value.
+parameter vectors at once (thousands of multi-start points are optimised together, see ``fit.py``) together
+with its Jacobian. Positive scale parameters (E, A, B, ...) are optimised as their logarithms, which turns
+sums of power laws into log-sum-exp (LSE) expressions that stay finite for any parameter value.
 
 Conventions
 -----------
 * ``params``: natural parameter names, the public face of a law (``FitResult.params`` uses them).
 * ``theta``: the optimised vector, in ``params`` order, with ``log(p)`` for every ``p`` in ``log_params``;
-  ``theta_names`` spells it (``log_E``, ``log_A``, ``alpha``, ...). For Chinchilla, ``log_A``/``log_B``/``log_E``
-  are Hoffmann's a/b/e.
+  ``theta_names`` spells it (``log_E``, ``log_A``, ``alpha``, ...). For Chinchilla,
+  ``log_A``/``log_B``/``log_E`` are Hoffmann's a/b/e.
 * ``log_predict_fn(theta[S, P], X, grad) -> (log_pred[S, n], jac)`` where ``jac`` is a list of ``P`` arrays
   broadcastable to ``[S, n]``: d log_pred / d theta_p. ``X`` maps law variables to float arrays (categorical
   variables arrive as integer codes).
-* ``start_grid_fn(X, loss, fixed_theta) -> theta[S, P]``: the default multi-start grid (may depend on the data).
+* ``start_grid_fn(X, loss, fixed_theta) -> theta[S, P]``: the default multi-start grid (may depend on the
+  data).
 
 Add a law with :func:`register_law`; tests/analysis/test_laws.py checks the built-in Jacobians against finite
 differences (do the same for a new law).
@@ -40,7 +41,8 @@ StartGrid = Callable[[Mapping[str, np.ndarray], np.ndarray, Mapping[str, float]]
 
 @dataclass(frozen=True)
 class Law:
-    """A scaling-law form. Instances are immutable and picklable (the bootstrap ships them to worker processes)."""
+    """A scaling-law form. Instances are immutable and picklable (the bootstrap ships them to worker
+    processes)."""
 
     name: str
     variables: tuple[str, ...]
@@ -53,7 +55,7 @@ class Law:
     asymptote: str | None = None  # the irreducible-loss parameter, checked for collapse to 0
     categorical: tuple[str, ...] = ()  # variables holding condition labels (encoded as integer codes)
     levels: tuple[str, ...] = ()  # bound condition levels, the reference level first
-    bind_fn: Callable[[Law, Mapping[str, Any]], Law] | None = field(default=None, repr=False, compare=False)
+    bind_fn: Callable[[Law, Any], Law] | None = field(default=None, repr=False, compare=False)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -80,7 +82,8 @@ class Law:
 
     @property
     def needs_binding(self) -> bool:
-        """True for laws whose parameter list depends on the data (categorical levels) and is not bound yet."""
+        """True for laws whose parameter list depends on the data (categorical levels) and is not bound
+        yet."""
         return self.bind_fn is not None and not self.levels
 
     def to_theta(self, params: Mapping[str, float]) -> np.ndarray:
@@ -95,7 +98,8 @@ class Law:
     def from_theta(self, theta: np.ndarray) -> dict[str, float]:
         """Optimisation vector -> natural parameters (full float precision)."""
         theta = np.asarray(theta, dtype=float)
-        vals = np.where(self.is_log, np.exp(theta), theta)
+        with np.errstate(over="ignore", under="ignore"):  # a diverged scale becomes inf (flagged `diverged`)
+            vals = np.where(self.is_log, np.exp(theta), theta)
         return {p: float(v) for p, v in zip(self.params, vals, strict=True)}
 
     # ------------------------------------------------------------------ data
@@ -133,15 +137,20 @@ class Law:
     def log_predict(
         self, theta: np.ndarray, X: Mapping[str, np.ndarray], grad: bool = False
     ) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """log L̂ for a batch ``theta[S, P]`` on encoded ``X``; with ``grad`` also d/dtheta (list of P arrays)."""
+        """log L̂ for a batch ``theta[S, P]`` on encoded ``X``; with ``grad`` also d/dtheta (list of P
+        arrays)."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        return self.log_predict_fn(theta, X, grad)
+        # evaluated in log space (LSE); far from the data extreme parameters can still over/underflow, which
+        # yields inf/0 (an infinite objective for that start) rather than a warning on the console
+        with np.errstate(all="ignore"):
+            return self.log_predict_fn(theta, X, grad)
 
     def predict(self, params: Mapping[str, float], X: Mapping[str, np.ndarray] | pd.DataFrame) -> np.ndarray:
         """Predicted loss at natural ``params`` for the rows of ``X`` (columns named by ``variables``)."""
         theta = self.to_theta(params)[None, :]
         lp, _ = self.log_predict(theta, self.encode(X), grad=False)
-        return np.exp(lp[0])
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(lp[0])
 
     def default_starts(
         self, X: Mapping[str, np.ndarray], loss: np.ndarray, fixed_theta: Mapping[str, float] | None = None
@@ -208,7 +217,7 @@ def _lsq_log_scale(loss: np.ndarray, offset: np.ndarray | float, log_x: np.ndarr
     return np.log(b) + shift[..., 0]
 
 
-def _fixed_or(fixed: Mapping[str, float], name: str, values: Sequence[float]) -> list[float]:
+def _fixed_or(fixed: Mapping[str, float], name: str, values: Sequence[float] | np.ndarray) -> list[float]:
     return [float(fixed[name])] if name in fixed else [float(v) for v in values]
 
 
@@ -301,7 +310,8 @@ def _grid_kaplan_nd(X, loss, fixed, names=("log_N_c", "log_D_c", "alpha_N", "alp
 
 # ====================================================================================== Chinchilla
 
-#: Hoffmann et al. (2022) App. D.2: the 4,500-point initialisation grid, in theta order (e, a, b, alpha, beta).
+#: Hoffmann et al. (2022) App. D.2: the 4,500-point initialisation grid, in theta order (e, a, b, alpha,
+#: beta).
 HOFFMANN_GRID: dict[str, tuple[float, ...]] = {
     "log_E": (-1.0, -0.5, 0.0, 0.5, 1.0),
     "log_A": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
@@ -312,7 +322,8 @@ HOFFMANN_GRID: dict[str, tuple[float, ...]] = {
 
 
 def _lp_chinchilla(theta: np.ndarray, X: Mapping[str, np.ndarray], grad: bool):
-    # theta: e, a, b, alpha, beta.  L = E + A N^-alpha + B D^-beta = exp(LSE(e, a - alpha log N, b - beta log D))
+    # theta: e, a, b, alpha, beta.  L = E + A N^-alpha + B D^-beta = exp(LSE(e, a - alpha log N, b - beta log
+    # D))
     logn = np.log(X["N"])[None, :]
     logd = np.log(X["D"])[None, :]
     e, a, b, al, be = (_col(theta, i) for i in range(5))
@@ -450,7 +461,8 @@ def effective_data_law(
 ) -> Law:
     """The effective-data law bound to condition ``levels`` (``reference`` gets k = 1; default: first level).
 
-    Why: a quality or domain axis is summarised by one number per condition, the multiplier k_c by which a token
+    Why: a quality or domain axis is summarised by one number per condition, the multiplier k_c by which a
+    token
     of condition c is worth more (k > 1) or less (k < 1) than a reference token, under a shared E, B, beta.
     """
     levels = [str(v) for v in levels]
@@ -634,7 +646,8 @@ register_law(
         exponents=("alpha", "beta"),
         start_grid_fn=_grid_data_constrained,
         asymptote="E",
-        description="Muennighoff et al. (2023) data-constrained law (repeated data and excess parameters decay)",
+        description="Muennighoff et al. (2023) data-constrained law (repeated data and excess parameters "
+        "decay)",
     )
 )
 register_law(
@@ -650,7 +663,8 @@ register_law(
         asymptote="E",
         categorical=("condition",),
         bind_fn=_bind_effective_data,
-        description="effective-data multiplier per condition; levels (and k_<level> params) bound at fit time",
+        description="effective-data multiplier per condition; levels (and k_<level> params) bound at fit "
+        "time",
     )
 )
 register_law(
@@ -670,5 +684,6 @@ register_law(
 
 
 def with_changes(law: Law, **changes: Any) -> Law:
-    """A copy of ``law`` with fields replaced (e.g. a new name or start grid) — handy for registering variants."""
+    """A copy of ``law`` with fields replaced (e.g. a new name or start grid) — handy for registering
+    variants."""
     return replace(law, **changes)

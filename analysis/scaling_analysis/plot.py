@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -97,7 +97,7 @@ def _law_inputs(fit: Any, df: pd.DataFrame) -> dict[str, np.ndarray]:
     return {v: df[variables[v]].to_numpy(dtype=float) for v in law.variables}
 
 
-def _grid(lo: float, hi: float, n: int = 200) -> np.ndarray:
+def log_grid(lo: float, hi: float, n: int = 200) -> np.ndarray:
     return np.logspace(np.log10(lo), np.log10(hi), n)
 
 
@@ -112,7 +112,7 @@ def _other_groups(fit: Any, df: pd.DataFrame, x: str) -> list[tuple[str, dict[st
     groups = []
     for key, _ in df.groupby(cols, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        values = {v: float(k) for v, k in zip(others, key, strict=True)}
+        values = {v: float(cast(Any, k)) for v, k in zip(others, key, strict=True)}
         label = ", ".join(f"{c}={k:.3g}" for c, k in zip(cols, key, strict=True))
         groups.append((label, values))
     return groups
@@ -170,12 +170,15 @@ def _note_non_converged(fig: Figure, df: pd.DataFrame, x: str) -> None:
     fig.text(
         0.01, 0.005, f"not converged (hollow, token cap hit): {shown}", fontsize=7, va="bottom", ha="left"
     )
-    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.set(rect=(0, 0.04, 1, 0.96))  # type: ignore[call-arg]
 
 
 def _scatter_runs(ax: Any, df: pd.DataFrame, x: str, loss: str, *, color_by: str | None = "seed") -> None:
     """Data points, one colour per seed, hollow when not converged."""
     conv = ~df.index.isin(non_converged(df).index)
+    groups: list[tuple[Any, pd.DataFrame]]
     if color_by in df and df[color_by].nunique() > 1:
         groups = list(df.groupby(color_by, sort=True))
     else:
@@ -198,7 +201,8 @@ def _holdout_frame(holdout: Any) -> pd.DataFrame | None:
     return preds
 
 
-def _pred_col(preds: pd.DataFrame) -> str:
+def prediction_column(preds: pd.DataFrame) -> str:
+    """Name of the predicted-loss column of a held-out predictions table."""
     for c in ("predicted", "prediction", "pred", "loss_pred", "y_pred"):
         if c in preds:
             return c
@@ -259,7 +263,7 @@ def _pad_single_x(ax: Any, values: pd.Series) -> None:
         ax.set_xlim(v / 3, v * 3)
 
 
-def _finish(ax: Any, x: str, loss: str, title: str | None) -> None:
+def finish_axes(ax: Any, x: str, loss: str, title: str | None) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     _tidy_log_axes(ax)
@@ -274,6 +278,33 @@ def _finish(ax: Any, x: str, loss: str, title: str | None) -> None:
 # ---------------------------------------------------------------------------------------------- plots
 
 
+def _draw_holdout(ax: Any, holdout: Any, x: str, loss: str) -> None:
+    """Held-out points as red stars, joined to the held-out fit's prediction."""
+    test = holdout_test_rows(holdout)
+    if test is not None and len(test):
+        pc = prediction_column(test)
+        xs = test[x].to_numpy(dtype=float) if x in test else None
+        obs_col = "observed" if "observed" in test else loss
+        if xs is not None:
+            ax.scatter(
+                xs,
+                test[obs_col],
+                **HOLDOUT_MARKER,
+                label="held out (fit without them)",
+            )
+            ax.scatter(
+                xs,
+                test[pc],
+                marker="_",
+                s=220,
+                color=HOLDOUT_COLOR,
+                zorder=4,
+                label="extrapolated prediction",
+            )
+            for xi, o, p in zip(xs, test[obs_col], test[pc], strict=True):
+                ax.plot([xi, xi], [o, p], color=HOLDOUT_COLOR, lw=0.9, zorder=3)
+
+
 def scaling_curve(
     df: pd.DataFrame,
     fit: Any = None,
@@ -286,7 +317,8 @@ def scaling_curve(
     title: str | None = None,
     path: Path | str | None = None,
 ) -> Figure:
-    """Log-log loss vs data: runs per seed, the fit (dashed past the data), its bootstrap band, held-out points.
+    """Log-log loss vs the scaling variable: runs per seed, the fit (dashed past the data), its bootstrap
+    band, held-out points.
 
     ``extend`` stretches the curve to ``extend`` x the largest data value, the extrapolation the report
     quotes. Held-out points (from ``holdout``) are red stars joined to the held-out fit's prediction.
@@ -314,7 +346,7 @@ def scaling_curve(
     samples = getattr(bootstrap, "samples", None)
     for j, (label, fixed) in enumerate(groups):
         color = "k" if not label else COLORS[j % len(COLORS)]
-        inside, beyond = _grid(lo, hi), _grid(hi, hi * extend, 60)
+        inside, beyond = log_grid(lo, hi), log_grid(hi, hi * extend, 60)
         lbl = f"{name} fit" + (f" ({label})" if label else "")
         ax.plot(
             inside, predict(fit, None, _curve_inputs(fit, x, inside, fixed)), color=color, lw=1.6, label=lbl
@@ -328,30 +360,8 @@ def scaling_curve(
             low, high = band(fit, samples, _curve_inputs(fit, x, full, fixed), conf)
             band_label = f"{conf:.0%} bootstrap band" if j == 0 else None
             ax.fill_between(full, low, high, color=color, alpha=0.18, lw=0, label=band_label)
-    test = holdout_test_rows(holdout)
-    if test is not None and len(test):
-        pc = _pred_col(test)
-        xs = test[x].to_numpy(dtype=float) if x in test else None
-        obs_col = "observed" if "observed" in test else loss
-        if xs is not None:
-            ax.scatter(
-                xs,
-                test[obs_col],
-                **HOLDOUT_MARKER,
-                label="held out (fit without them)",
-            )
-            ax.scatter(
-                xs,
-                test[pc],
-                marker="_",
-                s=220,
-                color=HOLDOUT_COLOR,
-                zorder=4,
-                label="extrapolated prediction",
-            )
-            for xi, o, p in zip(xs, test[obs_col], test[pc], strict=True):
-                ax.plot([xi, xi], [o, p], color=HOLDOUT_COLOR, lw=0.9, zorder=3)
-    _finish(ax, x, loss, title)
+    _draw_holdout(ax, holdout, x, loss)
+    finish_axes(ax, x, loss, title)
     _note_non_converged(fig, df, x)
     return save(fig, path)
 
@@ -377,7 +387,7 @@ def residuals(
     _scatter_runs(ax, res, x, "_res")
     test = holdout_test_rows(holdout)
     if test is not None and len(test) and x in test:
-        pc = _pred_col(test)
+        pc = prediction_column(test)
         obs_col = "observed" if "observed" in test else loss
         ax.scatter(
             test[x],
@@ -408,7 +418,8 @@ def law_comparison(
     title: str | None = None,
     path: Path | str | None = None,
 ) -> Figure:
-    """Every candidate law's fit overlaid on the runs; the chosen one drawn thick, legend with held-out MAPE."""
+    """Every candidate law's fit overlaid on the runs; the chosen one drawn thick, legend with held-out
+    MAPE."""
     fits = dict(getattr(comparison, "fits", {}) or {})
     holdouts = dict(getattr(comparison, "holdouts", {}) or {})
     chosen = getattr(comparison, "chosen", None)
@@ -417,7 +428,7 @@ def law_comparison(
     fig, (ax,) = new_figure()
     _scatter_runs(ax, df, x, loss)
     lo, hi = float(df[x].min()) / 1.5, float(df[x].max()) * extend
-    grid = _grid(lo, hi)
+    grid = log_grid(lo, hi)
     for i, (name, fit) in enumerate(fits.items()):
         if fit is None:
             continue
@@ -440,7 +451,7 @@ def law_comparison(
             label=label,
         )
     ax.axvline(float(df[x].max()), color="k", lw=0.6, ls=":")
-    _finish(ax, x, loss, title or "law comparison")
+    finish_axes(ax, x, loss, title or "law comparison")
     _note_non_converged(fig, df, x)
     return save(fig, path)
 
@@ -456,7 +467,7 @@ def compute_optimal(
     if not {"N", "D"} <= set(law.variables):
         raise ValueError(f"law {law.name}: isoFLOP needs variables N and D (has {list(law.variables)})")
     rows = []
-    ns = _grid(*n_range, n=4000)
+    ns = log_grid(*n_range, n=4000)
     for c in np.atleast_1d(budgets).astype(float):
         ds = c / (6.0 * ns)
         with np.errstate(all="ignore"):
@@ -477,16 +488,37 @@ def compute_optimal(
     return pd.DataFrame(rows)
 
 
+def _frontier_panel(ax2: Any, fit: Any, budgets: np.ndarray, df: pd.DataFrame | None, c_data: Any) -> None:
+    """Right panel of ``isoflop``: N_opt(C) and D_opt(C) with the runs, and the fitted frontier slopes."""
+    cs = log_grid(budgets.min() / 10, budgets.max() * 10, 60)
+    full = compute_optimal(fit, cs, n_range=(1e4, 1e14))
+    ax2.plot(full["C"], full["N_opt"], color="C0", label="N_opt(C)")
+    ax2.plot(full["C"], full["D_opt"], color="C1", label="D_opt(C) = C / (6 N_opt)")
+    if df is not None:
+        ax2.scatter(c_data, df["N"], s=10, color="C0", alpha=0.35, label="runs: N")
+        ax2.scatter(c_data, df["D"], s=10, color="C1", alpha=0.35, label="runs: D")
+    slope_n = np.polyfit(np.log(full["C"]), np.log(full["N_opt"]), 1)[0]
+    slope_d = np.polyfit(np.log(full["C"]), np.log(full["D_opt"]), 1)[0]
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("C (FLOP, 6ND)")
+    ax2.set_ylabel("N or D")
+    ax2.set_title(f"compute-optimal frontier: N ∝ C^{slope_n:.3f}, D ∝ C^{slope_d:.3f}")
+    ax2.grid(True, which="both", alpha=0.25)
+    ax2.legend(fontsize=8, loc="upper left")
+
+
 def isoflop(
     fit: Any,
     *,
     df: pd.DataFrame | None = None,
-    budgets: Sequence[float] | None = None,
+    budgets: Sequence[float] | np.ndarray | None = None,
     n_budgets: int = 6,
     title: str | None = None,
     path: Path | str | None = None,
 ) -> Figure:
-    """IsoFLOP curves L(N, C/(6N)) per budget with their minima (left) and the compute-optimal frontier (right).
+    """IsoFLOP curves L(N, C/(6N)) per budget with their minima (left) and the compute-optimal frontier
+    (right).
 
     Budgets default to ``n_budgets`` log-spaced values across the data's compute range (``C``, or 6·N·D); data
     points are coloured by log10 compute on the same colour scale.
@@ -504,6 +536,7 @@ def isoflop(
             raise ValueError("isoflop: pass budgets=... or df=...")
         budgets = np.logspace(np.log10(c_data.min()), np.log10(c_data.max()), n_budgets)
     budgets = np.asarray(budgets, dtype=float)
+    assert isinstance(budgets, np.ndarray)
     if df is not None:
         n_lo, n_hi = float(df["N"].min()) / 10, float(df["N"].max()) * 10
     else:
@@ -516,7 +549,7 @@ def isoflop(
     lc_all = np.concatenate([lc, np.log10(c_data)]) if c_data is not None else lc
     norm = mpl.colors.Normalize(vmin=lc_all.min(), vmax=lc_all.max())
     fig, (ax, ax2) = new_figure(2)
-    ns = _grid(n_lo, n_hi, 300)
+    ns = log_grid(n_lo, n_hi, 300)
     for c, row in zip(budgets, frontier.itertuples(index=False), strict=True):
         color = cmap(norm(np.log10(c)))
         with np.errstate(all="ignore"):
@@ -524,7 +557,16 @@ def isoflop(
         ax.plot(ns, lv, color=color, lw=1.3, label=f"C={c:.2g}")
         ax.scatter([row.N_opt], [row.loss_opt], color=color, marker="D", s=30, zorder=4, edgecolors="k")
     if df is not None:
-        ax.scatter(df["N"], df["loss"], c=np.log10(c_data), cmap=cmap, norm=norm, s=14, alpha=0.7, zorder=3)
+        ax.scatter(
+            df["N"],
+            df["loss"],
+            c=np.log10(np.asarray(c_data)),
+            cmap=cmap,
+            norm=norm,
+            s=14,
+            alpha=0.7,
+            zorder=3,
+        )
         lmin, lmax = float(df["loss"].min()), float(df["loss"].max())
         ax.set_ylim(min(lmin, float(frontier["loss_opt"].min())) * 0.95, lmax * 1.3)
     ax.plot(frontier["N_opt"], frontier["loss_opt"], color="k", lw=0.9, ls=":", label="optimum")
@@ -536,22 +578,7 @@ def isoflop(
     ax.set_title(title or "isoFLOP curves")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper right")
-    cs = _grid(budgets.min() / 10, budgets.max() * 10, 60)
-    full = compute_optimal(fit, cs, n_range=(1e4, 1e14))
-    ax2.plot(full["C"], full["N_opt"], color="C0", label="N_opt(C)")
-    ax2.plot(full["C"], full["D_opt"], color="C1", label="D_opt(C) = C / (6 N_opt)")
-    if df is not None:
-        ax2.scatter(c_data, df["N"], s=10, color="C0", alpha=0.35, label="runs: N")
-        ax2.scatter(c_data, df["D"], s=10, color="C1", alpha=0.35, label="runs: D")
-    slope_n = np.polyfit(np.log(full["C"]), np.log(full["N_opt"]), 1)[0]
-    slope_d = np.polyfit(np.log(full["C"]), np.log(full["D_opt"]), 1)[0]
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("C (FLOP, 6ND)")
-    ax2.set_ylabel("N or D")
-    ax2.set_title(f"compute-optimal frontier: N ∝ C^{slope_n:.3f}, D ∝ C^{slope_d:.3f}")
-    ax2.grid(True, which="both", alpha=0.25)
-    ax2.legend(fontsize=8, loc="upper left")
+    _frontier_panel(ax2, fit, budgets, df, c_data)
     return save(fig, path)
 
 
@@ -583,14 +610,14 @@ def conditions(
             ax.scatter(
                 g.loc[~filled, x], g.loc[~filled, loss], facecolors="none", edgecolors=color, s=24, zorder=3
             )
-        fit = (fits or {}).get(name)
+        fit = (fits or {}).get(cast(Any, name))
         if fit is not None:
-            grid = _grid(float(g[x].min()) / 1.5, float(g[x].max()) * 3)
+            grid = log_grid(float(g[x].min()) / 1.5, float(g[x].max()) * 3)
             groups = _other_groups(fit, g, x)
             ax.plot(grid, predict(fit, None, _curve_inputs(fit, x, grid, groups[0][1])), color=color, lw=1.4)
         elif g[x].nunique() > 1:
             means = g.groupby(x, sort=True)[loss].mean()
             ax.plot(means.index, means.to_numpy(), color=color, lw=1.0, alpha=0.7)
-    _finish(ax, x, loss, title or f"per-{condition} curves")
+    finish_axes(ax, x, loss, title or f"per-{condition} curves")
     _note_non_converged(fig, df, x)
     return save(fig, path)

@@ -1,35 +1,60 @@
-"""One call from a study directory (or a results table) to ``runs.parquet``, ``fit.json``, plots and ``report.md``.
+"""One call from a study directory (or a results table) to ``runs.parquet``, ``fit.json``, plots and
+``report.md``.
 
-The pipeline: load the tidy run table -> fit the law -> bootstrap CIs (params and predictions beyond the data)
--> held-out extrapolation (largest sizes held out) -> law comparison on held-out error -> scaling check -> plots
--> fit.json -> report. A step the data cannot support (too few distinct sizes for the law's parameters) is
-skipped with its reason recorded in ``fit.json["skipped"]`` and the report; the four outputs are always written.
+The pipeline is a sequence of named steps: fit -> bootstrap CIs (parameters and predictions beyond the data)
+-> held-out extrapolation (largest sizes held out) -> law comparison on held-out error -> scaling check ->
+plots -> fit.json -> report. Each step returns its result or the reason it was skipped (the data cannot
+support it, e.g. fewer distinct sizes than the law's parameters); the reasons land in ``fit.json["skipped"]``
+and the report, and the four outputs are always written. ``analyze_frame`` returns a ``StudyAnalysis``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from datascale.records import find_records
 
-from . import plot
-from .data import _jsonable, domain_long, exclude, load_records, load_table, preprocessing_of, save_runs
+from . import fitjson, plot
+from .bootstrap import BootstrapResult, bootstrap
+from .cells import repeated_cells, repeated_cells_warning
+from .checks import CONFIDENCE, loglog_curvature, scaling_check
+from .compare import ComparisonResult, HoldoutResult, compare_laws, holdout_extrapolation
+from .condition_study import step_conditions
+from .data import domain_long, exclude, load_records, load_table, preprocessing_of, save_runs
 from .data import drop_highest as drop_highest_rows
+from .derived import derived_quantities
+from .diagnostics import MIN_FRAC_AT_OPTIMUM
+from .fitjson import FIT_JSON_FIELDS, study_summary
+from .fitting import FitResult, fit_law
 from .laws import Law, get_law
 from .report import write_report
+from .sensitivity import non_converged_variant, sensitivity_table
+
+__all__ = [
+    "CONFIDENCE",
+    "DEFAULT_CANDIDATES",
+    "FIT_JSON_FIELDS",
+    "StudyAnalysis",
+    "analysis_result_docs",
+    "analyze_frame",
+    "analyze_study",
+    "analyze_table",
+    "loglog_curvature",
+    "n_distinct",
+    "scaling_check",
+    "study_summary",
+    "study_variables",
+]
 
 DEFAULT_CANDIDATES = ("saturating_power_D", "broken_power_D", "kaplan_D")
-CONFIDENCE = 0.95
 EXTRAPOLATION_FACTORS = (2.0, 10.0)
 PLOT_FILES = {
     "scaling_curve": "scaling_curve.png",
@@ -39,51 +64,141 @@ PLOT_FILES = {
     "domains": "domains.png",
 }
 
-#: Every top-level field of ``fit.json`` and what it holds (rendered into the README).
-FIT_JSON_FIELDS: dict[str, str] = {
-    "law": "name of the fitted law (a key of `scaling_analysis.laws.LAWS`)",
-    "formula": "the law's formula, e.g. `L(D) = E + B·D^(−β)`",
-    "variables": "law variable -> run-table column; a data-size study maps the law's D to `U` (unique tokens), "
-    "since its runs train many epochs and tokens seen are not the scaling variable",
-    "variables_reason": "why the variables were mapped that way (empty when given explicitly or identity)",
-    "loss_metric": "which record loss is `loss` (`test_loss`, `best_val_loss`, `final_val_loss`), or the table column",
-    "params": "fitted parameters at full float precision (never rounded)",
-    "fixed": "parameters held fixed during the fit (name -> value)",
-    "confidence": "confidence level of every interval (0.95)",
-    "intervals": "bootstrap percentile intervals {name: [lo, hi]} for every parameter and derived quantity; "
-    "empty when the bootstrap was skipped",
-    "std_errors": "bootstrap standard errors {name: se}; empty when the bootstrap was skipped",
-    "objective": "summed Huber loss of log(predicted) − log(observed) at the optimum (what the fit minimises)",
-    "huber_delta": "Huber δ of the objective (1e-3, as Hoffmann et al. 2022)",
-    "n_points": "runs in the fit",
-    "metrics": "in-sample fit quality: r2, r2_log, rmse, rmse_log, mape, max_are, mean_log_residual",
-    "diagnostics": "optimiser health: grad_norm (at the optimum), frac_starts_at_optimum, n_starts, converged, "
-    "warnings (plain-language: boundary solutions, weak identification, too few points ...)",
-    "bootstrap": "{n_resamples, seed, confidence, n_failed} of the run-level bootstrap, or {skipped: reason}",
-    "holdout": "held-out extrapolation: {by, x, threshold, n_train, n_test, mape, max_are, points: [{run_id, <x>, "
-    "observed, predicted, abs_rel_error}], fit_params}: the law fitted on the smaller sizes predicts the largest; "
-    "or {skipped: reason}",
-    "comparison": "law comparison on held-out error: {candidates, excluded {law: reason}, table (one row per law), "
-    "chosen, reason}, or {skipped: reason}",
-    "derived": "{name: {value, interval, description}}: predictions beyond the data (loss at 2x and 10x the "
-    "largest size) and law-specific quantities (e.g. Chinchilla's a = β/(α+β)), with bootstrap CIs",
-    "scaling_check": "{x, spearman_rho, spearman_p, exponents {name: value}, exponent_intervals, decreasing, "
-    "looks_like_scaling, identified, sentence}: whether loss falls with data and the fitted exponent is positive; "
-    "identified is False when there are fewer distinct sizes than free parameters (verdict: inconclusive)",
-    "summary": "study summary: study, x, n_runs, n_failed, n_sizes, sizes, seeds, runs_per_size, x_range, "
-    "orders_of_magnitude, D/epochs/N/loss ranges, total_wall_time_s, n_non_converged",
-    "non_converged": "runs that hit the token cap before early stopping: [{run_id, <x>, seed, loss, stop_reason}]",
-    "preprocessing": "every rule applied before fitting (source, loss metric, N definition, column mapping, "
-    "exclusions, collapsed sweeps, derived columns), in order",
-    "skipped": "{step: reason} for every analysis step that did not run",
-    "n_resamples": "bootstrap resamples requested",
-    "seed": "bootstrap random seed",
-    "created_at": "UTC ISO-8601 time of the analysis",
-    "source": "the study directory or table the runs came from",
-    "outputs": "files written next to fit.json (runs.parquet, report.md, PNG plots: scaling_curve, residuals, "
-    "law_comparison; domains when runs have per-domain test losses; isoflop for laws of N and D)",
-    "versions": "versions of datascale, numpy, scipy and pandas used",
-}
+T = TypeVar("T")
+DerivedFns = dict[str, tuple[Callable[..., float], str]]
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """What one step produced: its result, or (``value`` None) the reason it was skipped."""
+
+    value: T | None = None
+    skipped: str | None = None
+
+
+def _doc(text: str) -> dict[str, str]:
+    """Field metadata carrying the field's documentation (rendered into the README, like ``RunRecord``)."""
+    return {"doc": text}
+
+
+@dataclass
+class StudyAnalysis:
+    """Everything ``analyze_frame`` (and ``analyze_study`` / ``analyze_table``) produced, step by step."""
+
+    runs: pd.DataFrame = field(
+        metadata=_doc("the run table that was fitted (after every recorded preprocessing step)")
+    )
+    fit: FitResult = field(
+        metadata=_doc("the main fit (`FitResult`): parameters at full precision, diagnostics, warnings")
+    )
+    bootstrap: BootstrapResult | None = field(
+        metadata=_doc(
+            "run-level bootstrap (`BootstrapResult`: intervals, SEs, samples), or None when skipped"
+        )
+    )
+    holdout: HoldoutResult | None = field(
+        metadata=_doc(
+            "held-out extrapolation (`HoldoutResult`): the law fitted without the largest sizes, or None"
+        )
+    )
+    comparison: ComparisonResult | None = field(
+        metadata=_doc("candidate laws ranked by held-out error (`ComparisonResult`), or None when skipped")
+    )
+    scaling_check: dict[str, Any] = field(
+        metadata=_doc("the verdict: does loss fall with the scaling variable? (as in fit.json)")
+    )
+    fit_json: dict[str, Any] = field(metadata=_doc("the contents of fit.json (fields in `FIT_JSON_FIELDS`)"))
+    paths: dict[str, Path] = field(
+        metadata=_doc("output name -> file written: runs, fit, report and one entry per plot")
+    )
+    report: str = field(metadata=_doc("the Markdown text of report.md"))
+    sensitivity: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "key exponents and predictions refitted with each exclusion rule off (fit.json `sensitivity`)"
+        ),
+    )
+    repeated_cells: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "design cells holding several rows, and the collapse that would fix a sweep (fit.json)"
+        ),
+    )
+    skipped: dict[str, str] = field(
+        default_factory=dict, metadata=_doc("step -> why it did not run (also fit.json `skipped`)")
+    )
+
+
+def analysis_result_docs() -> dict[str, str]:
+    """Field -> documentation of ``StudyAnalysis`` (the README's analysis-result table)."""
+    return {f.name: f.metadata["doc"] for f in fields(StudyAnalysis)}
+
+
+@dataclass
+class StudyOptions:
+    """How to analyse: the keyword arguments of ``analyze_frame`` other than the table and the law."""
+
+    candidates: Sequence[str] = ()
+    n_resamples: int = 1000
+    seed: int = 0
+    n_jobs: int = -1
+    huber_delta: float = 1e-3
+    starts: Any = "grid"
+    fixed: Mapping[str, float] | None = None
+    n_holdout_values: int = 1
+    holdout_by: str | None = None
+    derived_targets: Mapping[str, Any] | None = None
+    source: str = ""
+    failed_run_ids: Sequence[str] = ()
+    title: str | None = None
+    progress: bool = False
+    force: bool = False
+    holdout_above: float | None = None
+    holdout_fraction: float | None = None
+    min_frac_at_optimum: float = MIN_FRAC_AT_OPTIMUM
+    exclusion_variants: Mapping[str, pd.DataFrame] | None = None
+
+    def fit_kwargs(self, mapping: Mapping[str, str]) -> dict[str, Any]:
+        """Keyword arguments shared by every secondary fit (held-out, comparison)."""
+        return {"variables": dict(mapping), "huber_delta": self.huber_delta, "n_jobs": 1}
+
+    def holdout_count(self, df: pd.DataFrame, by: str) -> int:
+        """How many of the largest distinct values of ``by`` to hold out (threshold, fraction or count)."""
+        values = np.unique(df[by].to_numpy(dtype=float))
+        if self.holdout_above is not None:
+            return int((values >= self.holdout_above).sum())
+        if self.holdout_fraction is not None:
+            if not 0 < self.holdout_fraction < 1:
+                raise ValueError(f"holdout_fraction={self.holdout_fraction}: must be in (0, 1)")
+            return max(1, math.ceil(self.holdout_fraction * len(values)))
+        return self.n_holdout_values
+
+    def holdout_rule(self, by: str, n: int) -> str:
+        """The held-out rule in words, for fit.json and the report."""
+        if self.holdout_above is not None:
+            return f"{by} >= {self.holdout_above:.6g} ({n} distinct value(s))"
+        if self.holdout_fraction is not None:
+            return f"the largest {self.holdout_fraction:.0%} of distinct {by} values ({n})"
+        return f"the {n} largest distinct {by} value(s)"
+
+
+@dataclass
+class StudyPlan:
+    """What is fitted against what, and how many distinct design points the table offers."""
+
+    law: Law
+    mapping: dict[str, str]
+    variables_reason: str
+    x: str
+    design_cols: list[str]
+    n_design: int
+    n_free: int = 0
+
+    @property
+    def design_what(self) -> str:
+        if len(self.design_cols) == 1:
+            return f"distinct {self.x} values"
+        return f"distinct ({', '.join(self.design_cols)}) points"
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -114,171 +229,7 @@ def n_distinct(df: pd.DataFrame, columns: Sequence[str]) -> int:
     return int(df[list(columns)].drop_duplicates().shape[0])
 
 
-def study_summary(df: pd.DataFrame, x: str, *, failed: Sequence[str] = ()) -> dict[str, Any]:
-    """Runs, sizes, seeds, ranges and cost of the fitted runs (for the report and fit.json)."""
-    xs = df[x].to_numpy(dtype=float)
-    sizes = sorted(set(xs.tolist()))
-
-    def rng(col: str) -> list[float] | None:
-        if col not in df or df[col].isna().all():
-            return None
-        return [float(df[col].min()), float(df[col].max())]
-
-    out: dict[str, Any] = {
-        "study": ", ".join(sorted(set(df["study"].astype(str)))) if "study" in df else None,
-        "x": x,
-        "n_runs": len(df),
-        "n_failed": len(failed),
-        "failed_run_ids": list(failed),
-        "n_sizes": len(sizes),
-        "sizes": sizes,
-        "seeds": sorted({int(s) for s in df["seed"]}) if "seed" in df and df["seed"].notna().all() else None,
-        "runs_per_size": len(df) / max(len(sizes), 1),
-        "x_range": [min(sizes), max(sizes)] if sizes else None,
-        "orders_of_magnitude": math.log10(max(sizes) / min(sizes)) if sizes and min(sizes) > 0 else None,
-        "D_range": rng("D") if x != "D" else None,
-        "epochs_range": rng("epochs"),
-        "N_range": rng("N"),
-        "loss_range": rng("loss"),
-        "loss_metric": preprocessing_of(df).get("loss_metric", "loss"),
-        "total_wall_time_s": float(df["wall_time_s"].sum()) if "wall_time_s" in df else None,
-        "n_non_converged": len(plot.non_converged(df)),
-    }
-    return _jsonable(out)
-
-
-def scaling_check(
-    df: pd.DataFrame,
-    fit: Any,
-    x: str,
-    intervals: Mapping[str, Sequence[float]] | None = None,
-    *,
-    loss: str = "loss",
-    identified: bool = True,
-) -> dict[str, Any]:
-    """Does loss fall with data? Spearman ρ of loss vs ``x`` < 0, the fitted curve decreasing, exponents > 0.
-
-    Returns the numbers and one plain sentence; when the answer is no, the sentence says so and warns against
-    extrapolating. ``identified=False`` (fewer design points than free parameters) makes the verdict
-    "Inconclusive": the fitted exponent is then arbitrary.
-    """
-    law = plot.law_of(fit)
-    xs, ys = df[x].to_numpy(dtype=float), df[loss].to_numpy(dtype=float)
-    if len(set(xs.tolist())) > 1:
-        res = stats.spearmanr(xs, ys)
-        rho, p = float(res.statistic), float(res.pvalue)
-    else:
-        rho, p = math.nan, math.nan
-    x_var = next((v for v, c in fit.variables.items() if c == x), None)
-    decreasing = None
-    if x_var is not None and len(law.variables) == 1:
-        grid = np.logspace(np.log10(xs.min()), np.log10(xs.max()), 50)
-        pred = plot.predict(fit, None, {x_var: grid})
-        decreasing = bool(np.all(np.diff(pred) < 0))
-    exps = {p_: float(fit.params[p_]) for p_ in law.exponents if p_ in fit.params}
-    primary = next(iter(exps), None)
-    exp_iv = {k: list(intervals[k]) for k in exps if intervals and k in intervals}
-    exp_ok = primary is None or exps[primary] > 0
-    looks = bool(np.isfinite(rho) and rho < 0 and exp_ok and decreasing is not False)
-    n_sizes = len(set(xs.tolist()))
-    parts = []
-    if not np.isfinite(rho):
-        sentence = f"Cannot tell: all runs share one value of {x}, so there is no curve."
-    else:
-        parts.append(f"Spearman ρ of loss vs {x} = {rho:+.3f} (p = {p:.2g}, {n_sizes} sizes, {len(xs)} runs)")
-        if primary is not None:
-            ci = exp_iv.get(primary)
-            ci_txt = f", {CONFIDENCE:.0%} CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-            parts.append(f"fitted exponent {primary} = {exps[primary]:.4g}{ci_txt}")
-        if decreasing is not None:
-            parts.append(
-                "the fitted curve "
-                + ("decreases" if decreasing else "does NOT decrease")
-                + " over the data range"
-            )
-        facts = "; ".join(parts) + "."
-        if looks and not identified:
-            verdict = (
-                f"Inconclusive: loss falls as {x} grows, but {n_sizes} distinct sizes cannot identify the "
-                f"{len([p_ for p_ in law.params if p_ not in fit.fixed])} free parameters of {law.name}, so the "
-                "fitted exponent is arbitrary; add sizes before calling this a scaling curve. "
-            )
-        elif looks:
-            verdict = f"Yes: loss falls as {x} grows, as a scaling curve should. "
-            if primary is not None and primary in exp_iv and exp_iv[primary][0] <= 0:
-                verdict += f"But the CI of {primary} includes 0, so the trend is not established. "
-            if n_sizes < 4:
-                verdict += f"With only {n_sizes} distinct sizes this is a weak check. "
-        else:
-            verdict = (
-                f"No: this does not look like a scaling curve (loss does not fall steadily with {x}). "
-                "Check the runs (convergence, token cap, data) before reading anything into the fitted law, "
-                "and do not extrapolate it. "
-            )
-        sentence = verdict + facts
-    curvature = loglog_curvature(xs, ys)
-    if looks and curvature["shape"] != "straight":
-        sentence += " " + curvature["sentence"]
-    return _jsonable(
-        {
-            "x": x,
-            "spearman_rho": rho,
-            "spearman_p": p,
-            "exponents": exps,
-            "exponent_intervals": exp_iv,
-            "decreasing": decreasing,
-            "looks_like_scaling": looks,
-            "identified": identified,
-            "sentence": sentence,
-            "loglog_slopes": {"lower_half": curvature["lower_slope"], "upper_half": curvature["upper_slope"]},
-            "shape": curvature["shape"],
-        }
-    )
-
-
-def loglog_curvature(xs: np.ndarray, ys: np.ndarray, tolerance: float = 0.25) -> dict[str, Any]:
-    """Does the log-log curve steepen or flatten? Slopes of log loss vs log x over the lower and upper half of sizes.
-
-    A curve that flattens bends towards an irreducible loss, as a saturating law expects. One that steepens means
-    the smallest sizes sit in the small-data region (Hestness et al. 2017) where loss falls slower than in the
-    power-law region, so a law fitted across both under-predicts the gains at larger sizes.
-    """
-    sizes = np.unique(xs)
-    out: dict[str, Any] = {
-        "lower_slope": math.nan,
-        "upper_slope": math.nan,
-        "shape": "unknown",
-        "sentence": "",
-    }
-    if len(sizes) < 4:
-        return out
-    mean_log_loss = np.array([np.mean(np.log(ys[xs == v])) for v in sizes])
-    half = len(sizes) // 2
-    lower = float(np.polyfit(np.log(sizes[: half + 1]), mean_log_loss[: half + 1], 1)[0])
-    upper = float(np.polyfit(np.log(sizes[half:]), mean_log_loss[half:], 1)[0])
-    out.update(lower_slope=lower, upper_slope=upper)
-    if lower < 0 and upper < lower * (1 + tolerance):
-        out["shape"] = "steepens"
-        out["sentence"] = (
-            f"The log-log slope steepens from {lower:.3f} over the smaller half of the sizes to {upper:.3f} over "
-            "the larger half: the smallest subsets sit in the small-data region (Hestness et al. 2017), so a "
-            "single power law fitted across the range under-predicts the gains at larger sizes (see the held-out "
-            "error); add larger sizes, or fit only the upper part, before extrapolating."
-        )
-    elif lower < 0 and upper > lower * (1 - tolerance):
-        out["shape"] = "flattens"
-        out["sentence"] = (
-            f"The log-log slope flattens from {lower:.3f} to {upper:.3f}: the curve bends towards an irreducible "
-            "loss, as a saturating law expects."
-        )
-    else:
-        out["shape"] = "straight"
-    return out
-
-
-def _prediction_derived(
-    fit: Any, df: pd.DataFrame, x: str
-) -> dict[str, tuple[Callable[[Mapping], float], str]]:
+def _prediction_derived(fit: Any, df: pd.DataFrame, x: str) -> DerivedFns:
     """Loss predicted at 2x and 10x the largest ``x``: the extrapolations a data-scaling study is for."""
     law = plot.law_of(fit)
     x_var = next((v for v, c in fit.variables.items() if c == x), None)
@@ -296,12 +247,8 @@ def _prediction_derived(
     return out
 
 
-def _law_derived(law: Law, targets: Mapping[str, Any] | None) -> dict[str, tuple[Callable, str]]:
-    """Law-specific derived quantities from ``fit.derived_quantities`` (e.g. Chinchilla's a = β/(α+β))."""
-    try:
-        from .fit import derived_quantities
-    except ImportError:
-        return {}
+def _law_derived(law: Law, targets: Mapping[str, Any] | None) -> DerivedFns:
+    """Law-specific derived quantities from ``derived_quantities`` (e.g. Chinchilla's a = β/(α+β))."""
     try:
         dq = derived_quantities(law, **dict(targets or {}))
     except (TypeError, ValueError):
@@ -312,43 +259,334 @@ def _law_derived(law: Law, targets: Mapping[str, Any] | None) -> dict[str, tuple
     return out
 
 
-def _holdout_points(ho: Any, x: str) -> list[dict[str, Any]]:
-    test = plot.holdout_test_rows(ho)
-    if test is None:
-        return []
-    pc = plot._pred_col(test)
-    obs = next((c for c in ("observed", "loss", "y") if c in test), None)
-    rows = []
-    for _, r in test.iterrows():
-        o = float(r[obs]) if obs else math.nan
-        pr = float(r[pc])
-        rows.append(
-            {
-                "run_id": str(r["run_id"]) if "run_id" in test else None,
-                x: float(r[x]) if x in test else None,
-                "observed": o,
-                "predicted": pr,
-                "abs_rel_error": abs(pr - o) / o if o else None,
-            }
+# ------------------------------------------------------------------------------------------------ steps
+
+
+def plan_study(law: Law, df: pd.DataFrame, variables: Mapping[str, str] | None, source: str) -> StudyPlan:
+    """Which column each law variable is fitted against, and the table's distinct design points."""
+    if variables:
+        mapping, why = {**{v: v for v in law.variables}, **dict(variables)}, ""
+    else:
+        mapping, why = study_variables(law, df)
+    x = mapping[law.variables[0]]
+    if x not in df:
+        raise ValueError(f"law {law.name!r}: column {x!r} not in the run table (columns: {list(df.columns)})")
+    if len(df) == 0:
+        raise ValueError(f"{source}: no runs to fit (the table has no data rows left)")
+    design_cols = [c for v, c in mapping.items() if v not in law.categorical]
+    return StudyPlan(law, mapping, why, x, design_cols, n_distinct(df, design_cols))
+
+
+def step_fit(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> FitResult:
+    """The main fit on every row; sets the plan's number of free parameters."""
+    fit = fit_law(
+        plan.law,
+        df,
+        loss="loss",
+        starts=opts.starts,
+        fixed=opts.fixed,
+        preprocessing=preprocessing_of(df),
+        force=opts.force,
+        min_frac_at_optimum=opts.min_frac_at_optimum,
+        **{**opts.fit_kwargs(plan.mapping), "n_jobs": opts.n_jobs},
+    )
+    plan.n_free = plot.law_of(fit).n_params - len(fit.fixed)
+    return fit
+
+
+def step_bootstrap(
+    fit: FitResult, df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, derived: DerivedFns
+) -> Outcome[BootstrapResult]:
+    """Bootstrap CIs on parameters and derived quantities, unless there are too few design points."""
+    if opts.n_resamples <= 0:
+        return Outcome(skipped=f"n_resamples={opts.n_resamples}")
+    if plan.n_design < plan.n_free:
+        return Outcome(
+            skipped=f"{plan.n_design} {plan.design_what} for {plan.n_free} free parameters: the law is not "
+            "identified, so resampled fits would only show that"
         )
-    return rows
+    boot = bootstrap(
+        fit,
+        df,
+        n_resamples=opts.n_resamples,
+        seed=opts.seed,
+        confidence=CONFIDENCE,
+        derived={k: fn for k, (fn, _doc) in derived.items()},
+        n_jobs=opts.n_jobs,
+        progress=opts.progress,
+    )
+    return Outcome(boot)
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("datascale", "numpy", "scipy", "pandas"):
+def _train_design_points(df: pd.DataFrame, plan: StudyPlan, by: str, n_holdout: int) -> tuple[int, int]:
+    """(distinct values of ``by``, distinct design points left to fit once the largest are held out)."""
+    by_values = np.sort(df[by].unique())
+    if n_holdout < 1 or n_holdout >= len(by_values):
+        return len(by_values), 0
+    return len(by_values), n_distinct(df.loc[df[by] < by_values[-n_holdout]], plan.design_cols)
+
+
+def step_holdout(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> Outcome[HoldoutResult]:
+    """Fit without the largest value(s) of the hold-out column and predict them."""
+    by = opts.holdout_by or plan.x
+    if by not in df:
+        raise ValueError(f"holdout_by={by!r}: not a column (columns: {list(df.columns)})")
+    n_holdout = opts.holdout_count(df, by)
+    if n_holdout < 1:
+        return Outcome(skipped=f"no {by} value is at or above {opts.holdout_above:.6g}: nothing to hold out")
+    n_by, n_train = _train_design_points(df, plan, by, n_holdout)
+    if len(plan.design_cols) != 1 and opts.holdout_by is None:
+        return Outcome(
+            skipped=f"law {plan.law.name!r} has several variables: pass holdout_by (CLI --holdout-by, e.g. "
+            "C) "
+            "to say whose largest values to hold out"
+        )
+    if n_train < plan.n_free:
+        return Outcome(
+            skipped=f"{n_by} distinct {by} values: holding out the largest {n_holdout} leaves "
+            f"{n_train} distinct design points, fewer than the {plan.n_free} free parameters of "
+            f"{plan.law.name!r}"
+        )
+    try:
+        holdout = holdout_extrapolation(
+            plan.law,
+            df,
+            by=by,
+            n_holdout_values=n_holdout,
+            starts=opts.starts,
+            fixed=opts.fixed,
+            **opts.fit_kwargs(plan.mapping),
+        )
+    except (ValueError, RuntimeError) as exc:
+        return Outcome(skipped=f"failed: {exc}")
+    return Outcome(holdout)
+
+
+@dataclass
+class ComparisonStep:
+    """The comparison's outcome and which candidates took part (or why not)."""
+
+    outcome: Outcome[ComparisonResult]
+    usable: list[str]
+    excluded: dict[str, str]
+
+
+def _comparison_holdout(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> int:
+    """Held-out values of the comparison (always by the law's first variable)."""
+    if opts.holdout_by in (None, plan.x):
+        return max(opts.holdout_count(df, plan.x), 1)
+    return opts.n_holdout_values
+
+
+def _usable_candidates(
+    df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions
+) -> tuple[list[str], dict[str, str]]:
+    """Candidates of the fitted law's variable with enough distinct sizes to fit before the held-out ones."""
+    n_train_sizes = df[plan.x].nunique() - _comparison_holdout(df, plan, opts)
+    usable, excluded = [], {}
+    for c in opts.candidates:
+        cl = get_law(c)
+        if len(cl.variables) != 1 or cl.variables[0] not in plan.mapping:
+            excluded[c] = f"variables {list(cl.variables)} differ from the fitted law's {list(plan.mapping)}"
+        elif n_train_sizes < cl.n_params:
+            excluded[c] = (
+                f"{cl.n_params} parameters but only {max(n_train_sizes, 0)} distinct {plan.x} values to fit "
+                "before the held-out ones"
+            )
+        else:
+            usable.append(c)
+    return usable, excluded
+
+
+def step_comparison(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> ComparisonStep:
+    """Rank the candidate laws by held-out error (needs at least two usable candidates)."""
+    usable, excluded = _usable_candidates(df, plan, opts)
+    if not opts.candidates:
+        return ComparisonStep(Outcome(skipped="no candidate laws given"), usable, excluded)
+    if len(usable) < 2:
+        why = "; ".join(f"{k}: {v}" for k, v in excluded.items())
+        reason = (
+            f"fewer than 2 candidate laws can be fitted and held out on {df[plan.x].nunique()} distinct "
+            f"{plan.x} values ({why})"
+        )
+        return ComparisonStep(Outcome(skipped=reason), usable, excluded)
+    kw = opts.fit_kwargs(plan.mapping)
+    try:
+        comparison = compare_laws(
+            df, usable, by=plan.x, n_holdout_values=_comparison_holdout(df, plan, opts), **kw
+        )
+    except (ValueError, RuntimeError) as exc:
+        return ComparisonStep(Outcome(skipped=f"failed: {exc}"), usable, excluded)
+    return ComparisonStep(Outcome(comparison), usable, excluded)
+
+
+def derived_values(fit: FitResult, derived: DerivedFns, intervals: Mapping[str, Any]) -> dict[str, Any]:
+    """{name: {value, interval, description}} for every derived quantity."""
+    out: dict[str, Any] = {}
+    for name, (fn, doc) in derived.items():
         try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "unknown"
+            with np.errstate(all="ignore"):
+                value = float(fn(fit.params))
+        except (ValueError, ZeroDivisionError, FloatingPointError):
+            value = math.nan
+        out[name] = {"value": value, "interval": intervals.get(name), "description": doc}
     return out
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+@dataclass
+class Figures:
+    """Plots written (name -> path) and plots that failed (name -> reason)."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def save(self, out: Path, name: str, make: Callable[[Path], Any]) -> None:
+        p = out / PLOT_FILES[name]
+        try:
+            make(p)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            self.failed[f"plot {name}"] = f"failed: {exc}"
+            return
+        self.paths[name] = p
+
+
+def step_plots(out: Path, df: pd.DataFrame, result: StudyAnalysis, x: str) -> Figures:
+    """Every figure the data supports: per-domain curves, isoFLOP, scaling curve, residuals, law
+    comparison."""
+    fit, boot, holdout, comparison = result.fit, result.bootstrap, result.holdout, result.comparison
+    bound = plot.law_of(fit)
+    figs = Figures()
+    domain_cols = [c for c in df.columns if c.startswith("test_loss_")]
+    if len(domain_cols) > 1 and len(bound.variables) == 1:
+        title = "test loss per evaluation domain"
+        figs.save(out, "domains", lambda p: plot.conditions(domain_long(df), x=x, title=title, path=p))
+    if len(bound.variables) - len(bound.categorical) > 1 and {"N", "D"} <= set(bound.variables):
+        figs.save(out, "isoflop", lambda p: plot.isoflop(fit, df=df, path=p))
+    figs.save(
+        out,
+        "scaling_curve",
+        lambda p: plot.scaling_curve(df, fit, bootstrap=boot, holdout=holdout, x=x, path=p),
+    )
+    figs.save(out, "residuals", lambda p: plot.residuals(df, fit, holdout=holdout, x=x, path=p))
+    if comparison is not None:
+        figs.save(out, "law_comparison", lambda p: plot.law_comparison(df, comparison, x=x, path=p))
+    else:
+        # still one figure per output name: the runs with the main fit, titled with why nothing was compared
+        title = "law comparison skipped (see report)"
+        figs.save(out, "law_comparison", lambda p: plot.scaling_curve(df, fit, x=x, title=title, path=p))
+    return figs
+
+
+def step_repeated_cells(df: pd.DataFrame, plan: StudyPlan) -> tuple[dict[str, Any], str | None]:
+    """Cells of the design that hold several rows, and a warning when seeds do not explain them."""
+    info = repeated_cells(df, list(plan.mapping.values()))
+    return info, repeated_cells_warning(info, len(df))
+
+
+def step_sensitivity(
+    df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, fit: FitResult, derived: DerivedFns
+) -> Outcome[dict[str, Any]]:
+    """Key exponents and predictions refitted with each exclusion rule switched off (or applied)."""
+    variants = {**dict(opts.exclusion_variants or {}), **non_converged_variant(df)}
+    if not variants:
+        return Outcome(skipped="no exclusion rule was applied, so there is nothing to switch off")
+    kw = {
+        **opts.fit_kwargs(plan.mapping),
+        "n_jobs": opts.n_jobs,
+        "starts": opts.starts,
+        "fixed": opts.fixed,
+        "force": opts.force,
+    }
+    fns = {k: fn for k, (fn, _doc) in derived.items()}
+    return Outcome(sensitivity_table(fit, variants, fns, kw))
+
+
+def bootstrap_warnings(boot: BootstrapResult | None) -> list[tuple[str, str]]:
+    """Intervals that do not contain their own estimate: the estimate is unstable under resampling."""
+    if boot is None:
+        return []
+    out = []
+    for name, (lo, hi) in boot.excluding_point().items():
+        out.append(
+            (
+                "bootstrap_excludes_estimate",
+                f"the {boot.confidence:.0%} bootstrap interval of {name} [{lo:.4g}, {hi:.4g}] does not "
+                "contain "
+                f"the estimate {boot.point[name]:.4g}: the optimum moves under resampling (boundary or "
+                "multimodal fit); quote the interval, not the estimate",
+            )
+        )
+    return out
+
+
+def step_fit_json(
+    df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, result: StudyAnalysis, parts: dict[str, Any]
+) -> dict[str, Any]:
+    """Assemble fit.json from the step results (``parts``: derived, comparison step, plots)."""
+    fit, skipped, pre = result.fit, result.skipped, preprocessing_of(df)
+    cmp_step: ComparisonStep = parts["comparison"]
+    fit_json = {
+        **fitjson.fit_fields(fit, plan.variables_reason, pre, CONFIDENCE, parts["warnings"]),
+        **fitjson.bootstrap_fields(result.bootstrap, skipped.get("bootstrap")),
+        "holdout": fitjson.holdout_fields(
+            result.holdout, plan.x, skipped.get("holdout"), parts["holdout_rule"]
+        ),
+        "comparison": fitjson.comparison_fields(
+            result.comparison, cmp_step.usable, cmp_step.excluded, skipped.get("comparison")
+        ),
+        "derived": parts["derived"],
+        "scaling_check": result.scaling_check,
+        "summary": study_summary(df, plan.x, failed=opts.failed_run_ids),
+        "non_converged": fitjson.non_converged_rows(df, plan.x),
+        "preprocessing": fit.preprocessing or pre,
+        "dropped": fitjson.dropped_fields(fit.preprocessing or pre),
+        "forced": list(fit.diagnostics.get("forced", [])),
+        "repeated_cells": result.repeated_cells,
+        "sensitivity": result.sensitivity or {"skipped": skipped.get("sensitivity", "not run")},
+        **parts.get("conditions", {}),
+        "skipped": skipped,
+        "n_resamples": opts.n_resamples,
+        "seed": opts.seed,
+        "created_at": fitjson.now_utc(),
+        "source": opts.source,
+        "outputs": ["runs.parquet", "fit.json", "report.md", *(p.name for p in parts["plots"].values())],
+        "versions": fitjson.versions(),
+    }
+    return fitjson.check_fields(fit_json)
+
+
+def step_write(
+    out: Path, df: pd.DataFrame, result: StudyAnalysis, plots: Mapping[str, Path], title: str | None
+) -> None:
+    """Write fit.json and report.md; record their paths and the report text on ``result``."""
+    fit_path = out / "fit.json"
+    fit_path.write_text(json.dumps(result.fit_json, indent=2, allow_nan=False) + "\n")
+    result.paths.update(plots)
+    result.paths["fit"] = fit_path
+    names = {k: p.name for k, p in plots.items()}
+    report_path = write_report(out / "report.md", result.fit_json, df, plots=names, title=title)
+    result.paths["report"] = report_path
+    result.report = report_path.read_text()
 
 
 # ------------------------------------------------------------------------------------------------ core
+
+
+def _run_checks(
+    df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, result: StudyAnalysis, derived: DerivedFns
+) -> ComparisonStep:
+    """Bootstrap, held-out check, law comparison and sensitivity; results and skip reasons onto ``result``."""
+    boot = step_bootstrap(result.fit, df, plan, opts, derived)
+    holdout = step_holdout(df, plan, opts)
+    cmp_step = step_comparison(df, plan, opts)
+    sensitivity = step_sensitivity(df, plan, opts, result.fit, derived)
+    steps = (("bootstrap", boot), ("holdout", holdout), ("comparison", cmp_step.outcome))
+    for name, outcome in (*steps, ("sensitivity", sensitivity)):
+        if outcome.skipped is not None:
+            result.skipped[name] = outcome.skipped
+    result.bootstrap, result.holdout, result.comparison = boot.value, holdout.value, cmp_step.outcome.value
+    result.sensitivity = sensitivity.value or {}
+    return cmp_step
 
 
 def analyze_frame(
@@ -358,301 +596,75 @@ def analyze_frame(
     law: str | Law = "saturating_power_D",
     variables: Mapping[str, str] | None = None,
     candidates: Sequence[str] | None = DEFAULT_CANDIDATES,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    n_jobs: int = -1,
-    huber_delta: float = 1e-3,
-    starts: Any = "grid",
-    fixed: Mapping[str, float] | None = None,
-    n_holdout_values: int = 1,
-    holdout_by: str | None = None,
-    derived_targets: Mapping[str, Any] | None = None,
-    source: str = "",
-    failed_run_ids: Sequence[str] = (),
-    title: str | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
+    **options: Any,
+) -> StudyAnalysis:
     """Fit, bootstrap, hold out, compare, plot and report an already-loaded run table into ``out_dir``.
 
-    Returns ``{"runs", "fit", "bootstrap", "holdout", "comparison", "fit_json", "paths", "report"}``; results
-    of skipped steps are ``None`` (their reason is in ``fit_json["skipped"]``).
+    ``options`` are the fields of ``StudyOptions`` (``n_resamples``, ``seed``, ``n_jobs``, ``huber_delta``,
+    ``starts``, ``fixed``, ``n_holdout_values``, ``holdout_by``, ``derived_targets``, ``source``,
+    ``failed_run_ids``, ``title``, ``progress``). Results of skipped steps are None; why is in ``skipped``.
     """
-    from .fit import bootstrap as run_bootstrap
-    from .fit import compare_laws, fit_law, holdout_extrapolation
-
+    opts = StudyOptions(candidates=tuple(candidates or ()), **options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    law_obj = get_law(law)
-    if variables:
-        mapping, why = {**{v: v for v in law_obj.variables}, **dict(variables)}, ""
-    else:
-        mapping, why = study_variables(law_obj, df)
-    x = mapping[law_obj.variables[0]]
-    if x not in df:
-        raise ValueError(
-            f"law {law_obj.name!r}: column {x!r} not in the run table (columns: {list(df.columns)})"
-        )
-    if len(df) == 0:
-        raise ValueError(f"{source}: no runs to fit")
-    pre = preprocessing_of(df)
-    skipped: dict[str, str] = {}
-    fit_kwargs = {"variables": mapping, "huber_delta": huber_delta, "n_jobs": 1}
+    plan = plan_study(get_law(law), df, variables, opts.source)
     runs_path = save_runs(df, out / "runs.parquet")
-
-    fit = fit_law(
-        law_obj,
-        df,
-        loss="loss",
-        starts=starts,
-        fixed=fixed,
-        preprocessing=pre,
-        **{**fit_kwargs, "n_jobs": n_jobs},
-    )
-    bound = plot.law_of(fit)
-    n_free = bound.n_params - len(fit.fixed)
-    design_cols = [c for v, c in mapping.items() if v not in bound.categorical]
-    design = n_distinct(df, design_cols)
-    design_what = (
-        f"distinct {x} values" if len(design_cols) == 1 else f"distinct ({', '.join(design_cols)}) points"
-    )
-
-    # ---- bootstrap: parameters and predictions beyond the data
-    derived_fns = {**_prediction_derived(fit, df, x), **_law_derived(bound, derived_targets)}
-    boot = None
-    if n_resamples <= 0:
-        skipped["bootstrap"] = f"n_resamples={n_resamples}"
-    elif design < n_free:
-        skipped["bootstrap"] = (
-            f"{design} {design_what} for {n_free} free parameters: the law is not identified, so resampled "
-            "fits would only show that"
-        )
-    else:
-        boot = run_bootstrap(
-            fit,
-            df,
-            n_resamples=n_resamples,
-            seed=seed,
-            confidence=CONFIDENCE,
-            derived={k: fn for k, (fn, _doc) in derived_fns.items()},
-            n_jobs=n_jobs,
-            progress=progress,
-        )
-
-    # ---- held-out extrapolation: the largest sizes predicted by a fit on the rest
-    holdout = None
-    by = holdout_by or x
-    if by not in df:
-        raise ValueError(f"holdout_by={by!r}: not a column (columns: {list(df.columns)})")
-    by_values = np.sort(df[by].unique())
-    n_train_sizes = df[x].nunique() - n_holdout_values  # for the one-variable candidates below
-    if n_holdout_values < 1 or n_holdout_values >= len(by_values):
-        n_train_design = 0
-    else:
-        n_train_design = n_distinct(df.loc[df[by] < by_values[-n_holdout_values]], design_cols)
-    if len(design_cols) != 1 and holdout_by is None:
-        skipped["holdout"] = (
-            f"law {bound.name!r} has several variables: pass holdout_by (CLI --holdout-by, e.g. C) to say "
-            "whose largest values to hold out"
-        )
-    elif n_train_design < n_free:
-        skipped["holdout"] = (
-            f"{len(by_values)} distinct {by} values: holding out the largest {n_holdout_values} leaves "
-            f"{n_train_design} distinct design points, fewer than the {n_free} free parameters of {bound.name!r}"
-        )
-    else:
-        try:
-            holdout = holdout_extrapolation(
-                law_obj,
-                df,
-                by=by,
-                n_holdout_values=n_holdout_values,
-                starts=starts,
-                fixed=fixed,
-                **fit_kwargs,
-            )
-        except (ValueError, RuntimeError) as exc:
-            skipped["holdout"] = f"failed: {exc}"
-
-    # ---- law comparison on held-out error
-    comparison, excluded = None, {}
-    cands = [c for c in (candidates or ())]
-    usable = []
-    for c in cands:
-        cl = get_law(c)
-        if len(cl.variables) != 1 or cl.variables[0] not in mapping:
-            excluded[c] = f"variables {list(cl.variables)} differ from the fitted law's {list(mapping)}"
-        elif n_train_sizes < cl.n_params:
-            excluded[c] = (
-                f"{cl.n_params} parameters but only {max(n_train_sizes, 0)} distinct {x} values to fit before the held-out ones"
-            )
-        else:
-            usable.append(c)
-    if not cands:
-        skipped["comparison"] = "no candidate laws given"
-    elif len(usable) < 2:
-        skipped["comparison"] = (
-            f"fewer than 2 candidate laws can be fitted and held out on {df[x].nunique()} distinct {x} values ("
-            + "; ".join(f"{k}: {v}" for k, v in excluded.items())
-            + ")"
-        )
-    else:
-        try:
-            comparison = compare_laws(df, usable, by=x, n_holdout_values=n_holdout_values, **fit_kwargs)
-        except (ValueError, RuntimeError) as exc:
-            skipped["comparison"] = f"failed: {exc}"
-
-    intervals = {k: [float(a), float(b)] for k, (a, b) in (getattr(boot, "intervals", None) or {}).items()}
-    std_errors = {k: float(v) for k, v in (getattr(boot, "std_errors", None) or {}).items()}
-    derived: dict[str, Any] = {}
-    for name, (fn, doc) in derived_fns.items():
-        try:
-            value = float(fn(fit.params))
-        except (ValueError, ZeroDivisionError, FloatingPointError):
-            value = math.nan
-        derived[name] = {"value": value, "interval": intervals.get(name), "description": doc}
-    check = scaling_check(df, fit, x, intervals, identified=design >= n_free)
-    nc = plot.non_converged(df)
-    nc_rows = [
-        {
-            "run_id": str(r.get("run_id", i)),
-            x: float(r[x]),
-            "seed": int(r["seed"]) if "seed" in r and pd.notna(r["seed"]) else None,
-            "loss": float(r["loss"]),
-            "stop_reason": str(r.get("stop_reason", "")),
-        }
-        for i, r in nc.iterrows()
-    ]
-
-    # ---- plots
-    paths: dict[str, Path] = {"runs": runs_path}
-    plots: dict[str, str] = {}
-
-    def _save(name: str, make: Callable[[Path], Any]) -> None:
-        p = out / PLOT_FILES[name]
-        try:
-            make(p)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            skipped[f"plot {name}"] = f"failed: {exc}"
-            return
-        paths[name] = p
-        plots[name] = p.name
-
-    domain_cols = [c for c in df.columns if c.startswith("test_loss_")]
-    if len(domain_cols) > 1 and len(bound.variables) == 1:
-        _save(
-            "domains",
-            lambda p: plot.conditions(domain_long(df), x=x, title="test loss per evaluation domain", path=p),
-        )
-    multi = len(bound.variables) - len(bound.categorical) > 1
-    if multi and {"N", "D"} <= set(bound.variables):
-        _save("isoflop", lambda p: plot.isoflop(fit, df=df, path=p))
-    _save(
-        "scaling_curve", lambda p: plot.scaling_curve(df, fit, bootstrap=boot, holdout=holdout, x=x, path=p)
-    )
-    _save("residuals", lambda p: plot.residuals(df, fit, holdout=holdout, x=x, path=p))
-    if comparison is not None:
-        _save("law_comparison", lambda p: plot.law_comparison(df, comparison, x=x, path=p))
-    else:
-        # still one figure per output name: the runs with the main fit, titled with why nothing was compared
-        _save(
-            "law_comparison",
-            lambda p: plot.scaling_curve(df, fit, x=x, title="law comparison skipped (see report)", path=p),
-        )
-
-    holdout_json: dict[str, Any]
-    if holdout is not None:
-        holdout_json = {
-            "by": holdout.by,
-            "x": x,
-            "threshold": holdout.threshold,
-            "n_train": holdout.n_train,
-            "n_test": holdout.n_test,
-            "mape": holdout.mape,
-            "max_are": holdout.max_are,
-            "points": _holdout_points(holdout, x),
-            "fit_params": dict(holdout.fit.params),
-        }
-    else:
-        holdout_json = {"skipped": skipped.get("holdout", "not run")}
-    comparison_json: dict[str, Any]
-    if comparison is not None:
-        table = comparison.table
-        comparison_json = {
-            "candidates": usable,
-            "excluded": excluded,
-            "table": table.to_dict(orient="records") if isinstance(table, pd.DataFrame) else table,
-            "chosen": comparison.chosen,
-            "reason": comparison.reason,
-        }
-    else:
-        comparison_json = {"skipped": skipped.get("comparison", "not run"), "excluded": excluded}
-
-    fd = fit.to_dict()
-    fit_json = {
-        "law": fit.law,
-        "formula": fit.formula or bound.formula,
-        "variables": dict(fit.variables),
-        "variables_reason": why,
-        "loss_metric": pre.get("loss_metric", "loss"),
-        "params": dict(fit.params),
-        "fixed": dict(fit.fixed),
-        "confidence": CONFIDENCE,
-        "intervals": intervals,
-        "std_errors": std_errors,
-        "objective": fit.objective,
-        "huber_delta": fit.huber_delta,
-        "n_points": fit.n_points,
-        "metrics": fd.get("metrics", {}),
-        "diagnostics": {
-            "grad_norm": fit.grad_norm,
-            "frac_starts_at_optimum": fit.frac_starts_at_optimum,
-            "n_starts": fit.n_starts,
-            "converged": fit.converged,
-            "warnings": list(fit.warnings),
-        },
-        "bootstrap": (
-            {
-                "n_resamples": boot.n_resamples,
-                "seed": boot.seed,
-                "confidence": boot.confidence,
-                "n_failed": boot.n_failed,
-            }
-            if boot is not None
-            else {"skipped": skipped.get("bootstrap", "not run")}
-        ),
-        "holdout": holdout_json,
-        "comparison": comparison_json,
-        "derived": derived,
-        "scaling_check": check,
-        "summary": study_summary(df, x, failed=failed_run_ids),
-        "non_converged": nc_rows,
-        "preprocessing": fit.preprocessing or pre,
-        "skipped": skipped,
-        "n_resamples": n_resamples,
-        "seed": seed,
-        "created_at": _now(),
-        "source": source,
-        "outputs": ["runs.parquet", "fit.json", "report.md", *plots.values()],
-        "versions": _versions(),
+    fit = step_fit(df, plan, opts)
+    derived_fns = {
+        **_prediction_derived(fit, df, plan.x),
+        **_law_derived(plot.law_of(fit), opts.derived_targets),
     }
-    fit_json = _jsonable(fit_json)
-    missing = set(FIT_JSON_FIELDS) ^ set(fit_json)
-    assert not missing, f"FIT_JSON_FIELDS out of sync with fit.json: {sorted(missing)}"
-    fit_path = out / "fit.json"
-    fit_path.write_text(json.dumps(fit_json, indent=2, allow_nan=False) + "\n")
-    paths["fit"] = fit_path
-    report_path = write_report(out / "report.md", fit_json, df, plots=plots, title=title)
-    paths["report"] = report_path
-    return {
-        "runs": df,
-        "fit": fit,
-        "bootstrap": boot,
-        "holdout": holdout,
-        "comparison": comparison,
-        "fit_json": fit_json,
-        "paths": paths,
-        "report": report_path.read_text(),
+    result = StudyAnalysis(df, fit, None, None, None, {}, {}, {"runs": runs_path}, "")
+    result.repeated_cells, cells_warning = step_repeated_cells(df, plan)
+    cmp_step = _run_checks(df, plan, opts, result, derived_fns)
+    intervals = fitjson.bootstrap_fields(result.bootstrap, None)["intervals"]
+    identified = plan.n_design >= plan.n_free
+    result.scaling_check = scaling_check(df, fit, plan.x, intervals, identified=identified)
+    figs = step_plots(out, df, result, plan.x)
+    result.skipped.update(figs.failed)
+    conditions = step_conditions(df, out, x=plan.x, opts=opts)  # domain / mixture / quality axes
+    result.skipped.update(conditions.skipped)
+    warnings = bootstrap_warnings(result.bootstrap)
+    if cells_warning:
+        warnings.append(("repeated_cells", cells_warning))
+    parts = {
+        "derived": derived_values(fit, derived_fns, intervals),
+        "comparison": cmp_step,
+        "plots": figs.paths,
+        "warnings": warnings,
+        "conditions": conditions.fields,
+        "holdout_rule": opts.holdout_rule(result.holdout.by, len(result.holdout.held_out_values))
+        if result.holdout is not None
+        else "",
     }
+    result.fit_json = step_fit_json(df, plan, opts, result, parts)
+    result.fit_json["outputs"] += conditions.outputs
+    result.paths.update(conditions.plots)
+    step_write(out, df, result, figs.paths, opts.title)
+    return result
+
+
+def _study_table(
+    study_dir: Path, loss_metric: str, n_definition: str, rules: Mapping[str, Any], strict: bool
+) -> pd.DataFrame:
+    """The study's run table with the exclusion ``rules`` (exclude_query, drop_highest) applied."""
+    df = load_records(study_dir, loss_metric=loss_metric, n_definition=n_definition, strict=strict)
+    if rules.get("exclude_query"):
+        df = exclude(df, rules["exclude_query"], reason="exclude_query")
+    if rules.get("drop_highest"):
+        df = drop_highest_rows(df, rules["drop_highest"])
+    return df
+
+
+def exclusion_variants(load: Any, rules: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The table re-loaded with each applied exclusion rule switched off (``load(**rules)`` builds a
+    table)."""
+    labels = {"exclude_query": "without --exclude {!r}", "drop_highest": "without --drop-highest {}"}
+    out = {}
+    for rule, value in rules.items():
+        if value and rule in labels:
+            out[labels[rule].format(value)] = load(**{**rules, rule: type(value)()})
+    return out
 
 
 def analyze_study(
@@ -661,41 +673,40 @@ def analyze_study(
     out_dir: Path | str | None = None,
     law: str = "saturating_power_D",
     candidates: Sequence[str] | None = DEFAULT_CANDIDATES,
-    n_resamples: int = 1000,
-    seed: int = 0,
     loss_metric: str = "test_loss",
-    n_jobs: int = -1,
-    variables: Mapping[str, str] | None = None,
     n_definition: str = "total",
     exclude_query: str | None = None,
     drop_highest: int = 0,
+    force: bool = True,
+    strict: bool = False,
     **kwargs: Any,
-) -> dict[str, Any]:
+) -> StudyAnalysis:
     """Analyse a study directory's run records; outputs go to the study dir unless ``out_dir`` is given.
 
     Writes ``runs.parquet``, ``fit.json`` (fields in ``FIT_JSON_FIELDS``), ``report.md`` and the PNG plots
     (``scaling_curve.png``, ``residuals.png``, ``law_comparison.png``). The law's D is fitted against unique
     tokens U when the study varies U (a data-size study). Failed runs are never fitted; they are listed.
-    ``exclude_query`` and ``drop_highest`` are recorded preprocessing steps (see ``data.exclude``).
+    ``exclude_query`` and ``drop_highest`` are recorded preprocessing steps (see ``data.exclude``), and the
+    report shows what switching each off changes. A study directory always gets its outputs (``force=True``):
+    a study with fewer sizes than the law's parameters is fitted, marked forced and called inconclusive.
+    ``strict=True`` refuses runs whose loss is not finite instead of dropping them.
     """
     study_dir = Path(study_dir)
-    df = load_records(study_dir, loss_metric=loss_metric, n_definition=n_definition)
-    if exclude_query:
-        df = exclude(df, exclude_query, reason="exclude_query")
-    if drop_highest:
-        df = drop_highest_rows(df, drop_highest)
+    rules = {"exclude_query": exclude_query or "", "drop_highest": drop_highest}
+
+    def load(**r: Any) -> pd.DataFrame:
+        return _study_table(study_dir, loss_metric, n_definition, r, strict)
+
     failed = [r.run_id for r in find_records(study_dir, status="failed")]
     return analyze_frame(
-        df,
+        load(**rules),
         out_dir if out_dir is not None else study_dir,
         law=law,
-        variables=variables,
         candidates=candidates,
-        n_resamples=n_resamples,
-        seed=seed,
-        n_jobs=n_jobs,
         source=str(study_dir),
         failed_run_ids=failed,
+        force=force,
+        exclusion_variants=exclusion_variants(load, rules),
         **kwargs,
     )
 
@@ -712,43 +723,43 @@ def analyze_table(
     exclude_query: str | None = None,
     n_definition: str | None = None,
     candidates: Sequence[str] | None = None,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    n_jobs: int = -1,
-    variables: Mapping[str, str] | None = None,
+    strict: bool = False,
     **kwargs: Any,
-) -> dict[str, Any]:
+) -> StudyAnalysis:
     """Analyse an external CSV/parquet of results (mapped into the run-table schema by ``columns``).
 
     Preprocessing (``derived_columns``, ``exclude_query``, ``collapse_min_over``, ``drop_highest``) is applied
-    by ``data.load_table`` and recorded in fit.json. Outputs go to ``out_dir`` (default: ``./<table
-    stem>_analysis/``). ``candidates`` defaults to the standard data laws for a one-variable
-    ``law`` and to none otherwise. The default ``out_dir`` is in the current directory, since reference
-    tables often sit in read-only places.
+    by ``data.load_table`` and recorded in fit.json (``strict=True``: a non-numeric loss is an error, not a
+    dropped row). Outputs go to ``out_dir`` (default: ``./<table stem>_analysis/``, since reference tables
+    often sit in read-only places). ``candidates`` defaults to the standard data laws for a one-variable
+    ``law`` and to none otherwise. A table that cannot identify the law raises ``UnfittableError`` unless
+    ``force=True``.
     """
     path = Path(path)
-    df = load_table(
-        path,
-        columns=columns,
-        derived=derived_columns,
-        exclude_query=exclude_query,
-        collapse_min_over=collapse_min_over,
-        drop_highest_k=drop_highest,
-        n_definition=n_definition,
-    )
+    rules = {"exclude_query": exclude_query or "", "drop_highest": drop_highest}
+
+    def load(**r: Any) -> pd.DataFrame:
+        return load_table(
+            path,
+            columns=columns,
+            derived=derived_columns,
+            exclude_query=r["exclude_query"] or None,
+            collapse_min_over=collapse_min_over,
+            drop_highest_k=r["drop_highest"],
+            n_definition=n_definition,
+            strict=strict,
+        )
+
     law_obj = get_law(law)
     if candidates is None:
         candidates = DEFAULT_CANDIDATES if law_obj.variables == ("D",) else ()
     out = Path(out_dir) if out_dir is not None else Path.cwd() / f"{path.stem}_analysis"
     return analyze_frame(
-        df,
+        load(**rules),
         out,
         law=law_obj,
-        variables=variables,
         candidates=candidates,
-        n_resamples=n_resamples,
-        seed=seed,
-        n_jobs=n_jobs,
         source=str(path),
+        exclusion_variants=exclusion_variants(load, rules),
         **kwargs,
     )

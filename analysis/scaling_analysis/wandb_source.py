@@ -12,8 +12,8 @@ epochs_at_best, wall_time_s, tokens_per_s, code_version, subset_hash, tokenizer_
 W&B summary -> record field: record-named keys (``datascale.training.tracking.SUMMARY_FIELDS``, set when a
 run finishes) win; metric names left by Lightning logging fill the gaps (:data:`SUMMARY_ALIASES`,
 :data:`SUMMARY_DOMAIN_PATTERNS`). Per-domain validation loss at the best checkpoint (tidy
-``val_loss_<domain>``) is read only from a ``val_loss_best`` mapping in the summary, which the tracker does not
-write yet: without it those columns are absent. Axes come from config ``run.axes``, then config
+``val_loss_<domain>``) is read only from a ``val_loss_best`` mapping in the summary, which the tracker does
+not write yet: without it those columns are absent. Axes come from config ``run.axes``, then config
 ``study.axes`` (dotted keys named by their last part, like ``datascale.launch.axis_values``), then
 ``name=value`` tags.
 
@@ -73,7 +73,8 @@ def _is_missing(value: Any) -> bool:
 
 
 def _coerce(kind: str, value: Any) -> Any:
-    """A value as the record type ``kind``: counts logged through ``self.log`` arrive as floats, flags as 0.0/1.0."""
+    """A value as the record type ``kind``: counts logged through ``self.log`` arrive as floats, flags as
+    0.0/1.0."""
     if _is_missing(value):
         return None
     if kind == "bool":
@@ -128,7 +129,8 @@ def _dotted_get(tree: Any, dotted: str) -> Any:
 
 # --------------------------------------------------------------------------------------------------- mapping
 def record_from_mapping(mapping: Mapping[str, Any]) -> RunRecord:
-    """A ``RunRecord`` from a possibly partial record-shaped dict: absent fields are ``None``, types coerced."""
+    """A ``RunRecord`` from a possibly partial record-shaped dict: absent fields are ``None``, types
+    coerced."""
     values = {name: _coerce(kind, mapping.get(name)) for name, kind in _RECORD_TYPES.items()}
     values.pop("schema_version")
     values["axes"] = dict(mapping.get("axes") or {})
@@ -309,6 +311,6 @@ def _classify(
 
 def _set_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     """The dtypes ``load_records`` gives (shared helper in ``data``)."""
-    from scaling_analysis.data import _set_dtypes as set_dtypes
+    from scaling_analysis.data import set_dtypes
 
     return set_dtypes(frame)

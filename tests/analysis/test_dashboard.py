@@ -1,4 +1,5 @@
-"""The study's W&B workspace: built offline from a JSON spec, with the sections, metrics and filter we promise.
+"""The study's W&B workspace: built offline from a JSON spec, with the sections, metrics and filter we
+promise.
 
 ``Workspace.save()`` (needs a W&B account) is never called. What is checked instead: the spec round-trips
 through JSON and through the real ``wandb_workspaces`` objects, building needs no network, the metric

@@ -79,7 +79,8 @@ def test_objective_is_the_summed_huber_of_log_residuals():
     )
 
 
-# ---------------------------------------------------------------------------------------------- exact recovery
+# ---------------------------------------------------------------------------------------------- exact
+# recovery
 
 
 @pytest.mark.parametrize(
@@ -106,7 +107,8 @@ def test_chinchilla_default_starts_are_the_4500_point_grid():
     assert fit.diagnostics["n_starts_unfinished"] == 0
 
 
-# ---------------------------------------------------------------------------------------------- noisy recovery
+# ---------------------------------------------------------------------------------------------- noisy
+# recovery
 
 
 def test_noisy_saturating_bootstrap_cis_cover_the_truth():
@@ -326,11 +328,13 @@ def test_derived_quantities_values():
         derived_quantities("saturating_power_D", N=1e9)
 
 
-# ---------------------------------------------------------------------------------------------- holdout / compare
+# ---------------------------------------------------------------------------------------------- holdout /
+# compare
 
 
 def _bending_curve(seed: int = 0) -> pd.DataFrame:
-    """Small-scale learning curve (8k..256k tokens, 3 seeds) that steepens: a single power law misses the end."""
+    """Small-scale learning curve (8k..256k tokens, 3 seeds) that steepens: a single power law misses
+    the end."""
     rng = np.random.default_rng(seed)
     truth = {"E": 1.2, "B": 8.0, "c0": 0.05, "c1": 0.3, "d1": 4e4, "f1": 0.3}
     D = np.repeat(8000 * 2.0 ** np.arange(6), 3)

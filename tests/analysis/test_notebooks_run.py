@@ -18,7 +18,8 @@ REFERENCE_DIR = Path(os.environ.get("DATASCALE_SHARED", REPO_ROOT.parent / "shar
 
 
 def execute(name: str, parameters: dict) -> nbformat.NotebookNode:
-    """Run a notebook with ``parameters`` injected after its ``parameters``-tagged cell (as papermill does)."""
+    """Run a notebook with ``parameters`` injected after its ``parameters``-tagged cell (as papermill
+    does)."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     (idx,) = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]

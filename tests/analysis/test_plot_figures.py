@@ -1,4 +1,5 @@
-"""Figures: each returns a Figure, saves a PNG, and draws what it claims (bands, hollow markers, frontiers)."""
+"""Figures: each returns a Figure, saves a PNG, and draws what it claims (bands, hollow markers,
+frontiers)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Validation against published fits of public per-run data (../shared/reference; see shared/notes/scaling-fits.md).
+"""Validation against published fits of public per-run data (../shared/reference; see
+shared/notes/scaling-fits.md).
 
 (a) Epoch AI's refit of Chinchilla (Besiroglu et al. 2024): 4,500-start grid optimum, bootstrap SEs and CIs,
     held-out extrapolation in compute.
@@ -95,7 +96,8 @@ def test_epoch_published_and_chinchilla_parameters_score_worse(epoch_fit):
     # Epoch's Table 1 values (a Huber-likelihood fit, rounded) are close to but above the grid optimum
     # (the notes quote 0.0010215; the rounded Table 1 values give 0.0010228 and notebook cell 25's 0.0010187)
     assert fit.objective < objective("chinchilla", EPOCH_PUBLISHED, df) < 1.005 * fit.objective
-    # notes: Huber sums 0.0012312 (Chinchilla unrounded) and 0.0041210 (rounded); mean residual +0.0086 / −0.045
+    # notes: Huber sums 0.0012312 (Chinchilla unrounded) and 0.0041210 (rounded);
+    # mean residual +0.0086 / −0.045
     unrounded = {
         "E": np.exp(0.5267228),
         "A": np.exp(6.0073404),

@@ -41,8 +41,7 @@ def analyzed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     result = study.analyze_study(
         root, n_resamples=100, n_jobs=1, candidates=("saturating_power_D", "kaplan_D")
     )
-    result["root"] = root
-    return result
+    return {"root": root, "result": result, "fit_json": result.fit_json, "runs": result.runs}
 
 
 def test_writes_all_outputs_with_documented_fit_json(analyzed: dict) -> None:
@@ -120,7 +119,9 @@ def test_two_sizes_skip_gracefully_and_still_write_everything(tmp_path: Path) ->
     result = study.analyze_study(root, n_resamples=50, n_jobs=1)
     for name in OUTPUTS:
         assert (root / name).is_file(), name
-    fj = result["fit_json"]
+    fj = result.fit_json
+    assert fj["skipped"] == result.skipped
+    assert result.bootstrap is None and result.holdout is None and result.comparison is None
     assert set(fj["skipped"]) >= {"bootstrap", "holdout", "comparison"}
     assert "2 distinct U values" in fj["skipped"]["bootstrap"]
     assert fj["holdout"] == {"skipped": fj["skipped"]["holdout"]}
@@ -138,10 +139,11 @@ def test_a_curve_that_does_not_fall_is_called_out(tmp_path: Path) -> None:
     root = tmp_path / "rising"
     data.write_synthetic_study(root, sizes=SIZES[:5], E=4.0, B=-50.0, beta=0.4, noise=0.002)
     result = study.analyze_study(root, n_resamples=0, n_jobs=1, candidates=())
-    check = result["fit_json"]["scaling_check"]
+    check = result.fit_json["scaling_check"]
+    assert check == result.scaling_check
     assert check["looks_like_scaling"] is False and check["spearman_rho"] > 0.9
     assert check["sentence"].startswith("No: this does not look like a scaling curve")
-    assert check["sentence"] in result["report"]
+    assert check["sentence"] in result.report
 
 
 def test_render_report_from_a_minimal_fit_json() -> None:

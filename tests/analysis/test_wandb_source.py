@@ -93,7 +93,8 @@ def make_record(unique_tokens: int, seed: int, *, study: str = "data_size", **ov
 
 
 def http_summary(data: dict[str, Any]) -> Any:
-    """The public API's own summary class (``HTTPSummary``, nested dicts as ``SummarySubDict``), filled offline."""
+    """The public API's own summary class (``HTTPSummary``, nested dicts as ``SummarySubDict``), filled
+    offline."""
     from wandb.apis.public.summary import HTTPSummary
 
     return HTTPSummary(SimpleNamespace(dir="/nonexistent"), None, summary=data)
@@ -224,7 +225,8 @@ def test_wandb_table_equals_records_table(tmp_path):
 
 
 def test_metric_named_summary_fills_record_fields():
-    """A summary with metric names only: test loss and per-domain test values still map; val_loss_<d> stays empty.
+    """A summary with metric names only: test loss and per-domain test values still map; val_loss_<d> stays
+    empty.
 
     ``val/<d>/loss``'s summary is its last value, so it is the *final* validation loss, never the tidy
     ``val_loss_<d>`` (best checkpoint).
@@ -350,7 +352,8 @@ def test_loss_metric_and_extra_filters_pass_through():
 
 
 def test_runs_are_fetched_eagerly_when_the_api_can():
-    """``wandb.Api().runs(..., lazy=True)`` (its default) would fetch each run's config and summary separately."""
+    """``wandb.Api().runs(..., lazy=True)`` (its default) would fetch each run's config and summary
+    separately."""
     seen: list[dict[str, Any]] = []
 
     class EagerApi:

@@ -1,0 +1,104 @@
+"""What each pool transform (degrade, dedup, filter, select) did, and how well removals found planted noise.
+
+Why: a filter, noise or dedup study is only interpretable next to what its transforms removed and whether they
+removed the right documents. Counts per reason come from the run records (``pool_transforms``); precision and
+recall need the document ids, which the pool manifest holds (``data_artifacts.json`` -> ``pool_manifest``:
+``reports: [{group, report: {removed: {doc_id: reason}, marked: {doc_id: kind}}}]``). The computation is that
+of ``datascale.data.quality.evaluation.removal_precision_recall``, re-implemented here because the analysis
+depends on ``datascale.records`` only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from datascale.records import RECORD_FILENAME, read_record
+
+PLANTING_GROUPS = ("degrade",)
+REMOVAL_GROUPS = ("dedup", "filter", "select")
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def precision_recall(planted: Mapping[str, str], removed: set[str]) -> dict[str, Any]:
+    """Precision (removals that were planted), recall (planted that were removed), F1 and recall per kind."""
+    hits = removed & set(planted)
+    precision, recall = _ratio(len(hits), len(removed)), _ratio(len(hits), len(planted))
+    f1 = 2 * precision * recall / (precision + recall) if precision and recall else None
+    by_kind = Counter(planted.values())
+    hit_kind = Counter(planted[d] for d in hits)
+    return {
+        "planted": len(planted),
+        "removed": len(removed),
+        "true_positives": len(hits),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "recall_by_kind": {k: _ratio(hit_kind[k], n) for k, n in sorted(by_kind.items())},
+    }
+
+
+def manifest_reports(run_dir: Path) -> list[dict[str, Any]] | None:
+    """The pool manifest's full transform reports for one run, or None when it cannot be read."""
+    try:
+        artifacts = json.loads((run_dir / "data_artifacts.json").read_text())
+        path = artifacts.get("pool_manifest") or ""
+        return list(json.loads(Path(path).read_text()).get("reports") or []) if path else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def removal_quality(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per removal step and combined: precision/recall against the documents the degrade step marked."""
+    planted: dict[str, str] = {}
+    for r in reports:
+        if r.get("group") in PLANTING_GROUPS:
+            planted.update((r.get("report") or {}).get("marked") or {})
+    if not planted:
+        return {"skipped": "no planted (marked) documents in the pool manifest"}
+    steps, union = {}, set()
+    for r in reports:
+        if r.get("group") not in REMOVAL_GROUPS:
+            continue
+        removed = set(((r.get("report") or {}).get("removed") or {}).keys())
+        union |= removed
+        steps[f"{r['group']}:{(r.get('report') or {}).get('name', '')}"] = precision_recall(planted, removed)
+    if not steps:
+        return {"planted": len(planted), "skipped": "no removal step (dedup/filter/select) after the noise"}
+    return {"planted": len(planted), "steps": steps, "combined": precision_recall(planted, union)}
+
+
+def _summaries(record: Any) -> list[dict[str, Any]]:
+    keep = ("group", "name", "input_docs", "output_docs", "removed", "marked")
+    return [{k: t.get(k) for k in keep} for t in (record.pool_transforms or [])]
+
+
+def pool_transform_fields(study_dir: Path | str | None, labels: Mapping[str, str]) -> dict[str, Any]:
+    """fit.json ``pool_transforms``: per condition (``labels``: run id -> condition), what was removed.
+
+    One run per condition is read (the pool does not depend on the size). ``{"skipped": reason}`` when the
+    source is not a study directory or no run transformed its pool.
+    """
+    if study_dir is None or not Path(study_dir).is_dir():
+        return {"skipped": "not a study directory (no run records)"}
+    out: dict[str, Any] = {}
+    for path in sorted(Path(study_dir).rglob(RECORD_FILENAME)):
+        record = read_record(path)
+        label = labels.get(record.run_id)
+        if label is None or label in out or not record.pool_transforms:
+            continue
+        entry: dict[str, Any] = {"run_id": record.run_id, "transforms": _summaries(record)}
+        reports = manifest_reports(path.parent)
+        entry["quality"] = (
+            removal_quality(reports) if reports is not None else {"skipped": "pool manifest not readable"}
+        )
+        out[label] = entry
+    if not out:
+        return {"skipped": "no run transformed its training pool"}
+    return {"conditions": out}
