@@ -12,8 +12,9 @@ import resource
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
-BENCHMARKS = ("bench.bench_fit", "bench.bench_train")
+BENCHMARKS = ("bench.bench_fit", "bench.bench_train", "bench.bench_scale")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
 
@@ -52,7 +53,88 @@ def main() -> None:
         )
         print(json.dumps(results[name], indent=2, default=str), flush=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
+    print_summary(results)
     print(f"wrote {args.out}")
+
+
+def _get(results: dict, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(results, dict) or key not in results:
+            return "n/a"
+        results = results[key]
+    return results
+
+
+def summary_rows(results: dict) -> list[tuple[str, Any, str]]:
+    """(figure, value, goal or note): the training and scale-out figures of one ``make bench`` run."""
+    train, scale = results.get("bench.bench_train", {}), results.get("bench.bench_scale", {})
+    cores = f"threads_{(results.get('machine') or {}).get('cpu_count', 2)}"
+    rows: list[tuple[str, Any, str]] = [
+        (
+            "(a) Lightning / plain loop, 1 thread",
+            _get(train, "threads_1", "lightning_to_plain_ratio"),
+            ">= 0.97",
+        ),
+        ("(a) Lightning / plain loop, all cores", _get(train, cores, "lightning_to_plain_ratio"), ">= 0.97"),
+        ("(b) CPU MFU, plain loop, 1 thread", _get(train, "threads_1", "plain_mfu"), ">= 0.75"),
+        ("(b) CPU MFU, Lightning, 1 thread", _get(train, "threads_1", "lightning_mfu"), ">= 0.75"),
+        ("(b) CPU MFU, plain loop, all cores", _get(train, cores, "plain_mfu"), ">= 0.75"),
+        ("(b) CPU MFU, Lightning, all cores", _get(train, cores, "lightning_mfu"), ">= 0.75"),
+        (
+            "(b) CPU fp32 matmul peak, GFLOP/s",
+            _get(train, cores, "cpu_matmul_peak_gflops"),
+            "measured, cached",
+        ),
+    ]
+    load = _get(train, "load_avg_1min")
+    rows.append(
+        ("1-minute load average (before, after)", "", f"{load}: > 0 means other jobs shared the machine")
+    )
+    for name in ("single_1", "ddp_2", "fsdp_2"):
+        rows.append(
+            (
+                f"(c) tokens/s {name}",
+                _get(scale, "strategies", name, "tokens_per_s"),
+                f"vs single: {_get(scale, 'strategies', name, 'vs_single')}",
+            )
+        )
+    for name in ("single_1", "ddp_2"):
+        rows.append(
+            (
+                f"(d) launch to first step, {name}, s",
+                _get(scale, "strategies", name, "launch_to_first_step_s"),
+                "",
+            )
+        )
+    rows += [
+        (
+            "(e) study, 1 job at a time, s",
+            _get(scale, "study", "sequential_wall_s"),
+            _get(scale, "study", "study"),
+        ),
+        (
+            "(e) study, 2 parallel 1-thread jobs, s",
+            _get(scale, "study", "parallel_2x1_thread_wall_s"),
+            f"speed-up {_get(scale, 'study', 'parallel_speedup')}",
+        ),
+    ]
+    gpu = _get(train, "gpu")
+    if isinstance(gpu, dict) and gpu.get("measured"):
+        rows += [
+            (f"GPU {gpu['device']}: Lightning / plain", gpu["lightning_to_plain_ratio"], ">= 0.97"),
+            ("GPU MFU, Lightning, bf16-mixed, 124M", gpu["lightning_mfu"], ">= 0.50 (H100/H200)"),
+        ]
+    else:
+        rows.append(("GPU (124M, bf16-mixed)", "not measured", str(_get(gpu, "reason"))))
+    return rows
+
+
+def print_summary(results: dict) -> None:
+    rows = summary_rows(results)
+    width = max(len(r[0]) for r in rows)
+    print("\nsummary")
+    for figure, value, note in rows:
+        print(f"  {figure:<{width}}  {value!s:>12}  {note}")
 
 
 if __name__ == "__main__":

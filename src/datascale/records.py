@@ -8,11 +8,14 @@ records without importing the training stack.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from datascale.data.atomic import atomic_write_json
+
+log = logging.getLogger("datascale.records")
 
 SCHEMA_VERSION = 1
 RECORD_FILENAME = "record.json"
@@ -85,7 +88,46 @@ class RunRecord:
     strategy: str = _doc("Lightning strategy name")
     accelerator: str = _doc("cpu / cuda")
     precision: str = _doc("Lightning precision setting")
+    # layout and performance (datascale.training.throughput); defaults keep older records loadable;
+    # None: not measured
+    num_nodes: int = _doc("nodes (ranks per node = world_size / num_nodes)", default=1)
+    micro_batch_sequences: int = _doc(
+        "sequences per rank per forward pass (global batch / world size / grad_accumulation)", default=0
+    )
+    grad_accumulation: int = _doc("micro-batches per optimizer step on each rank", default=1)
+    compiled: bool = _doc("Transformer blocks run under torch.compile", default=False)
+    device_name: str = _doc("GPU model (torch.cuda.get_device_name) or CPU model", default="")
+    step_tokens_per_s: float | None = _doc(
+        "training tokens per second inside training steps only (evaluation excluded; global); MFU uses it",
+        default=None,
+    )
+    model_flops_per_token: float | None = _doc(
+        "training FLOPs per token: 6 x matmul weights (LM head included) + 12 x layers x seq_len x d_model",
+        default=None,
+    )
+    achieved_flops_per_s: float | None = _doc("step_tokens_per_s x model_flops_per_token", default=None)
+    peak_flops_per_s: float | None = _doc(
+        "peak FLOP/s of all devices used (per-device peak x world size)", default=None
+    )
+    peak_flops_source: str = _doc(
+        "where the peak comes from: GPU datasheet table, `estimated` (unknown GPU, measured matmul) or the "
+        "measured CPU matmul peak",
+        default="",
+    )
+    mfu: float | None = _doc("model FLOPs utilisation: achieved_flops_per_s / peak_flops_per_s", default=None)
+    peak_memory_mib: list[float] = _doc(
+        "peak memory per rank in MiB (CUDA: max allocated; CPU: max resident set size)", default_factory=list
+    )
+    best_checkpoint: str = _doc(
+        "single-file checkpoint of the best step that loads into the plain model (FSDP: consolidated)",
+        default="",
+    )
     wandb: dict[str, Any] = _doc("W&B run id, project, group, mode and local dir", default_factory=dict)
+    subset_domains: dict[str, dict[str, Any]] = _doc(
+        "per domain of the subset: `unique_tokens`, `share` of U, `pool_tokens`, `repeats` (> 1 when "
+        "`subset.allow_repeat` let a domain repeat); one entry `*` for an unstratified subset",
+        default_factory=dict,
+    )
     pool_transforms: list[dict[str, Any]] = _doc(
         "pool transforms applied before subsetting (group, name, params, documents in/out, removed per "
         "reason); empty for the untransformed pool",
@@ -116,29 +158,79 @@ class RecordExistsError(FileExistsError):
     """Raised instead of overwriting a finished run's record."""
 
 
+class CorruptRecordError(ValueError):
+    """A record file that cannot be read back (truncated, not JSON, wrong fields); names its path."""
+
+
 def write_record(run_dir: Path, record: RunRecord) -> Path:
-    """Write ``run_dir/record.json``; refuse to replace a ``done`` record."""
+    """Write ``run_dir/record.json`` atomically; never replace a ``done`` record, never drop an earlier one.
+
+    An earlier ``failed`` record is kept as ``record.attempt-<k>.json`` (every attempt's reason survives a
+    retry); an unreadable one is kept as ``record.corrupt-<k>.json``.
+    """
     path = Path(run_dir) / RECORD_FILENAME
-    existing = read_record(path) if path.exists() else None
-    if existing is not None and existing.status == "done":
-        raise RecordExistsError(f"{path}: a finished run's record is never overwritten")
+    if path.exists():
+        try:
+            existing = read_record(path)
+        except CorruptRecordError:
+            path.rename(_free_name(path, "corrupt"))
+        else:
+            if existing.status == "done":
+                raise RecordExistsError(f"{path}: a finished run's record is never overwritten")
+            path.rename(_free_name(path, "attempt"))
     atomic_write_json(path, record.to_dict())
     return path
 
 
+def _free_name(path: Path, kind: str) -> Path:
+    k = 1
+    while (candidate := path.with_name(f"{path.stem}.{kind}-{k}{path.suffix}")).exists():
+        k += 1
+    return candidate
+
+
+def previous_attempts(run_dir: Path) -> list[RunRecord]:
+    """The failed attempts kept beside a run's current record, oldest first."""
+    paths = sorted(Path(run_dir).glob("record.attempt-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return [read_record(p) for p in paths]
+
+
 def read_record(path: Path) -> RunRecord:
-    with open(path) as fh:
-        return RunRecord.from_dict(json.load(fh))
+    """The record at ``path``; :class:`CorruptRecordError` (naming the path) if it cannot be read back."""
+    try:
+        with open(path) as fh:
+            return RunRecord.from_dict(json.load(fh))
+    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise CorruptRecordError(f"{path}: unreadable record ({type(err).__name__}: {err})") from None
 
 
 def is_done(run_dir: Path) -> bool:
+    """True if the run has a readable ``done`` record (an unreadable one is not done: it is retrained)."""
     path = Path(run_dir) / RECORD_FILENAME
-    return path.exists() and read_record(path).status == "done"
+    try:
+        return path.exists() and read_record(path).status == "done"
+    except CorruptRecordError:
+        log.warning("%s is unreadable: the run counts as not done", path)
+        return False
+
+
+def scan_records(root: Path) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+    """(every readable record below ``root`` sorted by study and run id, the unreadable ones with why)."""
+    records, corrupt = [], []
+    for p in sorted(Path(root).rglob(RECORD_FILENAME)):
+        try:
+            records.append(read_record(p))
+        except CorruptRecordError as err:
+            corrupt.append((p, str(err)))
+    return sorted(records, key=lambda r: (r.study, r.run_id)), corrupt
 
 
 def find_records(root: Path, status: str | None = "done") -> list[RunRecord]:
-    """Every record below ``root`` (a study dir or a results dir), sorted by run id."""
-    records = [read_record(p) for p in sorted(Path(root).rglob(RECORD_FILENAME))]
-    if status is not None:
-        records = [r for r in records if r.status == status]
-    return sorted(records, key=lambda r: (r.study, r.run_id))
+    """Every readable record below ``root`` (a study dir or a results dir), sorted by run id.
+
+    Unreadable records are left out with a warning naming each (``scan_records`` returns them).
+    """
+    records, corrupt = scan_records(root)
+    for path, why in corrupt:
+        log.warning("excluded %s: %s", path, why)
+    return [r for r in records if status is None or r.status == status]

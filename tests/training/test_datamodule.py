@@ -140,3 +140,22 @@ def test_datamodule_loaders_and_vocab_check() -> None:
     assert x.shape == (4, L) and x.dtype == torch.int64
     with pytest.raises(ConfigError, match=r"model\.vocab_size"):
         TokenDataModule(rng.integers(0, 30, 200), evals, np.ones(30), L, protocol, seed=0, vocab_size=20)
+
+
+def test_accumulation_cuts_each_ranks_rows_in_order_into_equal_micro_batches() -> None:
+    """1 rank x 1 micro-batch, 2 ranks x 1, 1 rank x 3 and 2 ranks x 3: one step sees the same samples."""
+    tokens = positions(2000)
+    whole = take(TrainStream(tokens, L, global_batch=12, seed=3), 4)
+    one_rank = take(TrainStream(tokens, L, global_batch=12, seed=3, accumulation=3), 12)
+    ranks = [
+        take(TrainStream(tokens, L, 12, seed=3, rank=r, world_size=2, accumulation=3), 12) for r in (0, 1)
+    ]
+    for step, (x, _) in enumerate(whole):
+        micro = one_rank[3 * step : 3 * step + 3]
+        assert all(m[0].shape == (4, L) for m in micro)
+        assert torch.equal(torch.cat([m[0] for m in micro]), x)
+        for r in (0, 1):
+            rows = torch.cat([m[0] for m in ranks[r][3 * step : 3 * step + 3]])
+            assert rows.shape == (6, L) and torch.equal(rows, x[r::2])
+    with pytest.raises(ConfigError, match="x gradient accumulation 5"):
+        TrainStream(tokens, L, global_batch=12, seed=0, world_size=2, accumulation=5)

@@ -99,3 +99,28 @@ def test_strategy_leaves_build_lightning_strategies() -> None:
     assert isinstance(built, SingleDeviceStrategy) and built.root_device.type == "cpu"
     ddp = instantiate(OmegaConf.load(CONF_DIR / "strategy" / "ddp.yaml"))
     assert isinstance(ddp, DDPStrategy) and not isinstance(ddp, SingleDeviceStrategy)
+
+
+@pytest.mark.parametrize(
+    ("world", "bound", "expected"),
+    [
+        (1, None, (16, 1)),  # 2048 tokens / 128 = 16 sequences per step
+        (2, None, (8, 1)),
+        (1, 512, (4, 4)),  # at most 4 sequences per forward pass
+        (2, 512, (4, 2)),
+        (1, 384, (2, 8)),  # 3 would not divide 16: the fewest equal micro-batches that fit
+        (4, 100_000, (4, 1)),
+    ],
+)
+def test_micro_batch_and_accumulation_keep_the_global_batch(
+    world: int, bound: int | None, expected: tuple[int, int]
+) -> None:
+    micro, accumulation = TrainingProtocol(batch_tokens=2048).micro_batch(128, world, bound)
+    assert (micro, accumulation) == expected
+    assert micro * accumulation * world * 128 == 2048
+    assert bound is None or micro * 128 <= bound
+
+
+def test_micro_batch_bound_below_one_sequence_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"worker\.max_micro_batch_tokens=64"):
+        TrainingProtocol(batch_tokens=2048).micro_batch(128, 1, 64)

@@ -41,4 +41,9 @@ class TrainThroughput(pl.Callback):
         self.batches += 1
 
     def tokens_per_s(self, batch_tokens: int) -> float:
-        return self.batches * batch_tokens / self.seconds if self.seconds else math.nan
+        """Tokens per second when each timed batch holds ``batch_tokens`` (no gradient accumulation)."""
+        return self.rate(self.batches * batch_tokens)
+
+    def rate(self, tokens: int) -> float:
+        """``tokens`` processed in the timed batches, per second (micro-batches of one step all count)."""
+        return tokens / self.seconds if self.seconds else math.nan

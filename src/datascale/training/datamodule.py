@@ -5,7 +5,8 @@ seq_len)``, and visits the non-overlapping ``seq_len + 1``-token windows (stride
 in an ``rng`` permutation. Epochs follow each other without a break, and *global* batches are cut from that
 infinite sequence of windows, so a batch may hold the end of one epoch and the start of the next (subsets
 smaller than one batch work). Rank ``r`` of ``w`` takes rows ``r::w`` of each global batch, so the samples and
-their order do not depend on the world size. Nothing here is random except through ``rng``: the stream is a
+their order do not depend on the world size; with gradient accumulation a rank's rows are cut, in order, into
+equal micro-batches. Nothing here is random except through ``rng``: the stream is a
 pure function of ``(tokens, seq_len, seed)``.
 
 Evaluation: each domain's val/test token stream (val capped, test whole) is cut into consecutive windows;
@@ -58,13 +59,15 @@ class TrainStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         start_step: int = 0,
+        accumulation: int = 1,
     ) -> None:
         super().__init__()
-        if global_batch % world_size:
+        if global_batch % (world_size * accumulation):
             raise ConfigError(
                 "training.batch_tokens",
                 global_batch * seq_len,
-                f"sequences per batch ({global_batch}) must be divisible by world size {world_size}",
+                f"sequences per batch ({global_batch}) must be divisible by world size {world_size}"
+                f" x gradient accumulation {accumulation}",
             )
         self.tokens = tokens
         self.seq_len = seq_len
@@ -73,6 +76,7 @@ class TrainStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.start_step = start_step  # global batches to skip: resuming at a step gives the same data
+        self.accumulation = accumulation  # micro-batches per step: this rank's rows, cut in order
         epoch_window_starts(len(tokens), seq_len, seed, 0)  # fail now, not in the first training step
 
     def global_batches(self) -> Iterator[np.ndarray]:
@@ -95,7 +99,8 @@ class TrainStream(IterableDataset):
             if step < self.start_step:
                 continue
             rows = torch.from_numpy(self.windows(starts[self.rank :: self.world_size]))
-            yield rows[:, :-1], rows[:, 1:]
+            for micro in rows.chunk(self.accumulation):
+                yield micro[:, :-1], micro[:, 1:]
 
 
 class EvalWindows(Dataset):
@@ -151,9 +156,11 @@ class TokenDataModule(pl.LightningDataModule):
         protocol: TrainingProtocol,
         seed: int,
         vocab_size: int | None = None,
+        accumulation: int = 1,
     ) -> None:
         super().__init__()
         protocol.validate(seq_len, unique_tokens=len(train_tokens))
+        self.accumulation = accumulation  # micro-batches per optimizer step (each rank)
         self.train_tokens = train_tokens
         self.eval_sets = eval_sets
         self.domains = sorted(eval_sets)
@@ -176,6 +183,7 @@ class TokenDataModule(pl.LightningDataModule):
         protocol: TrainingProtocol,
         seed: int,
         vocab_size: int | None = None,
+        accumulation: int = 1,
     ) -> TokenDataModule:
         """Load the subset stream and the eval caches named by a ``DataArtifacts`` (no tokenisation)."""
         from datascale.data.subsets import SubsetManifest, load_subset_tokens
@@ -193,7 +201,16 @@ class TokenDataModule(pl.LightningDataModule):
             for domain, splits in artifacts.eval_caches.items()
         }
         token_bytes = np.load(artifacts.token_bytes_path)
-        return cls(train, eval_sets, token_bytes, seq_len, protocol, seed, vocab_size=vocab_size)
+        return cls(
+            train,
+            eval_sets,
+            token_bytes,
+            seq_len,
+            protocol,
+            seed,
+            vocab_size=vocab_size,
+            accumulation=accumulation,
+        )
 
     # ---- world --------------------------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
@@ -215,6 +232,7 @@ class TokenDataModule(pl.LightningDataModule):
             rank,
             world,
             start_step,
+            self.accumulation,
         )
 
     def train_dataloader(self) -> DataLoader:

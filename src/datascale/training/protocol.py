@@ -120,6 +120,29 @@ class TrainingProtocol:
     def global_batch_sequences(self, seq_len: int) -> int:
         return self.batch_tokens // seq_len
 
+    def micro_batch(
+        self, seq_len: int, world_size: int = 1, max_micro_batch_tokens: int | None = None
+    ) -> tuple[int, int]:
+        """(sequences per rank per forward pass, gradient-accumulation steps) for this world size.
+
+        The global batch is fixed; each rank takes its share, cut into the fewest equal micro-batches that
+        fit the memory bound, so the gradient of a step is the same mean over the same samples for any
+        layout (equal micro-batches make the mean of micro-batch means the global mean).
+        """
+        self.validate(seq_len, world_size)
+        per_rank = self.global_batch_sequences(seq_len) // world_size
+        if max_micro_batch_tokens is None:
+            return per_rank, 1
+        require(
+            max_micro_batch_tokens >= seq_len,
+            "worker.max_micro_batch_tokens",
+            max_micro_batch_tokens,
+            f"must hold at least one sequence of model.seq_len={seq_len} tokens",
+        )
+        limit = max_micro_batch_tokens // seq_len
+        accumulation = next(a for a in range(-(-per_rank // limit), per_rank + 1) if per_rank % a == 0)
+        return per_rank // accumulation, accumulation
+
     def eval_interval_steps(self, unique_tokens: int) -> int:
         """Steps between evaluations: one per ``eval_every_epochs`` epochs, within the token bounds."""
         tokens = max(self.eval_every_epochs * unique_tokens, self.min_eval_interval_tokens)

@@ -22,6 +22,11 @@ class WorkerSettings:
     """torch threads per process; None: the CPU cores of this node divided by its ranks."""
     matmul_precision: str = "high"
     """``torch.set_float32_matmul_precision`` on CUDA (``high`` allows TF32)."""
+    max_micro_batch_tokens: int | None = None
+    """Memory bound: at most this many tokens per rank per forward pass; the global batch is then reached by
+    gradient accumulation (None: one micro-batch per rank and step)."""
+    compile: bool = False
+    """``torch.compile`` each Transformer block (helps on GPUs; on CPU the compile time rarely pays off)."""
 
     def __post_init__(self) -> None:
         require_choice("progress_bar", self.progress_bar, PROGRESS_BARS)
@@ -38,3 +43,6 @@ class WorkerSettings:
             "must be null (automatic) or a positive integer",
         )
         require_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+        if self.max_micro_batch_tokens is not None:
+            require_positive_int("max_micro_batch_tokens", self.max_micro_batch_tokens)
+        require(isinstance(self.compile, bool), "compile", self.compile, "must be true or false")

@@ -1,0 +1,150 @@
+"""Throughput and model FLOPs utilisation (MFU): FLOPs per token, device peaks, a measured CPU matmul peak.
+
+MFU = achieved model FLOP/s / peak FLOP/s of the devices used, where achieved = training tokens/s x model
+FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B): ``6 x (matmul parameters) + 12 x n_layer x seq_len
+x d_model``. The first term is forward (2) plus backward (4) FLOPs of every weight matrix a token passes
+through, the tied LM head included (it is a real matmul even though its weights are the embedding); the second
+is attention's ``Q K^T`` and ``A V`` (counted in full, as in PaLM, although a causal mask skips half).
+Embedding look-ups, LayerNorms, softmax and the optimizer are not counted: MFU measures useful matmul work.
+
+Peaks: dense (no sparsity) tensor-core figures from the vendors' datasheets for known GPUs, by the dtype the
+matmuls run in; an unknown GPU gets a matmul measured on it, marked estimated; a CPU gets an fp32 matmul
+measured once per machine and thread count, and cached. Torch is imported only to measure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+#: Dense peak FLOP/s by compute dtype (vendor datasheets; SXM parts unless named). Patterns are tried in order
+#: against ``torch.cuda.get_device_name()``, so specific names come before the families they contain.
+GPU_PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    (r"B200", {"bf16": 2250e12, "fp16": 2250e12, "tf32": 1100e12, "fp32": 80e12}),
+    (r"H200", {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}),
+    (r"H100.*PCIe", {"bf16": 756.5e12, "fp16": 756.5e12, "tf32": 378e12, "fp32": 51.2e12}),
+    (r"H100", {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}),
+    (r"A100", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
+    (r"L40S", {"bf16": 362.05e12, "fp16": 362.05e12, "tf32": 183e12, "fp32": 91.6e12}),
+    (r"\bL4\b", {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12}),
+    (r"\bA10\b", {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12}),
+    (r"V100", {"fp16": 125e12, "fp32": 15.7e12}),
+)
+#: Square matmul size used to measure a peak (large enough to be compute-bound on CPUs and small GPUs).
+PEAK_MATMUL_SIZE = 2048
+
+
+def matmul_parameters(n_layer: int, d_model: int, vocab_size: int) -> int:
+    """Weights a token multiplies with: per block QKV (3d^2), output (d^2), MLP (8d^2); the LM head (dV)."""
+    return n_layer * 12 * d_model * d_model + d_model * vocab_size
+
+
+def training_flops_per_token(n_layer: int, d_model: int, vocab_size: int, seq_len: int) -> int:
+    """Model FLOPs of one training token (forward + backward), attention included (PaLM's formula)."""
+    return 6 * matmul_parameters(n_layer, d_model, vocab_size) + 12 * n_layer * seq_len * d_model
+
+
+def compute_dtype(precision: str, accelerator: str, matmul_precision: str = "high") -> str:
+    """The dtype matmuls run in under a Lightning precision: bf16, fp16, tf32 (CUDA fp32 + TF32), fp32."""
+    if precision.startswith("bf16"):
+        return "bf16"
+    if precision.startswith("16"):
+        return "fp16"
+    if precision.startswith("64"):
+        return "fp64"
+    return "tf32" if accelerator == "cuda" and matmul_precision in ("high", "medium") else "fp32"
+
+
+def table_peak(device_name: str, dtype: str) -> float | None:
+    """Datasheet peak FLOP/s of a known GPU in this dtype, or None (unknown device or dtype)."""
+    for pattern, peaks in GPU_PEAK_FLOPS:
+        if re.search(pattern, device_name):
+            return peaks.get(dtype)
+    return None
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) -> float:
+    """Achieved model FLOP/s over the peak of all devices used (nan when either is unknown)."""
+    if not (peak_flops_per_s > 0 and math.isfinite(tokens_per_s)):
+        return math.nan
+    return tokens_per_s * flops_per_token / peak_flops_per_s
+
+
+def measure_matmul_peak(device: str = "cpu", dtype: str = "fp32", size: int = PEAK_MATMUL_SIZE) -> float:
+    """Best FLOP/s of a square matmul on this device with the current torch thread count."""
+    import torch
+
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}.get(
+        dtype, torch.float32
+    )
+    a = torch.randn(size, size, device=device, dtype=torch_dtype)
+    b = torch.randn(size, size, device=device, dtype=torch_dtype)
+    best = math.inf
+    for _ in range(12):  # the first is a warm-up; the best of the rest is the least disturbed
+        if device != "cpu":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cached_cpu_peak(cache_dir: Path, threads: int) -> float:
+    """fp32 matmul peak of this CPU with ``threads`` torch threads: measured once, then read from cache."""
+    import torch
+    from filelock import FileLock
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / "matmul_peak.json"
+    key = f"{cpu_name()} | {os.cpu_count()} cpus | {threads} threads | torch {torch.__version__} | fp32"
+    with FileLock(str(path) + ".lock"):
+        cache: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        if key not in cache:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                cache[key] = measure_matmul_peak("cpu", "fp32")
+            finally:
+                torch.set_num_threads(previous)
+            path.write_text(json.dumps(cache, indent=2))
+    return float(cache[key])
+
+
+def device_peak(
+    accelerator: str, precision: str, matmul_precision: str, threads: int, cache_dir: Path
+) -> tuple[str, float, str]:
+    """(device name, peak FLOP/s of one device (rank), where the peak comes from)."""
+    dtype = compute_dtype(precision, accelerator, matmul_precision)
+    if accelerator == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name()
+        peak = table_peak(name, dtype)
+        if peak is not None:
+            return name, peak, f"datasheet {dtype} dense peak"
+        measured = measure_matmul_peak("cuda", dtype)
+        return name, measured, f"estimated: {dtype} matmul measured on this device (not in the peak table)"
+    peak = cached_cpu_peak(cache_dir, threads)
+    return (
+        cpu_name(),
+        peak,
+        f"measured fp32 matmul peak with {threads} thread(s) per rank (cached per machine)",
+    )

@@ -1,0 +1,159 @@
+"""Scale-out on existing launchers, for real: a tiny study through submitit's local executor (one task per
+rank, as on SLURM), bounded parallel runs through the joblib launcher, a real single-node SLURM cluster, and
+the same study records from ``single``, ``ddp`` and ``fsdp`` at 2 ranks.
+
+Tolerance for "the same records": every loss within ``TOLERANCE`` (relative) of the single-process run, with
+identical steps, best step and tokens seen (tests/training/test_strategies.py measures the differences).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import slurm_cluster
+
+from datascale import SWEEPS_DIR
+from datascale.records import RunRecord, find_records
+
+TOLERANCE = 1e-5
+LOSSES = ("best_val_loss", "final_val_loss", "test_loss")
+RunRecords = dict[int, RunRecord]
+
+
+def run_study(results: Path, cache: Path, *overrides: str, env: dict[str, str] | None = None) -> RunRecords:
+    """The smoke study through ``python -m datascale.launch``; its records by unique tokens."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datascale.launch",
+            "--config-dir",
+            str(SWEEPS_DIR),
+            "--config-name",
+            "smoke",
+            f"paths.results_dir={results}",
+            f"paths.cache_dir={cache}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {r.unique_tokens: r for r in find_records(results / "smoke")}
+
+
+def assert_same_records(records: RunRecords, reference: RunRecords) -> None:
+    assert records.keys() == reference.keys()
+    for size, ref in reference.items():
+        record = records[size]
+        assert (record.steps, record.best_step, record.tokens_seen) == (
+            ref.steps,
+            ref.best_step,
+            ref.tokens_seen,
+        )
+        for field in LOSSES:
+            assert getattr(record, field) == pytest.approx(getattr(ref, field), rel=TOLERANCE), (size, field)
+
+
+def test_submitit_local_trains_a_two_rank_study_with_one_task_per_rank(tmp_path: Path) -> None:
+    records = run_study(
+        tmp_path / "results",
+        tmp_path / "cache",
+        "hydra/launcher=slurm_local",
+        "trainer.devices=2",
+        "strategy=ddp",
+        "subset.unique_tokens=2000",
+    )
+    record = records[2000]
+    assert (record.status, record.world_size, record.strategy) == ("done", 2, "ddp")
+    assert len(record.peak_memory_mib) == 2 and record.mfu is not None and record.mfu > 0
+    run_dir = tmp_path / "results" / "smoke" / "runs" / record.run_id
+    assert (run_dir / "worker.rank1.log").exists()  # rank 1 ran in the second submitit task
+    task_logs = sorted(p.name for p in (tmp_path / "results" / "smoke" / "hydra").rglob("*_log.out"))
+    assert [name.split("_")[1] for name in task_logs] == ["0", "1"]  # one job, two tasks
+
+
+@pytest.fixture(scope="module")
+def single_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunRecords, Path]:
+    root = tmp_path_factory.mktemp("scale_out")
+    return run_study(root / "single", root / "cache"), root / "cache"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_rank_study_gives_the_single_process_records(
+    single_study: tuple[RunRecords, Path], strategy: str, tmp_path: Path
+) -> None:
+    reference, cache = single_study
+    records = run_study(tmp_path / "results", cache, f"strategy={strategy}", "trainer.devices=2")
+    assert {r.strategy for r in records.values()} == {strategy}
+    assert_same_records(records, reference)
+
+
+def _interval(record: RunRecord) -> tuple[float, float]:
+    end = datetime.fromisoformat(record.created_at).timestamp()
+    return end - record.wall_time_s, end
+
+
+@pytest.mark.slow
+def test_parallel_launcher_runs_two_single_thread_jobs_at_a_time(
+    single_study: tuple[RunRecords, Path], tmp_path: Path
+) -> None:
+    reference, cache = single_study
+    records = run_study(tmp_path / "results", cache, "hydra/launcher=parallel", "worker.num_threads=1")
+    assert_same_records(records, reference)
+    # both runs of the study were training at the same time (created_at has 1 s resolution)
+    (start_a, end_a), (start_b, end_b) = (_interval(r) for r in records.values())
+    assert min(end_a, end_b) - max(start_a, start_b) > 1.0
+
+
+@pytest.fixture
+def slurm(tmp_path: Path):
+    cluster = slurm_cluster.start(tmp_path)
+    if isinstance(cluster, str):
+        pytest.skip(f"no single-node SLURM here: {cluster}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("layout", "environment"),
+    [
+        (["strategy=ddp"], "SLURMEnvironment"),  # one SLURM task per rank
+        (
+            ["strategy=fsdp", "hydra.launcher.tasks_per_node=1"],
+            "TorchElasticEnvironment",
+        ),  # torchrun in a task
+    ],
+)
+def test_real_slurm_trains_a_two_rank_study_point(
+    slurm: slurm_cluster.SlurmCluster,
+    single_study: tuple[RunRecords, Path],
+    layout: list[str],
+    environment: str,
+    tmp_path: Path,
+) -> None:
+    """sbatch through hydra-submitit-launcher; 2 ranks on the node, as 2 SLURM tasks or torchrun in one."""
+    reference, cache = single_study
+    records = run_study(
+        tmp_path / "results",
+        cache,
+        "hydra/launcher=slurm",
+        "hydra.launcher.timeout_min=10",
+        "trainer.devices=2",
+        "subset.unique_tokens=2000",
+        *layout,
+        env=slurm.env(),
+    )
+    assert records[2000].world_size == 2
+    assert_same_records(records, {2000: reference[2000]})
+    log = (tmp_path / "results" / "smoke" / "runs" / records[2000].run_id / "worker.log").read_text()
+    assert f"cluster environment {environment}" in log  # on SLURM tasks: Lightning's, its auto-requeue off
