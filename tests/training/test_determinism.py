@@ -1,0 +1,47 @@
+"""Determinism: the same config and seed give identical records on CPU across two fresh processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from training_fixtures import resolved_config
+
+from datascale.artifacts import DataArtifacts
+from datascale.records import RunRecord, read_record
+
+#: Fields that may differ between two identical runs: clocks, speed, memory, and where files went.
+VARYING = {
+    "created_at", "wall_time_s", "train_time_s", "tokens_per_s", "step_tokens_per_s", "achieved_flops_per_s",
+    "mfu", "peak_flops_per_s", "peak_flops_source", "peak_memory_mib", "best_checkpoint", "wandb", "run_id",
+    "config", "code_version",
+}  # fmt: skip
+
+
+def _run(path: Path) -> RunRecord:
+    proc = subprocess.run(
+        [sys.executable, "-m", "datascale.training.worker", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return read_record(path.parent / "record.json")
+
+
+def test_two_fresh_processes_write_identical_records(
+    make_artifacts: Callable[[int], DataArtifacts], tmp_path: Path
+) -> None:
+    artifacts = make_artifacts(2048)
+    a, b = (
+        _run(resolved_config(tmp_path / name, artifacts, **{"training.cap_epochs": 3.0})) for name in "ab"
+    )
+    compared = [f.name for f in dataclasses.fields(RunRecord) if f.name not in VARYING]
+    assert {k: getattr(a, k) for k in compared} == {k: getattr(b, k) for k in compared}
+    assert a.test_loss == b.test_loss and a.val_loss_best == b.val_loss_best  # bit for bit, not approximately
+    assert {k: v for k, v in a.config.items() if k != "run"} == {
+        k: v for k, v in b.config.items() if k != "run"
+    }
