@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup scaling-study study analyze prepare test test-all lint format bench docs clean clean-results
+.PHONY: help setup plan scaling-study study analyze prepare test test-all lint format bench docs clean clean-results
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ setup: $(VENV)/.installed ## create the virtualenv and install everything (CPU t
 
 prepare: setup ## build the built-in corpus, tokenizer, token cache and subsets (cached)
 	$(PY) -m datascale.data.prepare
+
+plan: setup ## dry run of sweeps/$(STUDY).yaml: per run N, U, D, FLOPs, time here and on a GPU, done or not
+	$(PY) -m datascale.plan $(STUDY)
 
 study: setup ## run the sweep sweeps/$(STUDY).yaml (done runs are skipped)
 	$(PY) -m datascale.launch --config-dir sweeps --config-name $(STUDY)

@@ -12,7 +12,16 @@ from hydra import compose, initialize_config_dir
 from datascale import CONF_DIR, SWEEPS_DIR
 from datascale.config_errors import ConfigError
 from datascale.configs import axis_values
-from datascale.launch import sweep_job_overrides, torchrun_command, validate_config, worker_env
+from datascale.launch import (
+    LaunchError,
+    RankTask,
+    layout,
+    sweep_job_overrides,
+    torchrun_command,
+    validate_config,
+    worker_command,
+    worker_env,
+)
 
 STUDIES = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
@@ -29,7 +38,10 @@ def compose_root(overrides: list[str], config_name: str = "config"):
         ("model.n_layer=abc", "model.n_layer='abc'"),
         ("model.n_head=3", "model.d_model=128: must be divisible by n_head=3"),
         ("tokenizer.vocab_size=0", "tokenizer.vocab_size=0"),
-        ("source.domains=[poetry]", "must be one of ['literature', 'code', 'science']"),
+        (
+            "source.domains=[poetry]",
+            "source.domains='poetry': must be one of ['literature', 'code', 'science'",
+        ),
         ("study.axes=[nope.x]", "study.axes='nope.x'"),
         ("optim.lr=-1", "optim.lr=-1"),
         ("training.batch_tokens=100", "training.batch_tokens=100"),
@@ -117,3 +129,90 @@ def test_a_bad_point_stops_the_sweep_before_anything_trains(tmp_path):
     assert proc.returncode != 0
     assert "subset.unique_tokens=-7: must be a positive integer" in proc.stderr
     assert not (tmp_path / "results" / "smoke" / "runs").exists()
+
+
+def test_multi_node_layout_validates_and_needs_one_task_per_rank(tmp_path):
+    """num_nodes is a config value; one node's torchrun cannot start other nodes' ranks, so it needs tasks."""
+    cfg = compose_root(["strategy=ddp", "trainer.devices=2", "trainer.num_nodes=2"])
+    validate_config(cfg)
+    assert layout(cfg) == (2, 2)
+    with pytest.raises(ConfigError) as err:
+        worker_command(tmp_path / "resolved.yaml", 2, 2, None)
+    assert "trainer.num_nodes=2" in str(err.value) and "hydra/launcher=slurm" in str(err.value)
+
+
+def _task(rank: int, world: int, local_world: int) -> RankTask:
+    return RankTask(rank, world, rank % local_world, local_world, rank // local_world, "node0", 23456, "77")
+
+
+def test_one_task_per_rank_runs_that_rank_of_the_worker_with_torch_variables(tmp_path):
+    task = _task(3, 4, 2)
+    cmd = worker_command(tmp_path / "resolved.yaml", 2, 2, task)
+    assert cmd[1:] == ["-m", "datascale.training.worker", str(tmp_path / "resolved.yaml")]
+    env = worker_env(2, task)
+    assert {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")} == {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "GROUP_RANK": "1",
+    }
+    assert (env["MASTER_ADDR"], env["MASTER_PORT"], env["OMP_NUM_THREADS"]) == ("node0", "23456", "1")
+    assert env["TORCHELASTIC_RUN_ID"] == "submitit-77"  # Lightning's TorchElastic detection off SLURM
+
+
+def test_tasks_that_do_not_match_the_layout_fail_with_the_fix(tmp_path):
+    with pytest.raises(LaunchError) as err:
+        worker_command(tmp_path / "resolved.yaml", 2, 1, _task(0, 4, 4))
+    assert "hydra.launcher.tasks_per_node" in str(err.value)
+
+
+def test_outside_submitit_there_is_no_rank_task(monkeypatch):
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert RankTask.from_submitit() is None
+
+
+def test_launcher_configs_start_one_task_per_rank_or_bounded_parallel_jobs():
+    cfg = compose_root(["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2"])
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.nodes) == (4, 2)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.max_num_timeout > 0
+    local = compose_root(["hydra/launcher=slurm_local", "trainer.devices=2"])
+    assert local.hydra.launcher.tasks_per_node == 2 and local.hydra.launcher._target_.endswith(
+        "LocalLauncher"
+    )
+    parallel = compose_root(["hydra/launcher=parallel"])
+    assert parallel.hydra.launcher.n_jobs == 2 and parallel.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["worker.max_micro_batch_tokens=64"], "worker.max_micro_batch_tokens=64: must hold at least one"),
+        (["strategy=fsdp", "trainer.devices=3"], "divisible by the world size 3"),
+        (["trainer.devices=2"], "strategy=single runs one process"),
+        (["strategy=fsdp", "trainer.precision=16-mixed"], "trainer.precision='16-mixed': strategy=fsdp"),
+    ],
+)
+def test_layout_errors_are_one_line_before_anything_runs(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose_root(overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/b", ".hidden", "", "a b"])
+def test_study_names_cannot_escape_the_results_directory(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"^study\.name=.*: must be letters, digits"):
+        validate_config(compose_root([f"study.name='{name}'"]))
+
+
+def test_a_secret_in_the_config_is_refused_before_anything_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
+    cfg = compose_root(["+logger.wandb.api_key=${oc.env:WANDB_API_KEY}"])
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    message = str(err.value)
+    assert message.startswith("logger.wandb.api_key='<the value of $WANDB_API_KEY>': must not hold a secret")
+    assert "0123456789abcdef" not in message
+    validate_config(compose_root([]))  # the key in the environment alone is fine

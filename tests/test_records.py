@@ -13,7 +13,9 @@ from datascale.records import (
     field_docs,
     find_records,
     is_done,
+    previous_attempts,
     read_record,
+    scan_records,
     write_record,
 )
 
@@ -108,3 +110,28 @@ def test_every_field_is_documented():
     docs = field_docs()
     assert set(docs) == {f.name for f in fields(RunRecord)}
     assert all(text.strip() for text in docs.values())
+
+
+def test_a_retry_keeps_every_failed_attempt(tmp_path) -> None:
+    write_record(tmp_path, make_record(status="failed", error="OOM at step 3"))
+    write_record(tmp_path, make_record(status="failed", error="node lost"))
+    write_record(tmp_path, make_record(status="done"))
+    assert read_record(tmp_path / "record.json").status == "done"
+    assert [r.error for r in previous_attempts(tmp_path)] == ["OOM at step 3", "node lost"]
+
+
+@pytest.mark.parametrize("content", ['{"run_id": "x", "stat', "not json", '{"unexpected": 1}'])
+def test_a_corrupt_record_is_reported_excluded_and_kept(tmp_path, caplog, content: str) -> None:
+    good, bad = tmp_path / "runs" / "good", tmp_path / "runs" / "bad"
+    write_record(good, make_record(run_id="good"))
+    bad.mkdir(parents=True)
+    (bad / "record.json").write_text(content)
+    records, corrupt = scan_records(tmp_path)
+    assert [r.run_id for r in records] == ["good"]
+    assert corrupt[0][0] == bad / "record.json" and "unreadable record" in corrupt[0][1]
+    with caplog.at_level("WARNING"):
+        assert [r.run_id for r in find_records(tmp_path)] == ["good"]
+    assert str(bad / "record.json") in caplog.text
+    assert not is_done(bad)  # an unreadable record is not done: the run trains again ...
+    write_record(bad, make_record(run_id="bad"))
+    assert (bad / "record.corrupt-1.json").read_text() == content  # ... and the old file is kept

@@ -1,7 +1,7 @@
 """Bootstrap over runs: percentile intervals on parameters and derived quantities.
 
 Why: parameters of scaling laws are weakly identified (Epoch's SE of B is 60% of B), so uncertainty must come
-from refitting resampled data, not from the curvature at one optimum (scaling-fits.md §5.4). Each resample
+from refitting resampled data, not from the curvature at one optimum (Besiroglu et al. 2024). Each resample
 draws the runs (rows) with replacement. A resample is represented by integer weights on the original rows,
 which lets
 *all* resamples × starts be optimised together by the batched BFGS (one vectorised objective with a weight row

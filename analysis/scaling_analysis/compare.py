@@ -3,10 +3,10 @@
 Why: in-sample fit quality says little about a scaling law's purpose, which is extrapolation. A plain
 saturating power law fitted to early-stopped runs from 8k to 128k tokens missed the 256k point by 4%:
 small-scale curves bend. So every fit is judged by leaving out the largest scale (all rows at the largest
-value(s) of a column, e.g. every seed), fitting the rest and predicting the held-out rows (scaling-fits.md
-§5.5). Candidate forms are ranked by that held-out error, penalised for extra parameters (ties broken by
-BIC), and degenerate fits (collapsed asymptote, diverging parameters, no convergence) are only chosen when
-nothing else is usable.
+value(s) of a column, e.g. every seed), fitting the rest and predicting the held-out rows (as Besiroglu et al.
+2024 check Chinchilla's fit). Candidate forms are ranked by that held-out error, penalised for extra
+parameters (ties broken by BIC), and degenerate fits (collapsed asymptote, diverging parameters, no
+convergence) are only chosen when nothing else is usable.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Fits, plots and reports read only this table, so they never depend on where the 
 (run records, a published CSV, a parquet written earlier). Every row filter or transformation that changes
 what gets fitted is a *preprocessing step*: it is applied by a function here, appended to
 ``df.attrs["preprocessing"]`` and copied from there into the fit's ``preprocessing`` and ``fit.json``,
-so that no exclusion is ever silent (scaling-fits.md §5.7).
+so that no exclusion is ever silent (Li et al. 2025).
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ def _column_docs() -> dict[str, str]:
         "subset_hash": d["subset_hash"],
         "tokenizer_hash": d["tokenizer_hash"],
         "error": d["error"],
+        "objective": d["objective"],
+        "ds_<task>_<mode>_<metric>": "downstream result per task and mode (`/` becomes `_`), metric "
+        "`accuracy`, `macro_f1`, `loss`, `chance` or `n_test`. " + d["downstream"],
         "condition": "a categorical condition (domain, mixture, quality level) for per-condition curves; "
         "external tables map it, `domain_long` builds it from the per-domain columns",
     }
@@ -106,7 +109,10 @@ _STR_COLUMNS = (
     "subset_hash",
     "tokenizer_hash",
     "error",
+    "objective",
 )
+#: the per-task metrics of the record's ``downstream`` field that become ``ds_<task>_<mode>_<metric>``
+DOWNSTREAM_METRICS = ("accuracy", "macro_f1", "loss", "chance", "n_test")
 
 
 def _safe_name(name: str) -> str:
@@ -185,16 +191,27 @@ def record_row(
             "subset_hash": rec.subset_hash,
             "tokenizer_hash": rec.tokenizer_hash,
             "error": rec.error,
+            "objective": rec.objective,
         }
     )
+    row.update(downstream_columns(rec.downstream))
     return row
+
+
+def downstream_columns(downstream: Mapping[str, Mapping[str, Any]] | None) -> dict[str, float]:
+    """``ds_<task>_<mode>_<metric>`` columns from a record's ``downstream`` field."""
+    return {
+        f"ds_{_safe_name(r['task'])}_{r['mode']}_{metric}": float(r[metric])
+        for r in (downstream or {}).values()
+        for metric in DOWNSTREAM_METRICS
+    }
 
 
 def set_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     for col in _INT_COLUMNS:
         if col in df:
             df[col] = df[col].astype("int64" if df[col].notna().all() else "Int64")
-    per_domain = [str(c) for c in df.columns if re.match(r"(val_loss|test_loss|test_bpb)_", str(c))]
+    per_domain = [str(c) for c in df.columns if re.match(r"(val_loss|test_loss|test_bpb|ds)_", str(c))]
     float_cols = [*_FLOAT_COLUMNS, *per_domain]
     for col in float_cols:
         if col in df:

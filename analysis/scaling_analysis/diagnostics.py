@@ -1,10 +1,11 @@
 """What a fit's optimum can be trusted for: curvature, local standard errors, and plain-language warnings.
 
-Why every fit carries these (``shared/notes/scaling-fits.md`` §5): scaling-law parameters are often weakly
-identified and optima often sit on boundaries (exponents near 0, the irreducible loss collapsing to 0, outside
-the start grid). A number printed without saying so is a confident wrong number. Each warning is a
-``(flag, message)`` pair: the flag is a stable code for programs (law comparison sets degenerate fits aside),
-the message says what is wrong and what it means for interpreting the fit.
+Why every fit carries these (Besiroglu et al. 2024, *Chinchilla scaling: a replication attempt*; Li et al.
+2025, *(Mis)Fitting: a survey of scaling laws*): scaling-law parameters are often weakly identified and optima
+often sit on boundaries (exponents near 0, the irreducible loss collapsing to 0, outside the start grid). A
+number printed without saying so is a confident wrong number. Each warning is a ``(flag, message)`` pair: the
+flag is a stable code for programs (law comparison sets degenerate fits aside), the message says what is wrong
+and what it means for interpreting the fit.
 """
 
 from __future__ import annotations

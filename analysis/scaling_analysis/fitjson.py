@@ -109,6 +109,15 @@ FIT_JSON_FIELDS: dict[str, str] = {
     "output_docs, removed {reason: count}, marked}], quality: {planted, steps {group:name: {planted, "
     "removed, true_positives, precision, recall, f1, recall_by_kind}}, combined}}}} from the records and "
     "pool manifests",
+    "downstream": "downstream tasks against U (`scaling_analysis.downstream`): {tasks: [{task, mode "
+    "(probe | finetune | zeroshot | pseudo), objective, sizes: [{U, accuracy, macro_f1, loss, chance, "
+    "n_test, half_width (binomial 95%), at_chance}], at_chance_everywhere, error_power_law {alpha, A, "
+    "alpha_interval (bootstrap 95%)} of (1 − acc)/(1 − chance) = A·U^(−α), two_step {k, L0, held_out_U, "
+    "predicted_loss, predicted_accuracy, measured_accuracy, abs_error} (U → test loss → sigmoid accuracy, "
+    "fitted without the largest U), saturated_at (smallest U reaching 90% of the largest gain over chance), "
+    "still_rising}], saturates_first {task, mode, objective, saturated_at}, at_chance (tasks at chance at "
+    "every size), objective_comparison [{task, mode, U, clm, mlm, mlm_minus_clm}], plot}; {skipped} without "
+    "downstream results",
     "skipped": "{step: reason} for every analysis step that did not run",
     "n_resamples": "bootstrap resamples requested",
     "seed": "bootstrap random seed",

@@ -1,10 +1,11 @@
 """One robust multi-start fit of a law to a table: ``fit_law`` -> ``FitResult``.
 
-Why it is built this way (``shared/notes/scaling-fits.md`` §5): the objective is the *summed* Huber loss of
-log residuals (``objective.py``); every start of a grid is optimised to its own end point by a batched BFGS,
-the best distinct end points are polished (``optimize.py``), and every result carries diagnostics and
-plain-language warnings (``diagnostics.py``), so that a boundary or weakly identified optimum is never
-reported as a confident number.
+Why it is built this way (Besiroglu et al. 2024, *Chinchilla scaling: a replication attempt*; Li et al. 2025,
+*(Mis)Fitting: a survey of scaling laws*): the objective is the *summed* Huber loss of log residuals
+(``objective.py``); every start of a grid is optimised to its own end point by a batched BFGS, the best
+distinct end points are polished (``optimize.py``), and every result carries diagnostics and plain-language
+warnings (``diagnostics.py``), so that a boundary or weakly identified optimum is never reported as a
+confident number.
 """
 
 from __future__ import annotations

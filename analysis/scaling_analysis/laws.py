@@ -407,7 +407,8 @@ def _grid_data_constrained(X, loss, fixed):
     base_names = ("log_E", "log_A", "log_B", "alpha", "beta")
     if all(k in fixed for k in base_names):
         # Muennighoff's stage 2 (base frozen): the R_D*, R_N* landscape is multi-modal and almost flat
-        # (scaling-fits.md §3), so the 2-D grid is dense and wide; R* = 0 is a singular limit, start above it
+        # (Muennighoff et al. 2023), so the 2-D grid is dense and wide; R* = 0 is a singular limit, start
+        # above it
         r_grid = np.geomspace(0.5, 500.0, 10)
     else:
         r_grid = np.array([1.0, 5.0, 15.0, 60.0])

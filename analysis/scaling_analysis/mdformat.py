@@ -1,6 +1,6 @@
 """Number and table formatting for report.md: full precision for parameters, a few digits for summaries.
 
-Rounded scaling-law parameters change predictions (scaling-fits.md §5.9), so ``full`` is the shortest repr
+Rounded scaling-law parameters change predictions (Besiroglu et al. 2024), so ``full`` is the shortest repr
 that round-trips; ``short`` and ``readable`` are for reading, with full precision kept in fit.json.
 """
 

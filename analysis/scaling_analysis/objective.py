@@ -1,9 +1,10 @@
 """The quantity every fit minimises: summed Huber loss of log L̂ − log L in the LSE parameterisation.
 
-Why summed, not averaged (``shared/notes/scaling-fits.md`` §5): averaging, or default optimiser tolerances,
-stops the optimiser early (Besiroglu et al. 2024). ``FitProblem`` is a law on fixed data with some parameters
-frozen; it evaluates the objective and its analytic gradient for a whole batch of parameter vectors at once,
-which is what lets thousands of starts (and bootstrap resamples) be optimised together.
+Why summed, not averaged (Besiroglu et al. 2024, *Chinchilla scaling: a replication attempt*; Li et al. 2025,
+*(Mis)Fitting: a survey of scaling laws*): averaging, or default optimiser tolerances, stops the optimiser
+early (Besiroglu et al. 2024). ``FitProblem`` is a law on fixed data with some parameters frozen; it evaluates
+the objective and its analytic gradient for a whole batch of parameter vectors at once, which is what lets
+thousands of starts (and bootstrap resamples) be optimised together.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Optimisers for ``FitProblem``: a batched BFGS over many starts, then scipy BFGS polish and Newton
 refinement.
 
-Why this shape (``shared/notes/scaling-fits.md`` §5): the landscape has many stalled points and local minima
-(only about a third to a half of Hoffmann's 4,500 starts reach the optimum on Epoch's data), so every fit is
-multi-start. All starts are optimised *together*: a batched BFGS in numpy evaluates the objective and gradient
-for every still-running start in one vectorised call, with a per-start weak-Wolfe line search, until each
-start has converged or stalled. The best distinct end points are then polished one by one with scipy BFGS
-(gtol=1e-12) and safeguarded Newton steps, which drive the gradient norm to ~1e-12.
+Why this shape (Besiroglu et al. 2024, *Chinchilla scaling: a replication attempt*; Li et al. 2025,
+*(Mis)Fitting: a survey of scaling laws*): the landscape has many stalled points and local minima (only about
+a third to a half of Hoffmann's 4,500 starts reach the optimum on Epoch's data), so every fit is multi-start.
+All starts are optimised *together*: a batched BFGS in numpy evaluates the objective and gradient for every
+still-running start in one vectorised call, with a per-start weak-Wolfe line search, until each start has
+converged or stalled. The best distinct end points are then polished one by one with scipy BFGS (gtol=1e-12)
+and safeguarded Newton steps, which drive the gradient norm to ~1e-12.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Markdown report of a study: rendered from ``fit.json`` (plus the run table), so the two never disagree.
 
 Numbers are printed at full precision (``repr`` of the float) wherever they are parameters or intervals,
-because rounded scaling-law parameters change predictions (scaling-fits.md §5.9); summaries use 3-4 digits.
+because rounded scaling-law parameters change predictions (Besiroglu et al. 2024); summaries use 3-4 digits.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pandas as pd
 
 from .condition_report import condition_sections
 from .data import COLUMNS, describe_rows
+from .downstream import downstream_section
 from .mdformat import full, markdown_table, pct, readable, short
 
 
@@ -90,7 +91,7 @@ def scaling_check_section(check: Mapping[str, Any]) -> str:
 def parameter_tables(fj: Mapping[str, Any]) -> str:
     """Parameters at 5 significant digits for reading, then the same at full precision (collapsed).
 
-    Rounded parameters change predictions (scaling-fits.md §5.9), so the full-precision values stay in the
+    Rounded parameters change predictions (Besiroglu et al. 2024), so the full-precision values stay in the
     report too, below the readable table, as well as in fit.json.
     """
     conf = fj.get("confidence", 0.95)
@@ -404,6 +405,9 @@ def render_report(
     ]
 
     sections += condition_sections(fit_json)
+    downstream = fit_json.get("downstream") or {}
+    if downstream.get("tasks"):
+        sections.append(downstream_section(downstream))
     if (fit_json.get("sensitivity") or {}).get("rows"):
         sections.append(sensitivity_section(fit_json.get("sensitivity")))
     if summary.get("has_stop_info", True):

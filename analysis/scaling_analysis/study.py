@@ -32,6 +32,7 @@ from .data import domain_long, exclude, load_records, load_table, preprocessing_
 from .data import drop_highest as drop_highest_rows
 from .derived import derived_quantities
 from .diagnostics import MIN_FRAC_AT_OPTIMUM
+from .downstream import step_downstream
 from .fitjson import FIT_JSON_FIELDS, study_summary
 from .fitting import FitResult, fit_law
 from .laws import Law, get_law
@@ -624,6 +625,8 @@ def analyze_frame(
     result.skipped.update(figs.failed)
     conditions = step_conditions(df, out, x=plan.x, opts=opts)  # domain / mixture / quality axes
     result.skipped.update(conditions.skipped)
+    downstream = step_downstream(df, out, seed=opts.seed)  # downstream tasks against U (downstream=suite)
+    result.skipped.update(downstream.skipped)
     warnings = bootstrap_warnings(result.bootstrap)
     if cells_warning:
         warnings.append(("repeated_cells", cells_warning))
@@ -632,14 +635,14 @@ def analyze_frame(
         "comparison": cmp_step,
         "plots": figs.paths,
         "warnings": warnings,
-        "conditions": conditions.fields,
+        "conditions": conditions.fields | downstream.fields,
         "holdout_rule": opts.holdout_rule(result.holdout.by, len(result.holdout.held_out_values))
         if result.holdout is not None
         else "",
     }
     result.fit_json = step_fit_json(df, plan, opts, result, parts)
-    result.fit_json["outputs"] += conditions.outputs
-    result.paths.update(conditions.plots)
+    result.fit_json["outputs"] += conditions.outputs + downstream.outputs
+    result.paths.update(conditions.plots | downstream.plots)
     step_write(out, df, result, figs.paths, opts.title)
     return result
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,21 @@ from datascale import CONF_DIR
 from datascale.config_errors import ConfigError, require, require_positive_int
 from datascale.configs import axis_values, instantiate_group
 from datascale.data.atomic import atomic_write_json
+from datascale.overrides import check_overrides
 from datascale.records import RECORD_FILENAME, is_done, read_record
 from datascale.run_id import run_identity
+from datascale.secrets import check_no_secrets
+from datascale.training.objective import check_objective
 
 log = logging.getLogger("datascale.launch")
 
 #: Config groups whose (torch-free) leaves are instantiated, and so validated, before any compute is spent.
 #: ``trainer``, ``strategy``, ``optim`` build torch objects: the launcher checks their values, the worker
 #: builds them.
-VALIDATED_GROUPS = ("source", "split", "tokenizer", "subset", "model", "schedule", "training", "worker")
+VALIDATED_GROUPS = (
+    "source", "split", "tokenizer", "subset", "model", "objective", "schedule", "training", "worker",
+    "finetune",
+)  # fmt: skip
 #: Environment variables of an enclosing distributed job that must not leak into the torchrun we start.
 DISTRIBUTED_ENV = (
     "LOCAL_RANK",
@@ -52,8 +60,13 @@ DISTRIBUTED_ENV = (
     "MASTER_PORT",
     "TORCHELASTIC_RUN_ID",
 )
+#: A study name is a single directory name: no path separators, no `..`, no hidden directory.
+STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 #: The strategy leaf that runs one process only.
 SINGLE_DEVICE_TARGET = "datascale.training.strategy.single_device"
+#: The FSDP2 strategy leaf, and the precisions Lightning's ModelParallelStrategy accepts.
+FSDP_TARGET = "datascale.training.strategy.fsdp"
+FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
 
 
 class LaunchError(RuntimeError):
@@ -73,24 +86,47 @@ def validate_config(cfg: DictConfig) -> dict[str, Any]:
         world_size=devices * num_nodes,
         unique_tokens=leaves["subset"].unique_tokens,
     )
+    leaves["training"].micro_batch(
+        leaves["model"].seq_len, devices * num_nodes, leaves["worker"].max_micro_batch_tokens
+    )
+    check_objective(leaves["objective"], leaves["tokenizer"])
     _check_optimizer(cfg.optim)
     _check_strategy(cfg, devices * num_nodes)
     _check_study(cfg)
+    check_no_secrets(resolved_config(cfg))
     return leaves
 
 
+def validate_and_prepare(cfg: DictConfig, progress: bool = True) -> tuple[dict[str, Any], Any]:
+    """Validate a study point and prepare (or reuse) its data: every check that can run before training.
+
+    Returns the instantiated leaves and the :class:`~datascale.artifacts.DataArtifacts`.
+    """
+    from datascale.data.prepare import prepare_from_config  # data stage; imported late to keep --help fast
+
+    leaves = validate_config(cfg)
+    artifacts = prepare_from_config(cfg, progress=progress)
+    vocab = leaves["model"].vocab_size
+    require(
+        vocab >= artifacts.vocab_size,
+        "model.vocab_size",
+        vocab,
+        f"must be >= the tokenizer's vocabulary size {artifacts.vocab_size}",
+    )
+    return leaves, artifacts
+
+
 def layout(cfg: DictConfig) -> tuple[int, int]:
-    """(ranks per node, nodes) from the Trainer arguments, checked."""
+    """(ranks per node, nodes) from the Trainer arguments, checked.
+
+    More than one node needs a launcher that starts one task per rank on every node (``hydra/launcher=slurm``:
+    submitit with ``tasks_per_node = trainer.devices`` and ``nodes = trainer.num_nodes``); :func:`run_job`
+    checks that the tasks it runs in match this layout.
+    """
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     num_nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
     require_positive_int("trainer.devices", devices)
     require_positive_int("trainer.num_nodes", num_nodes)
-    require(
-        num_nodes == 1,
-        "trainer.num_nodes",
-        num_nodes,
-        "must be 1: multi-node launch (SLURM, num_nodes) is not supported yet",
-    )
     return int(devices), int(num_nodes)
 
 
@@ -103,14 +139,25 @@ def _check_strategy(cfg: DictConfig, world_size: int) -> None:
         not (target == SINGLE_DEVICE_TARGET and world_size > 1),
         "trainer.devices",
         world_size,
-        "strategy=single runs one process: set trainer.devices=1, or use strategy=ddp",
+        "strategy=single runs one process: set trainer.devices=1, or use strategy=ddp or strategy=fsdp",
+    )
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
+    require(
+        target != FSDP_TARGET or precision in FSDP_PRECISIONS,
+        "trainer.precision",
+        precision,
+        f"strategy=fsdp (Lightning's ModelParallelStrategy) supports {list(FSDP_PRECISIONS)}",
     )
 
 
 def _check_study(cfg: DictConfig) -> None:
     study = cfg.study.name
-    if not isinstance(study, str) or not study or "/" in study:
-        raise ConfigError("study.name", study, "must be a non-empty name without '/'")
+    require(
+        isinstance(study, str) and STUDY_NAME.fullmatch(study) is not None,
+        "study.name",
+        study,
+        "must be letters, digits, '_', '-' or '.' (not first): it names a directory under paths.results_dir",
+    )
     for axis in cfg.study.axes:
         if OmegaConf.select(cfg, axis, default=None) is None:
             raise ConfigError("study.axes", axis, "every axis must be a dotted key of the config")
@@ -150,31 +197,116 @@ def torchrun_command(resolved_path: Path, nproc_per_node: int) -> list[str]:
     ]
 
 
-def worker_env(nproc_per_node: int) -> dict[str, str]:
+def worker_env(nproc_per_node: int, task: RankTask | None = None) -> dict[str, str]:
+    """This process's environment without an enclosing job's rank variables, plus this task's rank if the
+    launcher started one task per rank (so the worker joins the job's process group, not a new one)."""
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     env["TOKENIZERS_PARALLELISM"] = "false"
     env.setdefault("WANDB_START_METHOD", "thread")
     if nproc_per_node > 1:
         env["OMP_NUM_THREADS"] = "1"
+    if task is not None:
+        env.update(task.torch_env())
     return env
+
+
+@dataclass(frozen=True)
+class RankTask:
+    """One rank of a job whose launcher (submitit: SLURM or local) started one task per rank."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    node_rank: int
+    master_addr: str
+    master_port: int
+    job_id: str
+
+    @classmethod
+    def from_submitit(cls) -> RankTask | None:
+        """This task's rank from submitit's job environment; None outside a multi-task submitit job."""
+        if not os.environ.get("SUBMITIT_EXECUTOR"):
+            return None
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+
+        job = JobEnvironment()
+        if job.num_tasks <= 1:
+            return None
+        dist = TorchDistributedEnvironment()  # rank-0 host and a port derived from the job id
+        return cls(
+            dist.rank,
+            dist.world_size,
+            dist.local_rank,
+            dist.local_world_size,
+            job.node,
+            dist.master_addr,
+            dist.master_port,
+            str(job.job_id),
+        )
+
+    def torch_env(self) -> dict[str, str]:
+        """torchrun's variables, so Lightning finds the ranks (TorchElastic, or SLURM's own on a cluster)."""
+        return {
+            "RANK": str(self.rank),
+            "WORLD_SIZE": str(self.world_size),
+            "LOCAL_RANK": str(self.local_rank),
+            "LOCAL_WORLD_SIZE": str(self.local_world_size),
+            "GROUP_RANK": str(self.node_rank),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+            "TORCHELASTIC_RUN_ID": f"submitit-{self.job_id}",
+        }
+
+
+def worker_command(resolved_path: Path, devices: int, num_nodes: int, task: RankTask | None) -> list[str]:
+    """torchrun on one node, or (one task per rank) this rank's worker; the layout must match the tasks."""
+    if task is None:
+        require(
+            num_nodes == 1,
+            "trainer.num_nodes",
+            num_nodes,
+            "needs one task per rank on every node: hydra/launcher=slurm (tasks_per_node=devices, nodes)",
+        )
+        return torchrun_command(resolved_path, devices)
+    if task.world_size != devices * num_nodes or task.local_world_size != devices:
+        raise LaunchError(
+            f"the launcher started {task.world_size} tasks ({task.local_world_size} per node) but "
+            f"trainer.devices={devices} x trainer.num_nodes={num_nodes}: set hydra.launcher.tasks_per_node"
+            " = trainer.devices and hydra.launcher.nodes = trainer.num_nodes"
+        )
+    return [sys.executable, "-m", "datascale.training.worker", str(resolved_path)]
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as the worker will read it (resolved, without Hydra's own node)."""
+    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # a composed cfg may hold `hydra`
+    resolved: dict[str, Any] = OmegaConf.to_container(job, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
+    return resolved
+
+
+def run_dir_of(cfg: DictConfig, subset_hash: str) -> tuple[str, Path]:
+    """(run id, run directory) of a composed study point: the hash of its resolved config and data."""
+    run_id = run_identity(resolved_config(cfg), subset_hash)
+    return run_id, Path(cfg.paths.results_dir) / cfg.study.name / "runs" / run_id
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One study point: returns a short summary (status, run id, run dir)."""
-    from datascale.data.prepare import prepare_from_config  # data stage; imported late to keep --help fast
 
-    validate_config(cfg)
-    artifacts = prepare_from_config(cfg)
-    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
-    resolved.pop("hydra", None)
-    run_id = run_identity(resolved, artifacts.subset_hash)
-    run_dir = Path(cfg.paths.results_dir) / cfg.study.name / "runs" / run_id
+    _, artifacts = validate_and_prepare(cfg)
+    resolved = resolved_config(cfg)
+    run_id, run_dir = run_dir_of(cfg, artifacts.subset_hash)
     summary: dict[str, Any] = {"run_id": run_id, "run_dir": str(run_dir), "axes": axis_values(cfg)}
     if is_done(run_dir):
         log.info("skip %s %s: already done (%s)", run_id, summary["axes"], run_dir / RECORD_FILENAME)
         return summary | {"status": "skipped"}
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    task = RankTask.from_submitit()
+    if task is not None and task.rank > 0:  # one task per rank: rank 0 owns the lock and the record
+        return summary | _train_rank(cfg, run_dir, resolved, artifacts, summary, task)
     lock = FileLock(str(run_dir / ".lock"))
     try:
         lock.acquire(timeout=0)
@@ -184,21 +316,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     try:
         if is_done(run_dir):  # finished while we waited for the lock
             return summary | {"status": "skipped"}
-        artifacts_path = run_dir / "data_artifacts.json"
-        artifacts.save(artifacts_path)
-        resolved["run"] = {
-            "id": run_id,
-            "dir": str(run_dir),
-            "data_artifacts": str(artifacts_path),
-            "axes": summary["axes"],
-        }
-        resolved_path = run_dir / "resolved.yaml"
-        OmegaConf.save(OmegaConf.create(resolved), resolved_path)
-        devices, _ = layout(cfg)
-        cmd = torchrun_command(resolved_path, devices)
-        log.info("train %s %s -> %s", run_id, summary["axes"], run_dir)
         started = time.time()
-        proc = subprocess.run(cmd, env=worker_env(devices), check=False)
+        proc = _run_worker(cfg, run_dir, resolved, artifacts, summary, task)
         elapsed = time.time() - started
         if proc.returncode != 0 or not is_done(run_dir):
             reason = f"worker exited with code {proc.returncode}; see {run_dir / 'worker.log'}"
@@ -226,15 +345,72 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         lock.release()
 
 
+def _run_worker(
+    cfg: DictConfig,
+    run_dir: Path,
+    resolved: dict[str, Any],
+    artifacts: Any,
+    summary: dict[str, Any],
+    task: RankTask | None,
+) -> subprocess.CompletedProcess:
+    """Write the run's files and run its worker (torchrun, or this task's rank) to the end."""
+    artifacts_path = run_dir / "data_artifacts.json"
+    artifacts.save(artifacts_path)
+    resolved["run"] = {
+        "id": summary["run_id"],
+        "dir": str(run_dir),
+        "data_artifacts": str(artifacts_path),
+        "axes": summary["axes"],
+    }
+    resolved_path = run_dir / "resolved.yaml"
+    tmp = resolved_path.with_name(f"resolved.{os.getpid()}.tmp")  # every rank may write it: same content
+    OmegaConf.save(OmegaConf.create(resolved), tmp)
+    os.replace(tmp, resolved_path)
+    devices, num_nodes = layout(cfg)
+    cmd = worker_command(resolved_path, devices, num_nodes, task)
+    where = "" if task is None else f" as rank {task.rank}/{task.world_size}"
+    log.info("train %s %s%s -> %s", summary["run_id"], summary["axes"], where, run_dir)
+    return subprocess.run(cmd, env=worker_env(devices, task), check=False)
+
+
+def _train_rank(
+    cfg: DictConfig,
+    run_dir: Path,
+    resolved: dict[str, Any],
+    artifacts: Any,
+    summary: dict[str, Any],
+    task: RankTask,
+) -> dict[str, Any]:
+    """A rank > 0 of a one-task-per-rank job: train with rank 0, which writes the record."""
+    proc = _run_worker(cfg, run_dir, resolved, artifacts, summary, task)
+    if proc.returncode != 0:
+        raise LaunchError(
+            f"run {summary['run_id']} rank {task.rank} failed: worker exited with code {proc.returncode};"
+            f" see {run_dir / f'worker.rank{task.rank}.log'}"
+        )
+    return {"status": "trained"}
+
+
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
-    """Expand a multirun config into each job's overrides, exactly as Hydra's basic sweeper does."""
+    """Expand a multirun config into each job's overrides, exactly as Hydra's basic sweeper does.
+
+    A search space (``interval(a, b)``, Optuna's sweeper) is checked at its two ends: every value a search
+    can draw lies between points that were validated.
+    """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
 
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     parser = OverridesParser.create()
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
+    overrides = parser.parse_overrides(arguments)
+    for i, override in enumerate(overrides):
+        value = override.value()
+        if isinstance(value, IntervalSweep):
+            ends = f"{override.get_key_element()}={value.start!r},{value.end!r}"
+            overrides[i] = parser.parse_override(ends)
+    batches = BasicSweeper.split_arguments(overrides, None)
     return [list(job) for batch in batches for job in batch]
 
 
@@ -243,7 +419,6 @@ class StudyCallback(Callback):
     end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from datascale.data.prepare import prepare_from_config
 
         loader = GlobalHydra.instance().config_loader()
         jobs = sweep_job_overrides(config)
@@ -251,8 +426,7 @@ class StudyCallback(Callback):
         for overrides in jobs:
             job_cfg = loader.load_sweep_config(config, overrides)
             try:
-                validate_config(job_cfg)
-                prepare_from_config(job_cfg)  # cached; also verifies that the study's subsets nest
+                validate_and_prepare(job_cfg)  # data cached; also verifies that the study's subsets nest
             except ConfigError as err:
                 raise SystemExit(f"config error in run [{' '.join(overrides)}]: {err}") from None
 
@@ -280,17 +454,37 @@ class StudyCallback(Callback):
         Console(stderr=True).print(table)
 
 
+def search_objective(summary: dict[str, Any]) -> float:
+    """What a hyperparameter search minimises: the run's best validation loss (test stays unseen)."""
+    record = read_record(Path(summary["run_dir"]) / RECORD_FILENAME)
+    return float(record.best_val_loss)
+
+
+def _under_search() -> bool:
+    """True when Hydra's sweeper is a search (Optuna) that needs a number back from each job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
+def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float:
     try:
-        return run_job(cfg)
+        summary = run_job(cfg)
+        return search_objective(summary) if _under_search() else summary
     except ConfigError as err:
         log.error("config error: %s", err)
         raise SystemExit(f"config error: {err}") from None
 
 
 def main() -> None:
-    """Console entry point (``datascale``)."""
+    """Console entry point (``datascale``): misspelt keys and options fail in one line before Hydra starts."""
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        raise SystemExit(f"config error: {err}") from None
+    except Exception:  # anything else about the command line: Hydra reports it in its own words
+        log.debug("override pre-check skipped", exc_info=True)
     _hydra_main()
 
 

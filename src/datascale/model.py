@@ -1,6 +1,7 @@
 """A small GPT-style decoder in one readable file, plus named size presets and parameter counts.
 
-Pre-LayerNorm blocks, causal ``scaled_dot_product_attention``, learned position embeddings, a 4x GELU MLP and
+Pre-LayerNorm blocks, causal ``scaled_dot_product_attention`` (bidirectional with ``causal=False``, for masked
+LM objectives), learned position embeddings, a 4x GELU MLP and
 an LM head tied to the token embedding (GPT-2 / nanoGPT layout). Initialisation follows GPT-2: N(0, 0.02) for
 every weight, with the residual output projections scaled by 1/sqrt(2 * n_layer) so that the residual stream's
 variance does not grow with depth.
@@ -20,9 +21,10 @@ from datascale.model_config import GPTConfig, preset_names
 __all__ = ["GPT", "GPTConfig", "count_parameters", "preset_names"]
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, causal: bool = True) -> None:
         super().__init__()
+        self.causal = causal  # False: every position attends to every other (masked LM)
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
@@ -36,7 +38,7 @@ class CausalSelfAttention(nn.Module):
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
         )
         y = y.transpose(1, 2).contiguous().view(b, t, c)
         return self.resid_drop(self.proj(y))
@@ -57,10 +59,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, causal: bool = True) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = SelfAttention(cfg, causal)
         self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
@@ -70,13 +72,14 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, causal: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
+        self.causal = causal
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying: one matrix, counted once
@@ -95,12 +98,8 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, T, vocab)``; with ``targets`` the per-token losses ``(B, T)`` in nats instead.
-
-        Per-token losses (not the mean) let evaluation sum nats and bytes exactly; targets equal to -100 are
-        ignored and get loss 0.
-        """
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final (LayerNormed) hidden states ``(B, T, d_model)``: what the LM head and task heads read."""
         _, t = idx.shape
         if t > self.cfg.seq_len:
             raise ValueError(f"sequence length {t} > model seq_len {self.cfg.seq_len}")
@@ -108,7 +107,15 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, T, vocab)``; with ``targets`` the per-token losses ``(B, T)`` in nats instead.
+
+        Per-token losses (not the mean) let evaluation sum nats and bytes exactly; targets equal to -100 are
+        ignored and get loss 0.
+        """
+        logits = self.lm_head(self.hidden(idx))
         if targets is None:
             return logits
         losses = F.cross_entropy(

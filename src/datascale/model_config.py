@@ -17,7 +17,6 @@ from omegaconf import OmegaConf
 from datascale import CONF_DIR
 from datascale.config_errors import ConfigError, require, require_in_range, require_positive_int
 
-
 #: The size ladder: width per layer of depth, and the attention head size.
 WIDTH_PER_LAYER = 64
 HEAD_DIM = 32
@@ -84,7 +83,7 @@ class GPTConfig:
 
 
 def preset_names() -> list[str]:
-    """The named model sizes: the YAML leaves of ``conf/model/`` that are a GPTConfig (``depth`` is the ladder)."""
+    """The named sizes: the leaves of ``conf/model/`` that build a GPTConfig (``depth`` is the ladder)."""
     target = f"{GPTConfig.__module__}.{GPTConfig.__qualname__}"
     leaves = sorted((CONF_DIR / "model").glob("*.yaml"))
-    return [p.stem for p in leaves if OmegaConf.load(p).get("_target_") == target]
+    return [p.stem for p in leaves if OmegaConf.select(OmegaConf.load(p), "_target_") == target]

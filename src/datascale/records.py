@@ -133,6 +133,22 @@ class RunRecord:
         "reason); empty for the untransformed pool",
         default_factory=list,
     )
+    # objective and downstream transfer (datascale.training.objective, .downstream_eval); defaults keep
+    # older records loadable
+    objective: str = _doc(
+        "pretraining objective: `clm` (causal next token) or `mlm` (masked tokens)", default="clm"
+    )
+    loss_unit: str = _doc(
+        "what the losses are: nats per next token (clm; bpb defined), or nats per masked token under the "
+        "fixed held-out masking (mlm; its bpb is those nats over the masked tokens' bytes)",
+        default="nats per next token",
+    )
+    downstream: dict[str, dict[str, Any]] = _doc(
+        "per downstream task and mode (`<task>@<mode>`, mode probe | finetune | zeroshot | pseudo): "
+        "`task`, `mode`, `accuracy`, `macro_f1`, `loss` (test cross-entropy), `chance`, `majority`, "
+        "`n_test`, `steps`; empty without `downstream=suite`",
+        default_factory=dict,
+    )
     error: str | None = _doc("one-line reason when status is `failed`", default=None)
     schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)
 

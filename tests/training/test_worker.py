@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from training_fixtures import TINY_TRAINING, resolved_config
 
-from datascale import CONF_DIR
 from datascale.artifacts import DataArtifacts
 from datascale.data.token_cache import TokenCache
 from datascale.records import RunRecord, read_record
@@ -226,43 +224,6 @@ def test_worker_under_torchrun(artifacts: DataArtifacts, tmp_path: Path) -> None
     record = read_record(tmp_path / "run_tr" / "record.json")
     assert record.status == "done" and record.steps == 16 and record.world_size == 1
     assert "end run run_tr" in (tmp_path / "run_tr" / "worker.log").read_text()
-
-
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process(
-    done_run: tuple[RunRecord, Path], artifacts: DataArtifacts, tmp_path: Path
-) -> None:
-    """World-size invariance: torchrun x2 with DDP sees the same global batches, so it gives the same run."""
-    record, _ = done_run
-    ddp_strategy = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "strategy" / "ddp.yaml"))
-    path = resolved_config(
-        tmp_path / "run_ddp", artifacts, **{"strategy": ddp_strategy, "trainer.devices": 2}
-    )
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "datascale.training.worker",
-            str(path),
-        ],
-        env=env | {"OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ddp = read_record(tmp_path / "run_ddp" / "record.json")
-    assert ddp.world_size == 2 and ddp.strategy == "ddp"
-    assert (ddp.steps, ddp.best_step, ddp.tokens_seen) == (record.steps, record.best_step, record.tokens_seen)
-    assert ddp.best_val_loss == pytest.approx(record.best_val_loss, rel=1e-3)
-    assert ddp.test_loss == pytest.approx(record.test_loss, rel=1e-3)
 
 
 def test_record_names_only_the_restricted_training_domains(corpus_files: Path, tmp_path: Path) -> None:

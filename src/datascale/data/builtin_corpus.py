@@ -186,7 +186,8 @@ def split_play(markdown: str) -> list[tuple[str, str]]:
     the Markdown (``**SPEAKER**``, ``_stage directions_``, ``### SCENE`` lines) is kept as shipped.
     """
     segments: list[tuple[str, list[str]]] = []
-    label, lines, act = "front", [], 0
+    label, act = "front", 0
+    lines: list[str] = []
 
     def flush() -> None:
         body = [ln for ln in lines if ln.strip() and not _HEADING.match(ln)]

@@ -52,6 +52,8 @@ class BPETokenizer:
     vocab_size: int = 4096
     min_frequency: int = 2
     eos_token: str = EOS_TOKEN
+    mask_token: str | None = None
+    """An extra special token for masked-LM objectives (None: today's tokenizer, bit for bit)."""
 
     def __post_init__(self) -> None:
         require(
@@ -76,9 +78,25 @@ class BPETokenizer:
             self.eos_token,
             "must be a non-empty string",
         )
+        require(
+            self.mask_token is None
+            or (isinstance(self.mask_token, str) and self.mask_token not in ("", self.eos_token)),
+            "mask_token",
+            self.mask_token,
+            "must be null or a non-empty string other than eos_token",
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config; ``mask_token`` only when set, so a CLM tokenizer's cache key is unchanged."""
+        out = asdict(self)
+        if self.mask_token is None:
+            del out["mask_token"]
+        return out
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """EOS first (its id stays 0), then the mask token if any."""
+        return [self.eos_token] + ([self.mask_token] if self.mask_token else [])
 
     def build(self) -> Tokenizer:
         """An untrained tokenizer with this config's pipeline."""
@@ -95,7 +113,7 @@ class BPETokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=self.vocab_size,
             min_frequency=self.min_frequency,
-            special_tokens=[self.eos_token],
+            special_tokens=self.special_tokens,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=progress,
         )

@@ -40,6 +40,8 @@ class GPTLightningModule(pl.LightningModule):
         batch_tokens: int,
         unique_tokens: int,
         domains: list[str],
+        accumulation: int = 1,
+        compile_blocks: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -61,6 +63,10 @@ class GPTLightningModule(pl.LightningModule):
         self.batch_tokens = batch_tokens
         self.unique_tokens = unique_tokens
         self.domains = list(domains)
+        self.accumulation = accumulation  # micro-batches per optimizer step
+        self.compile_blocks = compile_blocks
+        self._train_loss_sum: torch.Tensor | None = None
+        self._configured = False  # configure_model ran (sharding and compiling happen once)
         self.eval_history: list[dict[str, Any]] = []  # one entry per validation (rank 0 and others alike)
         self.test_results: dict[str, Any] | None = None
         self._sums: torch.Tensor | None = None
@@ -72,9 +78,44 @@ class GPTLightningModule(pl.LightningModule):
     def tokens_seen(self, steps: int | None = None) -> int:
         return (self.global_step if steps is None else steps) * self.batch_tokens
 
+    def configure_model(self) -> None:
+        """Under FSDP (``ModelParallelStrategy`` sets a device mesh): shard each block, then the root; compile
+        blocks if asked. Lightning calls this before fit and again before test, so it runs once."""
+        if self._configured:
+            return
+        self._configured = True
+        if self.compile_blocks:
+            for block in self.model.blocks:
+                block.compile()  # in place: parameter names (and so checkpoints) are unchanged
+        if self._device_mesh is None:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self._device_mesh["data_parallel"]
+        for block in self.model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)  # embeddings, tied LM head, final LayerNorm
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
-        loss = self.model(inputs, targets).mean()
+        loss = self.train_loss(inputs, targets)
+        if self.accumulation > 1:  # equal micro-batches: the step's loss is the mean of theirs
+            micro = loss.detach() / self.accumulation
+            self._train_loss_sum = micro if self._train_loss_sum is None else self._train_loss_sum + micro
+            if (batch_idx + 1) % self.accumulation:
+                return loss
+            step_loss, self._train_loss_sum = self._train_loss_sum, None
+        else:
+            step_loss = loss
+        self._log_train_step(step_loss)
+        return loss
+
+    def train_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The micro-batch's training loss (the objective's hook: MLM overrides it)."""
+        return self.model(inputs, targets).mean()
+
+    def _log_train_step(self, loss: torch.Tensor) -> None:
+        """Once per optimizer step: the global batch's loss (mean over ranks), LR, tokens and epochs."""
         tokens = self.tokens_seen(self.global_step + 1)  # after this update
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         optimizer = self.optimizers()
@@ -82,7 +123,6 @@ class GPTLightningModule(pl.LightningModule):
         self.log("train/lr", optimizer.param_groups[0]["lr"])
         self.log("tokens_seen", float(tokens))
         self.log("epochs", tokens / self.unique_tokens, prog_bar=True)
-        return loss
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(param_groups(self.model))

@@ -7,7 +7,9 @@ macro validation loss, tests the best-validation checkpoint and writes ``<run_di
 rank 0. It is not a Hydra app, so Lightning sees torchrun's environment and never re-executes anything.
 
 resolved.yaml keys read: ``study.name``, ``study.axes``, ``seed``, ``run.{id, dir, data_artifacts, axes}``,
-``model``, ``optim``, ``schedule``, ``training``, ``trainer``, ``strategy``, ``worker``, ``logger``.
+``model``, ``optim``, ``schedule``, ``training``, ``trainer``, ``strategy``, ``worker``, ``logger``; optional
+(older configs lack them): ``objective`` (clm default), ``tokenizer.mask_token``, ``downstream.enabled``,
+``finetune`` (the downstream evaluation after testing).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import math
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -33,7 +36,8 @@ from pytorch_lightning.accelerators import CUDAAccelerator
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.strategies import Strategy
+from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 
 from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
@@ -42,12 +46,16 @@ from datascale.model import GPTConfig, count_parameters
 from datascale.provenance import code_version
 from datascale.records import RECORD_FILENAME, RunRecord, write_record
 from datascale.training.callbacks import TrainThroughput, progress_bar
+from datascale.training.checkpoints import consolidate, is_sharded
 from datascale.training.datamodule import TokenDataModule
+from datascale.training.downstream_eval import run_downstream
+from datascale.training.mlm import objective_module, objective_of
 from datascale.training.module import GPTLightningModule
 from datascale.training.protocol import TrainingProtocol
 from datascale.training.run_logging import setup_logging, teardown_logging
 from datascale.training.schedule import WarmupCosine
 from datascale.training.settings import WorkerSettings
+from datascale.training.throughput import device_peak, mfu, training_flops_per_token
 from datascale.training.tracking import build_loggers, define_token_axis, finish_wandb, wandb_info
 
 log = logging.getLogger("datascale.training")
@@ -168,11 +176,71 @@ def train(ctx: RunContext) -> RunRecord:
     trainer, early_stop, checkpoint, throughput = build_trainer(ctx, leaves, plan)
     log_start(ctx, leaves, module, plan, threads, trainer)
     fitted = fit_and_test(trainer, module, datamodule, early_stop, checkpoint, plan["planned_steps"])
+    ctx.learned.update(performance(ctx, leaves, trainer, fitted, throughput))
+    ctx.learned["best_checkpoint"] = single_file_checkpoint(trainer, checkpoint.best_model_path)
+    assert ctx.artifacts is not None  # downstream evaluation of the best checkpoint (downstream=suite only)
+    ctx.learned["downstream"] = run_downstream(ctx.cfg, module.model, ctx.artifacts, ctx.run_dir, trainer)
     record = make_record(ctx, leaves.protocol, datamodule, trainer, fitted)
     if trainer.is_global_zero:
         write_record(ctx.run_dir, record)
-    log_end(record, fitted, throughput.tokens_per_s(leaves.protocol.batch_tokens))
+    log_end(record, fitted)
     return record
+
+
+def performance(
+    ctx: RunContext, leaves: Leaves, trainer: pl.Trainer, fitted: Fitted, throughput: TrainThroughput
+) -> dict[str, Any]:
+    """Record fields of speed: tokens/s of the training steps, model FLOPs per token, MFU, peak memory."""
+    model = leaves.model
+    step_tokens_per_s = throughput.rate(fitted.steps * leaves.protocol.batch_tokens)
+    flops_per_token = training_flops_per_token(model.n_layer, model.d_model, model.vocab_size, model.seq_len)
+    accelerator = accelerator_name(trainer)
+    cache = OmegaConf.select(ctx.cfg, "paths.cache_dir", default=None) or Path.home() / ".cache" / "datascale"
+    device_name, peak_per_device, source = device_peak(
+        accelerator,
+        str(trainer.precision),
+        leaves.settings.matmul_precision,
+        torch.get_num_threads(),
+        Path(cache) / "machine",
+    )
+    peak = peak_per_device * trainer.world_size
+    return {
+        "num_nodes": int(trainer.num_nodes),
+        "device_name": device_name,
+        "step_tokens_per_s": _finite(step_tokens_per_s),
+        "model_flops_per_token": float(flops_per_token),
+        "achieved_flops_per_s": _finite(step_tokens_per_s * flops_per_token),
+        "peak_flops_per_s": _finite(peak),
+        "peak_flops_source": source,
+        "mfu": _finite(mfu(step_tokens_per_s, flops_per_token, peak)),
+        "peak_memory_mib": peak_memory_by_rank(trainer, accelerator),
+    }
+
+
+def _finite(value: float) -> float | None:
+    """None for what could not be measured (a record compares equal to itself after a JSON round trip)."""
+    return value if math.isfinite(value) else None
+
+
+def peak_memory_by_rank(trainer: pl.Trainer, accelerator: str) -> list[float]:
+    """Each rank's peak memory in MiB (CUDA: max allocated; CPU: max RSS), gathered to every rank."""
+    if accelerator == "cuda":
+        mib = torch.cuda.max_memory_allocated(trainer.strategy.root_device) / 2**20
+    else:
+        mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    mine = torch.tensor([mib], dtype=torch.float64, device=trainer.strategy.root_device)
+    gathered = trainer.strategy.all_gather(mine) if trainer.world_size > 1 else mine
+    return [round(float(v), 1) for v in gathered.flatten().tolist()]
+
+
+def single_file_checkpoint(trainer: pl.Trainer, best_path: str) -> str:
+    """The best checkpoint as one file for analysis: FSDP's sharded directory is consolidated (rank 0)."""
+    if not is_sharded(Path(best_path)):
+        return best_path
+    out = Path(best_path).with_name(Path(best_path).stem + ".consolidated.ckpt")
+    if trainer.is_global_zero:
+        consolidate(Path(best_path), out)
+    return str(out)
 
 
 def set_threads(settings: WorkerSettings, local_world: int) -> int:
@@ -204,16 +272,29 @@ def build_data(ctx: RunContext, leaves: Leaves) -> tuple[TokenDataModule, dict[s
             f"must be >= the tokenizer's vocabulary size {artifacts.vocab_size}",
         )
     protocol.validate(model.seq_len, ctx.world, artifacts.unique_tokens)
+    micro, accumulation = protocol.micro_batch(
+        model.seq_len, ctx.world, leaves.settings.max_micro_batch_tokens
+    )
     pl.seed_everything(int(ctx.cfg.seed), workers=True, verbose=False)
     datamodule = TokenDataModule.from_artifacts(
-        artifacts, model.seq_len, protocol, int(ctx.cfg.seed), vocab_size=model.vocab_size
+        artifacts,
+        model.seq_len,
+        protocol,
+        int(ctx.cfg.seed),
+        vocab_size=model.vocab_size,
+        accumulation=accumulation,
     )
     plan = protocol.plan(datamodule.unique_tokens, model.seq_len)
+    plan.update(micro_batch_sequences=micro, accumulation=accumulation)
     ctx.learned.update(
         eval_domains=datamodule.domains,
         train_domains=artifacts.train_domains,
         pool_transforms=artifacts.pool_transforms,
+        subset_domains=artifacts.subset_domains,
         planned_steps=plan["planned_steps"],
+        micro_batch_sequences=micro,
+        grad_accumulation=accumulation,
+        compiled=leaves.settings.compile,
     )
     return datamodule, plan
 
@@ -221,7 +302,11 @@ def build_data(ctx: RunContext, leaves: Leaves) -> tuple[TokenDataModule, dict[s
 def build_module(
     ctx: RunContext, leaves: Leaves, datamodule: TokenDataModule, plan: dict[str, Any]
 ) -> GPTLightningModule:
-    module = GPTLightningModule(
+    assert ctx.artifacts is not None
+    module_class, objective_kwargs = objective_module(
+        ctx.cfg, ctx.artifacts.tokenizer_path, ctx.artifacts.vocab_size
+    )
+    module = module_class(
         leaves.model,
         leaves.optimizer,
         leaves.schedule,
@@ -230,9 +315,14 @@ def build_module(
         leaves.protocol.batch_tokens,
         datamodule.unique_tokens,
         datamodule.domains,
+        accumulation=plan["accumulation"],
+        compile_blocks=leaves.settings.compile,
+        **objective_kwargs,
     )
     params = count_parameters(module.model)
     ctx.learned.update(params_total=params["total"], params_non_embedding=params["non_embedding"])
+    objective = objective_of(ctx.cfg)
+    ctx.learned.update(objective=objective.name, loss_unit=objective.loss_unit)
     return module
 
 
@@ -269,9 +359,10 @@ def build_trainer(
         callbacks.append(progress_bar(settings.progress_bar, settings.progress_refresh_rate))
     trainer = make_trainer(
         strategy=strategy,
-        max_steps=plan["planned_steps"],
+        max_steps=plan["planned_steps"],  # optimizer steps
         max_epochs=-1,
-        val_check_interval=plan["eval_interval_steps"],
+        accumulate_grad_batches=plan["accumulation"],
+        val_check_interval=plan["eval_interval_steps"] * plan["accumulation"],  # counted in micro-batches
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         gradient_clip_val=protocol.grad_clip,
@@ -281,10 +372,22 @@ def build_trainer(
         enable_checkpointing=True,
         use_distributed_sampler=False,
         enable_model_summary=False,
+        plugins=cluster_plugins(),
     )
     check_world_size(trainer, ctx.world)
     define_token_axis(ctx.wandb_logger)
     return trainer, early_stop, checkpoint, throughput
+
+
+def cluster_plugins() -> list[Any]:
+    """Under SLURM with one task per rank, Lightning's SLURM environment without its auto-requeue: submitit
+    (the Hydra launcher) is the one component that requeues a job, so two handlers never race on a signal.
+    torchrun inside a SLURM task (fewer tasks than ranks) keeps torchrun's environment."""
+    if not SLURMEnvironment.detect():
+        return []
+    if os.environ.get("SLURM_NTASKS") == os.environ.get("WORLD_SIZE", "1"):
+        return [SLURMEnvironment(auto_requeue=False)]
+    return [TorchElasticEnvironment()]
 
 
 def check_world_size(trainer: pl.Trainer, world: int) -> None:
@@ -363,6 +466,7 @@ def make_record(
         **{k: known[k] for k in ("corpus_hash", "tokenizer_hash", "subset_hash", "train_domains", "wandb")},
         **{k: known[k] for k in ("params_total", "params_non_embedding", "planned_steps", "eval_domains")},
         pool_transforms=known["pool_transforms"],
+        subset_domains=known["subset_domains"],
         status="done",
         created_at=_now(),
         unique_tokens=unique,
@@ -390,11 +494,36 @@ def make_record(
         strategy=str(strategy_name(trainer)),
         accelerator=accelerator_name(trainer),
         precision=str(trainer.precision),
+        **{k: known[k] for k in PERFORMANCE_FIELDS},
+        **{k: known[k] for k in ("objective", "loss_unit", "downstream") if k in known},
     )
 
 
+#: Record fields of the layout and speed block, learned by ``build_data`` and ``performance``.
+PERFORMANCE_FIELDS = (
+    "num_nodes",
+    "micro_batch_sequences",
+    "grad_accumulation",
+    "compiled",
+    "device_name",
+    "step_tokens_per_s",
+    "model_flops_per_token",
+    "achieved_flops_per_s",
+    "peak_flops_per_s",
+    "peak_flops_source",
+    "mfu",
+    "peak_memory_mib",
+    "best_checkpoint",
+)
+
+
 def strategy_name(trainer: pl.Trainer) -> str:
-    """Lightning's registry name of the strategy in use (``single_device``, ``ddp``, ...)."""
+    """Lightning's registry name of the strategy in use (``single_device``, ``ddp``, ...); ``fsdp`` for
+    FSDP2 through ``ModelParallelStrategy`` (which has no registry name)."""
+    if isinstance(trainer.strategy, ModelParallelStrategy):
+        return "fsdp"
+    if type(trainer.strategy) is DDPStrategy:  # its registry entries are several names for one class
+        return "ddp"
     return str(getattr(trainer.strategy, "strategy_name", type(trainer.strategy).__name__))
 
 
@@ -450,7 +579,8 @@ def log_start(
     log.info(
         "start run %s study=%s axes=%s | params %s (non-embedding %s) | U=%s tokens, batch %s tokens, "
         "planned %s steps = %s tokens (%.1f epochs), eval every %s steps, warmup %s steps, patience %s | "
-        "%s x%s %s, %s threads/process, precision %s",
+        "%s x%s %s, %s threads/process, precision %s, micro-batch %s sequences x %s accumulation, "
+        "cluster environment %s",
         known["run_id"],
         known["study"],
         known["axes"],
@@ -469,13 +599,17 @@ def log_start(
         strategy_name(trainer),
         threads,
         trainer.precision,
+        plan["micro_batch_sequences"],
+        plan["accumulation"],
+        type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
     )
 
 
-def log_end(record: RunRecord, fitted: Fitted, step_tokens_per_s: float) -> None:
+def log_end(record: RunRecord, fitted: Fitted) -> None:
     log.info(
         "end run %s: best val %.4f at step %d (%.1f epochs), test %.4f (bpb %.4f), final val %.4f | "
-        "%s after %d steps = %.1f epochs | fit %.0f s, %.0f tokens/s (train steps only %.0f), wall %.0f s",
+        "%s after %d steps = %.1f epochs | fit %.0f s, %.0f tokens/s (train steps only %s, MFU %s), "
+        "peak memory %s MiB, wall %.0f s",
         record.run_id,
         record.best_val_loss,
         fitted.best_step,
@@ -488,7 +622,9 @@ def log_end(record: RunRecord, fitted: Fitted, step_tokens_per_s: float) -> None
         record.epochs,
         fitted.train_time_s,
         record.tokens_per_s,
-        step_tokens_per_s,
+        "n/a" if record.step_tokens_per_s is None else f"{record.step_tokens_per_s:.0f}",
+        "n/a" if record.mfu is None else f"{100 * record.mfu:.1f}%",
+        record.peak_memory_mib,
         record.wall_time_s,
     )
 
