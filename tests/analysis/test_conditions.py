@@ -215,7 +215,10 @@ def test_mixing_law_fit_recovers_known_parameters_and_the_best_mixture():
 def test_mixing_law_predicts_held_out_mixtures_of_the_published_pile_runs():
     """Ye et al.'s 70M runs at step 30000: fitted on mixtures 0-19, predicting the other 6 per domain group
     within 3% (and better than the mean of the fitted runs)."""
-    table = pd.read_csv(REFERENCE / "mixinglaws_pile5domain_losses.csv")
+    path = REFERENCE / "mixinglaws_pile5domain_losses.csv"
+    if not path.exists():
+        pytest.skip(f"reference data not found at {path}; CI provides ../shared")
+    table = pd.read_csv(path)
     runs = table[(table["model_size"] == "70M") & (table["step"] == 30000)]
     loss = runs.groupby(["run_id", "val_domain"])["val_loss"].mean().unstack()
     cols = ["p1", "p2", "p3", "p4", "p5"]

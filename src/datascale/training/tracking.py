@@ -127,6 +127,8 @@ SUMMARY_FIELDS = (
     "epochs_at_best",
     "converged",
     "stop_reason",
+    "objective",
+    "loss_unit",
     "params_total",
     "params_non_embedding",
     "wall_time_s",
