@@ -6,39 +6,21 @@ Real text (built-in corpus), real BPE, real Lightning training, real torchrun pr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from study_cli import launch_study
 
-from datascale import SWEEPS_DIR
 from datascale.records import find_records
 
 OUTPUTS = ("runs.parquet", "fit.json", "report.md", "scaling_curve.png")
 
 
 def run_study(study: str, tmp: Path, *overrides: str, timeout: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb-home")}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "datascale.launch",
-            "--config-dir",
-            str(SWEEPS_DIR),
-            "--config-name",
-            study,
-            f"paths.results_dir={tmp / 'results'}",
-            f"paths.cache_dir={tmp / 'cache'}",
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb-home")}
+    return launch_study(study, tmp / "results", tmp / "cache", *overrides, env=env, timeout=timeout)
 
 
 def analyze(study_dir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from hydra import compose, initialize_config_dir
+from study_cli import launch_study
 
 from datascale import CONF_DIR, SWEEPS_DIR
 from datascale.config_errors import ConfigError
@@ -107,25 +104,7 @@ def test_worker_environment_drops_an_enclosing_distributed_job(monkeypatch, tmp_
 
 def test_a_bad_point_stops_the_sweep_before_anything_trains(tmp_path):
     """One invalid size in the grid: the whole study fails in seconds with one line, and no run dir exists."""
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "datascale.launch",
-            "--config-dir",
-            str(SWEEPS_DIR),
-            "--config-name",
-            "smoke",
-            "subset.unique_tokens=2000,-7",
-            f"paths.results_dir={tmp_path / 'results'}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = launch_study("smoke", tmp_path / "results", tmp_path / "cache", "subset.unique_tokens=2000,-7")
     assert proc.returncode != 0
     assert "subset.unique_tokens=-7: must be a positive integer" in proc.stderr
     assert not (tmp_path / "results" / "smoke" / "runs").exists()

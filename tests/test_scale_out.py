@@ -8,16 +8,13 @@ identical steps, best step and tokens seen (tests/training/test_strategies.py me
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import slurm_cluster
+from study_cli import launch_study
 
-from datascale import SWEEPS_DIR
 from datascale.records import RunRecord, find_records
 
 TOLERANCE = 1e-5
@@ -27,24 +24,7 @@ RunRecords = dict[int, RunRecord]
 
 def run_study(results: Path, cache: Path, *overrides: str, env: dict[str, str] | None = None) -> RunRecords:
     """The smoke study through ``python -m datascale.launch``; its records by unique tokens."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "datascale.launch",
-            "--config-dir",
-            str(SWEEPS_DIR),
-            "--config-name",
-            "smoke",
-            f"paths.results_dir={results}",
-            f"paths.cache_dir={cache}",
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
-        timeout=900,
-    )
+    proc = launch_study("smoke", results, cache, *overrides, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {r.unique_tokens: r for r in find_records(results / "smoke")}
 
