@@ -347,6 +347,7 @@ def print_summary(result: StudyAnalysis, console: Any = None) -> None:
     from rich.console import Console
 
     from .condition_report import console_lines as condition_console_lines
+    from .excluded import describe
     from .mdformat import short
 
     console = console or Console()
@@ -363,6 +364,8 @@ def print_summary(result: StudyAnalysis, console: Any = None) -> None:
     )
     for line in dropped_lines(fj):
         console.print(f"[yellow]{line}[/yellow]")
+    for entry in fj.get("excluded_runs") or []:
+        console.print(f"excluded (not fitted): {describe(entry)}", style="yellow", markup=False)
     console.print(_fit_table(fj))
     for line in _checks_lines(fj):
         console.print(line)

@@ -160,6 +160,8 @@ def step_conditions(df: pd.DataFrame, out: Path, *, x: str, opts: Any) -> Condit
     labels = (
         dict(zip(table["run_id"].astype(str), table["condition"], strict=True)) if "run_id" in table else {}
     )
-    step.fields["pool_transforms"] = pool_transform_fields(source, labels)
+    scan = getattr(opts, "scan", None)  # the study's records, read once by analyze_study
+    files = scan.files if scan is not None else None
+    step.fields["pool_transforms"] = pool_transform_fields(source, labels, files)
     _figures(out, table, conds, eff, step)
     return step

@@ -231,6 +231,7 @@ def load_records(
     n_definition: str = "total",
     include_failed: bool = False,
     strict: bool = False,
+    records: Sequence[RunRecord] | None = None,
 ) -> pd.DataFrame:
     """Tidy table of every finished run below ``study_dir`` (``runs/*/record.json``), sorted by U, seed, run
     id.
@@ -238,7 +239,8 @@ def load_records(
     Reads only run records (never W&B files or run names). ``loss`` is a copy of ``loss_metric``; runs whose
     loss is not finite are dropped by a recorded preprocessing step that lists them (``strict=True`` refuses
     instead). Failed runs are left out unless ``include_failed`` (then ``status`` tells them apart and they
-    are never fitted by ``analyze_study``).
+    are never fitted by ``analyze_study``). ``records``: the study's records already read (``analyze_study``
+    reads the directory once, ``excluded.scan_study``); None reads them here.
     """
     if loss_metric not in LOSS_METRICS:
         raise ValueError(f"loss_metric={loss_metric!r}: must be one of {list(LOSS_METRICS)}")
@@ -247,7 +249,7 @@ def load_records(
     root = Path(study_dir)
     if not root.is_dir():
         raise NoRecordsError(f"{root}: not a directory")
-    records = find_records(root, status=None)
+    records = list(records) if records is not None else find_records(root, status=None)
     all_found = len(records)
     if not include_failed:
         records = [r for r in records if r.status == "done"]

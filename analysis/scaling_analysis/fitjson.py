@@ -59,9 +59,15 @@ FIT_JSON_FIELDS: dict[str, str] = {
     "looks_like_scaling, identified, "
     "sentence}: whether loss falls with data and the fitted exponent is positive; "
     "identified is False when there are fewer distinct sizes than free parameters (verdict: inconclusive)",
-    "summary": "study summary: study, x, n_runs, n_failed, n_sizes, sizes, seeds, runs_per_size, x_range, "
+    "summary": "study summary: study, x, n_runs, n_failed, failed_run_ids, n_unreadable (record files that "
+    "could not be read), n_sizes, sizes, seeds, runs_per_size, x_range, "
     "has_stop_info (whether the table says which runs converged), "
     "orders_of_magnitude, D/epochs/N/loss ranges, total_wall_time_s, n_non_converged",
+    "excluded_runs": "every run record not fitted, with why: [{kind (`failed` or `unreadable`), path (the "
+    "record file relative to the study dir), run_id, axes (null for an unreadable file), reason (a failed "
+    "run's one-line `error`; for a corrupt or half-written file what reading it raised), previous_attempts "
+    "(earlier failed attempts kept beside it as `record.attempt-<k>.json`)}]; each is also warned about; "
+    "empty for a table",
     "non_converged": "runs that hit the token cap before early stopping: "
     "[{run_id, <x>, seed, loss, stop_reason}]",
     "preprocessing": "every rule applied before fitting (source, loss metric, N definition, column mapping, "
@@ -132,7 +138,9 @@ FIT_JSON_FIELDS: dict[str, str] = {
 }
 
 
-def study_summary(df: pd.DataFrame, x: str, *, failed: Sequence[str] = ()) -> dict[str, Any]:
+def study_summary(
+    df: pd.DataFrame, x: str, *, failed: Sequence[str] = (), n_unreadable: int = 0
+) -> dict[str, Any]:
     """Runs, sizes, seeds, ranges and cost of the fitted runs (for the report and fit.json)."""
     xs = df[x].to_numpy(dtype=float)
     sizes = sorted(set(xs.tolist()))
@@ -148,6 +156,7 @@ def study_summary(df: pd.DataFrame, x: str, *, failed: Sequence[str] = ()) -> di
         "n_runs": len(df),
         "n_failed": len(failed),
         "failed_run_ids": list(failed),
+        "n_unreadable": int(n_unreadable),
         "n_sizes": len(sizes),
         "sizes": sizes,
         "seeds": sorted({int(s) for s in df["seed"]}) if "seed" in df and df["seed"].notna().all() else None,

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datascale.records import RECORD_FILENAME, read_record
+from datascale.records import RunRecord, scan_record_files
 
 PLANTING_GROUPS = ("degrade",)
 REMOVAL_GROUPS = ("dedup", "filter", "select")
@@ -79,17 +79,24 @@ def _summaries(record: Any) -> list[dict[str, Any]]:
     return [{k: t.get(k) for k in keep} for t in (record.pool_transforms or [])]
 
 
-def pool_transform_fields(study_dir: Path | str | None, labels: Mapping[str, str]) -> dict[str, Any]:
+def pool_transform_fields(
+    study_dir: Path | str | None,
+    labels: Mapping[str, str],
+    files: Sequence[tuple[Path, RunRecord]] | None = None,
+) -> dict[str, Any]:
     """fit.json ``pool_transforms``: per condition (``labels``: run id -> condition), what was removed.
 
-    One run per condition is read (the pool does not depend on the size). ``{"skipped": reason}`` when the
-    source is not a study directory or no run transformed its pool.
+    One run per condition is used (the pool does not depend on the size). ``files``: the study's (path,
+    record) pairs already read (``excluded.scan_study``); None reads the readable ones here (unreadable
+    records are the analysis's excluded runs). ``{"skipped": reason}`` when the source is not a study
+    directory or no run transformed its pool.
     """
     if study_dir is None or not Path(study_dir).is_dir():
         return {"skipped": "not a study directory (no run records)"}
+    if files is None:
+        files = scan_record_files(Path(study_dir))[0]
     out: dict[str, Any] = {}
-    for path in sorted(Path(study_dir).rglob(RECORD_FILENAME)):
-        record = read_record(path)
+    for path, record in sorted(files, key=lambda pr: pr[0]):
         label = labels.get(record.run_id)
         if label is None or label in out or not record.pool_transforms:
             continue

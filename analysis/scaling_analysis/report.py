@@ -43,14 +43,21 @@ def distinct_labels(values: Sequence[float], digits: int = 4) -> list[str]:
 # -------------------------------------------------------------------------------------------- sections
 
 
+def _runs_line(summary: Mapping[str, Any]) -> str:
+    """Runs fitted, and the failed runs and unreadable records that were not."""
+    left_out = []
+    if summary.get("n_failed"):
+        left_out.append(f"{summary['n_failed']} failed ({', '.join(summary.get('failed_run_ids', []))})")
+    if summary.get("n_unreadable"):
+        left_out.append(f"{summary['n_unreadable']} unreadable record file(s)")
+    runs = f"- **Runs:** {summary.get('n_runs', 0)} fitted"
+    return runs + (f"; not fitted: {', '.join(left_out)}, listed under *Excluded runs*" if left_out else "")
+
+
 def summary_section(summary: Mapping[str, Any]) -> str:
     """Runs, sizes, seeds, ranges and cost, as a short bullet list."""
     x = summary.get("x", "U")
-    lines = ["## Study summary", ""]
-    runs = f"- **Runs:** {summary.get('n_runs', 0)} fitted"
-    if summary.get("n_failed"):
-        runs += f", {summary['n_failed']} failed (not fitted: {', '.join(summary.get('failed_run_ids', []))})"
-    lines.append(runs)
+    lines = ["## Study summary", "", _runs_line(summary)]
     sizes = summary.get("sizes") or []
     shown = ", ".join(distinct_labels(sizes)[:12]) + (" …" if len(sizes) > 12 else "")
     lines.append(f"- **Distinct {x} values:** {summary.get('n_sizes', 0)} ({shown})")
@@ -82,6 +89,35 @@ def summary_section(summary: Mapping[str, Any]) -> str:
             f"- **Not converged (token cap hit):** {summary['n_non_converged']} run(s), listed below"
         )
     return "\n".join(lines)
+
+
+def _axes_text(axes: Mapping[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in axes.items()) if axes else "—"
+
+
+def excluded_section(entries: Sequence[Mapping[str, Any]]) -> str:
+    """Every run record that was not fitted (failed runs, unreadable record files), with why."""
+    lines = ["## Excluded runs", ""]
+    if not entries:
+        return "\n".join([*lines, "None: every run record was readable and finished."])
+    lines.append(
+        f"{len(entries)} run record(s) were not fitted (each was also warned about). A failed run shows its "
+        "error; a corrupt or half-written record file shows what reading it raised: rerun or repair it, then "
+        "analyse again."
+    )
+    header = ["record", "kind", "run", "axes", "why", "earlier attempts"]
+    rows = [
+        [
+            f"`{e['path']}`" if e.get("path") else "—",
+            e.get("kind", "—"),
+            e.get("run_id") or "—",
+            _axes_text(e.get("axes")),
+            e.get("reason", "—"),
+            e.get("previous_attempts") or 0,
+        ]
+        for e in entries
+    ]
+    return "\n".join([*lines, "", markdown_table(header, rows)])
 
 
 def scaling_check_section(check: Mapping[str, Any]) -> str:
@@ -395,8 +431,10 @@ def render_report(
     sections = ["\n".join(head)]
     if fit_json.get("forced"):
         sections.append(forced_section(fit_json["forced"]))
+    sections.append(summary_section(summary))
+    if fit_json.get("excluded_runs") or (fit_json.get("preprocessing") or {}).get("source") == "records":
+        sections.append(excluded_section(fit_json.get("excluded_runs") or []))
     sections += [
-        summary_section(summary),
         scaling_check_section(fit_json.get("scaling_check") or {}),
         fit_section(fit_json),
         holdout_section(fit_json.get("holdout")),

@@ -20,8 +20,6 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import pandas as pd
 
-from datascale.records import find_records
-
 from . import fitjson, plot
 from .bootstrap import BootstrapResult, bootstrap
 from .cells import repeated_cells, repeated_cells_warning
@@ -33,6 +31,7 @@ from .data import drop_highest as drop_highest_rows
 from .derived import derived_quantities
 from .diagnostics import MIN_FRAC_AT_OPTIMUM
 from .downstream import step_downstream
+from .excluded import StudyScan, excluded_fields, scan_study
 from .fitjson import FIT_JSON_FIELDS, study_summary
 from .fitting import FitResult, fit_law
 from .laws import Law, get_law
@@ -151,6 +150,7 @@ class StudyOptions:
     derived_targets: Mapping[str, Any] | None = None
     source: str = ""
     failed_run_ids: Sequence[str] = ()
+    scan: StudyScan | None = None
     title: str | None = None
     progress: bool = False
     force: bool = False
@@ -526,6 +526,8 @@ def step_fit_json(
     """Assemble fit.json from the step results (``parts``: derived, comparison step, plots)."""
     fit, skipped, pre = result.fit, result.skipped, preprocessing_of(df)
     cmp_step: ComparisonStep = parts["comparison"]
+    excluded = excluded_fields(opts.scan, opts.failed_run_ids)
+    n_unreadable = sum(e["kind"] == "unreadable" for e in excluded)
     fit_json = {
         **fitjson.fit_fields(fit, plan.variables_reason, pre, CONFIDENCE, parts["warnings"]),
         **fitjson.bootstrap_fields(result.bootstrap, skipped.get("bootstrap")),
@@ -537,7 +539,8 @@ def step_fit_json(
         ),
         "derived": parts["derived"],
         "scaling_check": result.scaling_check,
-        "summary": study_summary(df, plan.x, failed=opts.failed_run_ids),
+        "summary": study_summary(df, plan.x, failed=opts.failed_run_ids, n_unreadable=n_unreadable),
+        "excluded_runs": excluded,
         "non_converged": fitjson.non_converged_rows(df, plan.x),
         "preprocessing": fit.preprocessing or pre,
         "dropped": fitjson.dropped_fields(fit.preprocessing or pre),
@@ -603,7 +606,8 @@ def analyze_frame(
 
     ``options`` are the fields of ``StudyOptions`` (``n_resamples``, ``seed``, ``n_jobs``, ``huber_delta``,
     ``starts``, ``fixed``, ``n_holdout_values``, ``holdout_by``, ``derived_targets``, ``source``,
-    ``failed_run_ids``, ``title``, ``progress``). Results of skipped steps are None; why is in ``skipped``.
+    ``failed_run_ids``, ``scan``, ``title``, ``progress``). Results of skipped steps are None; why is in
+    ``skipped``. ``scan`` (``excluded.scan_study``) lists the runs not fitted in fit.json ``excluded_runs``.
     """
     opts = StudyOptions(candidates=tuple(candidates or ()), **options)
     out = Path(out_dir)
@@ -648,10 +652,17 @@ def analyze_frame(
 
 
 def _study_table(
-    study_dir: Path, loss_metric: str, n_definition: str, rules: Mapping[str, Any], strict: bool
+    scan: StudyScan,
+    study_dir: Path,
+    loss_metric: str,
+    n_definition: str,
+    rules: Mapping[str, Any],
+    strict: bool,
 ) -> pd.DataFrame:
-    """The study's run table with the exclusion ``rules`` (exclude_query, drop_highest) applied."""
-    df = load_records(study_dir, loss_metric=loss_metric, n_definition=n_definition, strict=strict)
+    """The run table of ``scan``'s records, exclusion ``rules`` (exclude_query, drop_highest) applied."""
+    df = load_records(
+        study_dir, loss_metric=loss_metric, n_definition=n_definition, strict=strict, records=scan.records
+    )
     if rules.get("exclude_query"):
         df = exclude(df, rules["exclude_query"], reason="exclude_query")
     if rules.get("drop_highest"):
@@ -688,7 +699,9 @@ def analyze_study(
 
     Writes ``runs.parquet``, ``fit.json`` (fields in ``FIT_JSON_FIELDS``), ``report.md`` and the PNG plots
     (``scaling_curve.png``, ``residuals.png``, ``law_comparison.png``). The law's D is fitted against unique
-    tokens U when the study varies U (a data-size study). Failed runs are never fitted; they are listed.
+    tokens U when the study varies U (a data-size study). The directory is read once (``scan_study``);
+    failed runs and unreadable (corrupt, half-written) records are never fitted: they are warned about and
+    listed with why (fit.json ``excluded_runs``, the report's "Excluded runs").
     ``exclude_query`` and ``drop_highest`` are recorded preprocessing steps (see ``data.exclude``), and the
     report shows what switching each off changes. A study directory always gets its outputs (``force=True``):
     a study with fewer sizes than the law's parameters is fitted, marked forced and called inconclusive.
@@ -696,18 +709,19 @@ def analyze_study(
     """
     study_dir = Path(study_dir)
     rules = {"exclude_query": exclude_query or "", "drop_highest": drop_highest}
+    scan = scan_study(study_dir) if study_dir.is_dir() else StudyScan()  # the one read of the records
 
     def load(**r: Any) -> pd.DataFrame:
-        return _study_table(study_dir, loss_metric, n_definition, r, strict)
+        return _study_table(scan, study_dir, loss_metric, n_definition, r, strict)
 
-    failed = [r.run_id for r in find_records(study_dir, status="failed")]
     return analyze_frame(
         load(**rules),
         out_dir if out_dir is not None else study_dir,
         law=law,
         candidates=candidates,
         source=str(study_dir),
-        failed_run_ids=failed,
+        failed_run_ids=scan.failed_run_ids,
+        scan=scan,
         force=force,
         exclusion_variants=exclusion_variants(load, rules),
         **kwargs,

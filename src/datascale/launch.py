@@ -14,9 +14,9 @@ Usage::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from filelock import FileLock, Timeout
 from hydra.core.global_hydra import GlobalHydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -32,11 +31,22 @@ from omegaconf import DictConfig, OmegaConf
 from datascale import CONF_DIR
 from datascale.config_errors import ConfigError, require, require_positive_int
 from datascale.configs import axis_values, instantiate_group
-from datascale.data.atomic import atomic_write_json
 from datascale.overrides import check_overrides
 from datascale.records import RECORD_FILENAME, is_done, read_record
 from datascale.run_id import run_identity
 from datascale.secrets import check_no_secrets
+from datascale.supervise import (
+    ForwardedSignals,
+    acquire_lease,
+    failures,
+    lease_holder,
+    outcome_of,
+    read_attempts,
+    record_attempt,
+    resume_point,
+    run_worker,
+)
+from datascale.training.checkpoint_files import EXIT_PREEMPTED
 from datascale.training.objective import check_objective
 
 log = logging.getLogger("datascale.launch")
@@ -46,7 +56,7 @@ log = logging.getLogger("datascale.launch")
 #: builds them.
 VALIDATED_GROUPS = (
     "source", "split", "tokenizer", "subset", "model", "objective", "schedule", "training", "worker",
-    "finetune",
+    "finetune", "checkpoint",
 )  # fmt: skip
 #: Environment variables of an enclosing distributed job that must not leak into the torchrun we start.
 DISTRIBUTED_ENV = (
@@ -161,6 +171,14 @@ def _check_study(cfg: DictConfig) -> None:
     for axis in cfg.study.axes:
         if OmegaConf.select(cfg, axis, default=None) is None:
             raise ConfigError("study.axes", axis, "every axis must be a dotted key of the config")
+    require_positive_int("study.max_attempts", cfg.study.get("max_attempts", 3))
+    lease = cfg.study.get("lock_lease_s", 120)
+    require(
+        isinstance(lease, int | float) and not isinstance(lease, bool) and lease >= 5,
+        "study.lock_lease_s",
+        lease,
+        "must be a number of seconds >= 5 (heartbeats renew it every third of it)",
+    )
 
 
 def _check_optimizer(optim: DictConfig) -> None:
@@ -292,9 +310,27 @@ def run_dir_of(cfg: DictConfig, subset_hash: str) -> tuple[str, Path]:
     return run_id, Path(cfg.paths.results_dir) / cfg.study.name / "runs" / run_id
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """One study point: returns a short summary (status, run id, run dir)."""
+@dataclass
+class Job:
+    """One study point being trained by this Hydra job."""
 
+    cfg: DictConfig
+    run_dir: Path
+    resolved: dict[str, Any]
+    """The resolved config; ``run`` (id, dir, data artifacts, axes, resume_from) is added per attempt."""
+    artifacts: Any
+    summary: dict[str, Any]
+    """run id, run dir and axes: what the study table shows."""
+    task: RankTask | None
+    """This task's rank when the launcher started one task per rank (submitit), else None (torchrun)."""
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """One study point: returns a short summary (status, run id, run dir, and why for a run not trained).
+
+    Statuses: ``trained``, ``skipped`` (done before), ``locked`` (another process trains it), ``failed``
+    (with the reason; the study goes on), ``preempted`` (saved; resumes when the study runs again).
+    """
     _, artifacts = validate_and_prepare(cfg)
     resolved = resolved_config(cfg)
     run_id, run_dir = run_dir_of(cfg, artifacts.subset_hash)
@@ -305,88 +341,99 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     task = RankTask.from_submitit()
-    if task is not None and task.rank > 0:  # one task per rank: rank 0 owns the lock and the record
-        return summary | _train_rank(cfg, run_dir, resolved, artifacts, summary, task)
-    lock = FileLock(str(run_dir / ".lock"))
+    job = Job(cfg, run_dir, resolved, artifacts, summary, task)
+    if task is not None and task.rank > 0:  # one task per rank: rank 0 owns the lease and the record
+        return summary | _train_rank(job)
+    lease = acquire_lease(run_dir, float(cfg.study.get("lock_lease_s", 120)))
+    if lease is None:
+        holder = lease_holder(run_dir)
+        log.warning("skip %s: another process is training it (%s)", run_id, holder)
+        return summary | {"status": "locked", "reason": f"held by {holder}"}
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.warning("skip %s: another process is training it (lock %s)", run_id, lock.lock_file)
-        return summary | {"status": "locked"}
-    try:
-        if is_done(run_dir):  # finished while we waited for the lock
+        if is_done(run_dir):  # finished by another process just before we took the lease
             return summary | {"status": "skipped"}
-        started = time.time()
-        proc = _run_worker(cfg, run_dir, resolved, artifacts, summary, task)
-        elapsed = time.time() - started
-        if proc.returncode != 0 or not is_done(run_dir):
-            reason = f"worker exited with code {proc.returncode}; see {run_dir / 'worker.log'}"
-            atomic_write_json(
-                run_dir / "status.json",
-                {
-                    "status": "failed",
-                    "reason": reason,
-                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
-            )
-            raise LaunchError(f"run {run_id} {summary['axes']} failed: {reason}")
-        record = read_record(run_dir / RECORD_FILENAME)
-        log.info(
-            "done %s in %.0f s: best val %.4f, test %.4f, %.1f epochs, %s",
-            run_id,
-            elapsed,
-            record.best_val_loss,
-            record.test_loss,
-            record.epochs,
-            record.stop_reason,
-        )
-        return summary | {"status": "trained", "test_loss": record.test_loss}
+        return summary | _attempts(job)
     finally:
-        lock.release()
+        lease.release()
 
 
-def _run_worker(
-    cfg: DictConfig,
-    run_dir: Path,
-    resolved: dict[str, Any],
-    artifacts: Any,
-    summary: dict[str, Any],
-    task: RankTask | None,
-) -> subprocess.CompletedProcess:
-    """Write the run's files and run its worker (torchrun, or this task's rank) to the end."""
+def _attempts(job: Job) -> dict[str, Any]:
+    """Run the worker until the run is done, preempted, failed for good, or out of attempts."""
+    limit, run_id = int(job.cfg.study.get("max_attempts", 3)), job.summary["run_id"]
+    attempts = read_attempts(job.run_dir)
+    while failures(attempts) < limit:
+        started = time.time()
+        returncode, signals = _run_worker(job)
+        outcome = outcome_of(job.run_dir, returncode, signals.received, started)
+        record_attempt(job.run_dir, attempts, outcome | {"seconds": round(time.time() - started, 1)})
+        if outcome["outcome"] == "done":
+            return _trained(job.run_dir, time.time() - started)
+        if outcome["outcome"] == "preempted":
+            log.warning("run %s preempted: its resume checkpoint is saved", run_id)
+            signals.hand_on()  # submitit requeues the job; without a handler this process ends here
+            return {"status": "preempted", "reason": outcome["reason"]}
+        log.warning("run %s attempt %d failed: %s", run_id, len(attempts), outcome["reason"])
+        if not outcome["retry"]:
+            return {"status": "failed", "reason": outcome["reason"]}
+    last = attempts[-1]["reason"] if attempts else "none"
+    reason = f"gave up after {failures(attempts)} failed attempts (study.max_attempts={limit}); last: {last}"
+    log.error("run %s %s", run_id, reason)
+    return {"status": "failed", "reason": reason}
+
+
+def _trained(run_dir: Path, elapsed: float) -> dict[str, Any]:
+    record = read_record(run_dir / RECORD_FILENAME)
+    log.info(
+        "done %s in %.0f s: best val %.4f, test %.4f, %.1f epochs, %s%s",
+        record.run_id,
+        elapsed,
+        record.best_val_loss,
+        record.test_loss,
+        record.epochs,
+        record.stop_reason,
+        f", resumed at steps {record.resumed_at_steps}" if record.resumed_at_steps else "",
+    )
+    return {"status": "trained", "test_loss": record.test_loss}
+
+
+def _run_worker(job: Job) -> tuple[int, ForwardedSignals]:
+    """Write the run's files and run its worker (torchrun, or this task's rank) to the end, resuming from
+    the latest complete checkpoint; (exit status, the signals this job received meanwhile)."""
+    run_dir, task = job.run_dir, job.task
     artifacts_path = run_dir / "data_artifacts.json"
-    artifacts.save(artifacts_path)
-    resolved["run"] = {
-        "id": summary["run_id"],
+    job.artifacts.save(artifacts_path)
+    resume = resume_point(run_dir, 0 if task is None else task.rank)
+    job.resolved["run"] = {
+        "id": job.summary["run_id"],
         "dir": str(run_dir),
         "data_artifacts": str(artifacts_path),
-        "axes": summary["axes"],
+        "axes": job.summary["axes"],
+        "resume_from": resume,
     }
     resolved_path = run_dir / "resolved.yaml"
     tmp = resolved_path.with_name(f"resolved.{os.getpid()}.tmp")  # every rank may write it: same content
-    OmegaConf.save(OmegaConf.create(resolved), tmp)
+    OmegaConf.save(OmegaConf.create(job.resolved), tmp)
     os.replace(tmp, resolved_path)
-    devices, num_nodes = layout(cfg)
+    devices, num_nodes = layout(job.cfg)
     cmd = worker_command(resolved_path, devices, num_nodes, task)
     where = "" if task is None else f" as rank {task.rank}/{task.world_size}"
-    log.info("train %s %s%s -> %s", summary["run_id"], summary["axes"], where, run_dir)
-    return subprocess.run(cmd, env=worker_env(devices, task), check=False)
+    resuming = f" (resuming from {resume})" if resume else ""
+    log.info("train %s %s%s -> %s%s", job.summary["run_id"], job.summary["axes"], where, run_dir, resuming)
+    return run_worker(cmd, worker_env(devices, task))
 
 
-def _train_rank(
-    cfg: DictConfig,
-    run_dir: Path,
-    resolved: dict[str, Any],
-    artifacts: Any,
-    summary: dict[str, Any],
-    task: RankTask,
-) -> dict[str, Any]:
+def _train_rank(job: Job) -> dict[str, Any]:
     """A rank > 0 of a one-task-per-rank job: train with rank 0, which writes the record."""
-    proc = _run_worker(cfg, run_dir, resolved, artifacts, summary, task)
-    if proc.returncode != 0:
+    assert job.task is not None
+    returncode, signals = _run_worker(job)
+    if signals.received is not None or returncode == EXIT_PREEMPTED:
+        signals.hand_on()
+        return {"status": "preempted"}
+    if returncode != 0:
+        rank = job.task.rank
         raise LaunchError(
-            f"run {summary['run_id']} rank {task.rank} failed: worker exited with code {proc.returncode};"
-            f" see {run_dir / f'worker.rank{task.rank}.log'}"
+            f"run {job.summary['run_id']} rank {rank} failed: worker exited with code {returncode};"
+            f" see {job.run_dir / f'worker.rank{rank}.log'}"
         )
     return {"status": "trained"}
 
@@ -415,11 +462,14 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
 
 
 class StudyCallback(Callback):
-    """Check every point of a sweep (config and data budget) before the first one trains; summarise at the
-    end."""
+    """Check every point of a sweep (config and data budget) before the first one trains; at the end, list
+    every run with its status (trained, skipped, failed with why, locked, preempted) and exit 1 if any failed.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []  # job summaries, when the launcher runs jobs in this process
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-
         loader = GlobalHydra.instance().config_loader()
         jobs = sweep_job_overrides(config)
         log.info("study %s: checking %d runs before training", config.study.name, len(jobs))
@@ -430,34 +480,77 @@ class StudyCallback(Callback):
             except ConfigError as err:
                 raise SystemExit(f"config error in run [{' '.join(overrides)}]: {err}") from None
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+            self.jobs.append(job_return.return_value)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        from datascale.records import find_records
-
         study_dir = Path(config.paths.results_dir) / config.study.name
-        records = find_records(study_dir, status=None)
-        table = Table(title=f"study {config.study.name}: {len(records)} finished runs in {study_dir}")
-        for column in ("run id", "axes", "U", "epochs", "best val", "test", "stop"):
-            table.add_column(column)
-        for r in sorted(records, key=lambda r: (r.unique_tokens, r.seed)):
-            table.add_row(
-                r.run_id,
-                " ".join(f"{k}={v}" for k, v in r.axes.items()),
-                f"{r.unique_tokens:,}",
-                f"{r.epochs:.1f}",
-                f"{r.best_val_loss:.4f}",
-                f"{r.test_loss:.4f}",
-                r.stop_reason,
+        rows = self.jobs or scan_study_runs(study_dir)  # jobs in other processes: read the run directories
+        print_study_table(config.study.name, study_dir, rows)
+        failed = [r for r in rows if r["status"] == "failed"]
+        if failed:
+            raise SystemExit(
+                f"study {config.study.name}: {len(failed)} of {len(rows)} runs failed (see the table above)"
             )
-        Console(stderr=True).print(table)
+
+
+def scan_study_runs(study_dir: Path) -> list[dict[str, Any]]:
+    """Every run directory of a study as a summary row: done (record), or the status of its last attempt."""
+    rows = []
+    for run_dir in sorted((Path(study_dir) / "runs").glob("*/")):
+        row: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "axes": {}}
+        attempts = read_attempts(run_dir)
+        if is_done(run_dir):
+            record = read_record(run_dir / RECORD_FILENAME)
+            row |= {"status": "done", "axes": record.axes, "test_loss": record.test_loss}
+        elif attempts:
+            row |= {"status": attempts[-1]["outcome"], "reason": attempts[-1].get("reason", "")}
+        else:
+            row |= {"status": "not started"}
+        rows.append(row)
+    return rows
+
+
+def print_study_table(name: str, study_dir: Path, rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}
+    table = Table(title=f"study {name}: {len(rows)} runs in {study_dir} ({counts})")
+    for column in ("run id", "axes", "status", "test", "why"):
+        table.add_column(column)
+    for r in rows:
+        test = r.get("test_loss")
+        table.add_row(
+            r["run_id"],
+            " ".join(f"{k}={v}" for k, v in r.get("axes", {}).items()),
+            r["status"],
+            "" if test is None else f"{test:.4f}",
+            r.get("reason", ""),
+        )
+    Console(stderr=True, width=200).print(table)
 
 
 def search_objective(summary: dict[str, Any]) -> float:
-    """What a hyperparameter search minimises: the run's best validation loss (test stays unseen)."""
-    record = read_record(Path(summary["run_dir"]) / RECORD_FILENAME)
-    return float(record.best_val_loss)
+    """What a hyperparameter search minimises: the run's best validation loss (test stays unseen); +inf for
+    a trial without a finished record (failed, diverged, locked), so the search goes on without it."""
+    path = Path(summary["run_dir"]) / RECORD_FILENAME
+    if not is_done(path.parent):
+        log.warning(
+            "trial %s has no finished record (%s): objective +inf", summary["run_id"], summary["status"]
+        )
+        return math.inf
+    return float(read_record(path).best_val_loss)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _under_search() -> bool:
@@ -471,7 +564,11 @@ def _under_search() -> bool:
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | float:
     try:
         summary = run_job(cfg)
-        return search_objective(summary) if _under_search() else summary
+        if _under_search():
+            return search_objective(summary)
+        if not _in_multirun() and summary["status"] in ("failed", "preempted", "locked"):
+            raise SystemExit(f"run {summary['run_id']} {summary['status']}: {summary.get('reason', '')}")
+        return summary
     except ConfigError as err:
         log.error("config error: %s", err)
         raise SystemExit(f"config error: {err}") from None

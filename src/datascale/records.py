@@ -68,7 +68,7 @@ class RunRecord:
     tokens_at_best: int = _doc("tokens seen at the best checkpoint")
     epochs_at_best: float = _doc("tokens_at_best / U")
     converged: bool = _doc("True if early stopping fired; False if the token cap was hit first")
-    stop_reason: str = _doc("`early_stopping` or `token_cap`")
+    stop_reason: str = _doc("`early_stopping` or `token_cap`; a failed run: `non_finite_loss` (or empty)")
     # losses (nats per token unless said otherwise)
     best_val_loss: float = _doc("best macro-mean validation loss over domains (selection metric)")
     final_val_loss: float = _doc("macro-mean validation loss at the last evaluation")
@@ -148,6 +148,11 @@ class RunRecord:
         "`task`, `mode`, `accuracy`, `macro_f1`, `loss` (test cross-entropy), `chance`, `majority`, "
         "`n_test`, `steps`; empty without `downstream=suite`",
         default_factory=dict,
+    )
+    resumed_at_steps: list[int] = _doc(
+        "optimizer steps at which this run was resumed from a checkpoint after a kill or preemption, oldest "
+        "first (empty: trained in one go); the data order and tokens_seen continue exactly",
+        default_factory=list,
     )
     error: str | None = _doc("one-line reason when status is `failed`", default=None)
     schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)
@@ -230,15 +235,21 @@ def is_done(run_dir: Path) -> bool:
         return False
 
 
-def scan_records(root: Path) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
-    """(every readable record below ``root`` sorted by study and run id, the unreadable ones with why)."""
-    records, corrupt = [], []
+def scan_record_files(root: Path) -> tuple[list[tuple[Path, RunRecord]], list[tuple[Path, str]]]:
+    """``scan_records`` with each readable record's file: ([(path, record)], [(path, why unreadable)])."""
+    found, corrupt = [], []
     for p in sorted(Path(root).rglob(RECORD_FILENAME)):
         try:
-            records.append(read_record(p))
+            found.append((p, read_record(p)))
         except CorruptRecordError as err:
             corrupt.append((p, str(err)))
-    return sorted(records, key=lambda r: (r.study, r.run_id)), corrupt
+    return sorted(found, key=lambda pr: (pr[1].study, pr[1].run_id)), corrupt
+
+
+def scan_records(root: Path) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+    """(every readable record below ``root`` sorted by study and run id, the unreadable ones with why)."""
+    found, corrupt = scan_record_files(root)
+    return [r for _, r in found], corrupt
 
 
 def find_records(root: Path, status: str | None = "done") -> list[RunRecord]:

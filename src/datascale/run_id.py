@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 #: Top-level config keys that never change what a run computes (where files go, how it is displayed/logged).
-NON_IDENTITY_KEYS: frozenset[str] = frozenset({"paths", "logger", "hydra", "run", "launcher"})
+NON_IDENTITY_KEYS: frozenset[str] = frozenset({"paths", "logger", "hydra", "run", "launcher", "checkpoint"})
 #: Dotted keys below the top level that never change what a run computes.
 NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
     {
@@ -21,6 +21,8 @@ NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
         "worker.progress_refresh_rate",
         "trainer.log_every_n_steps",
         "data.num_workers",
+        "study.max_attempts",
+        "study.lock_lease_s",
     }
 )
 RUN_ID_LENGTH = 12

@@ -1,4 +1,5 @@
-"""Callbacks of a training run: a step-based progress bar and the time spent in training steps."""
+"""Callbacks of a training run: a step-based progress bar, the time spent in training steps, and a stop on a
+non-finite training loss."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
 
@@ -40,6 +42,13 @@ class TrainThroughput(pl.Callback):
         self.seconds += time.perf_counter() - self._t0
         self.batches += 1
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in resume checkpoints, so a resumed run's training time counts every segment."""
+        return {"seconds": self.seconds, "batches": self.batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds, self.batches = float(state_dict["seconds"]), int(state_dict["batches"])
+
     def tokens_per_s(self, batch_tokens: int) -> float:
         """Tokens per second when each timed batch holds ``batch_tokens`` (no gradient accumulation)."""
         return self.rate(self.batches * batch_tokens)
@@ -47,3 +56,26 @@ class TrainThroughput(pl.Callback):
     def rate(self, tokens: int) -> float:
         """``tokens`` processed in the timed batches, per second (micro-batches of one step all count)."""
         return tokens / self.seconds if self.seconds else math.nan
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training (or validation) loss became NaN or infinite: the run stops, its record says at which
+    step, and the launcher does not retry it (the same seed diverges again)."""
+
+    def __init__(self, step: int, loss: float, what: str = "training loss") -> None:
+        super().__init__(f"non-finite {what} {loss} at step {step}")
+        self.step = step
+
+
+class StopOnNonFiniteLoss(pl.Callback):
+    """Checks every micro-batch's loss on every rank (Lightning's EarlyStopping checks only the validation
+    loss); all ranks agree, so they stop together."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        finite = loss is None or bool(torch.isfinite(loss.detach()).all())
+        if not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            value = float("nan") if loss is None else float(loss.detach().float().mean())
+            raise NonFiniteLossError(trainer.global_step, value)

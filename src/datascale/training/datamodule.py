@@ -168,6 +168,7 @@ class TokenDataModule(pl.LightningDataModule):
         self.seq_len = seq_len
         self.protocol = protocol
         self.seed = seed
+        self.stream_start_step = 0  # the step the training stream started at (a resumed run: its step)
         if not self.domains:
             raise ConfigError("data.eval_caches", {}, "need at least one domain with val/test sets")
         if vocab_size is not None:
@@ -236,7 +237,10 @@ class TokenDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_stream(), batch_size=None, num_workers=0)
+        """The stream from the trainer's step: 0, or the restored step of a resumed run (same data order)."""
+        start = self.trainer.global_step if self.trainer is not None else 0
+        self.stream_start_step = start
+        return DataLoader(self.train_stream(start), batch_size=None, num_workers=0)
 
     def eval_dataset(self, domain: str, split: str) -> EvalWindows:
         """Validation sets are capped (they run many times); a test set is evaluated whole, once."""

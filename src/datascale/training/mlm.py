@@ -20,7 +20,7 @@ from datascale.config_errors import ConfigError
 from datascale.configs import instantiate_group
 from datascale.model import GPT
 from datascale.training.datamodule import IGNORE_INDEX
-from datascale.training.module import GPTLightningModule
+from datascale.training.module import RESUME_KEY, GPTLightningModule
 from datascale.training.objective import Objective
 
 
@@ -89,6 +89,18 @@ class MLMLightningModule(GPTLightningModule):
         masked, labels = self._masked(targets, every_token, self._train_generator)
         losses = self.model(masked, labels)
         return losses.sum() / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the training masks continue where they stopped on resume
+        generator = self._train_generator
+        checkpoint[RESUME_KEY]["mlm_generator"] = None if generator is None else generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get(RESUME_KEY, {}).get("mlm_generator")
+        if state is not None and self.resumed_tokens is not None:  # resuming training, not testing
+            self._train_generator = torch.Generator()
+            self._train_generator.set_state(state)
 
     def _eval_step(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int) -> None:
         _, targets, target_bytes = batch

@@ -9,15 +9,21 @@ is the early-stopping and checkpoint monitor.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 
 from datascale.model import GPT, GPTConfig
 from datascale.training.datamodule import IGNORE_INDEX
 from datascale.training.schedule import WarmupCosine
+
+#: Checkpoint key of this module's own resume state.
+RESUME_KEY = "datascale"
 
 OptimizerFactory = Callable[[Iterable[dict[str, Any]]], torch.optim.Optimizer]
 
@@ -27,6 +33,28 @@ def param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states as tensors and ints (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class GPTLightningModule(pl.LightningModule):
@@ -70,6 +98,8 @@ class GPTLightningModule(pl.LightningModule):
         self.eval_history: list[dict[str, Any]] = []  # one entry per validation (rank 0 and others alike)
         self.test_results: dict[str, Any] | None = None
         self._sums: torch.Tensor | None = None
+        self.resumed_tokens: int | None = None  # tokens_seen saved in the checkpoint this run resumed from
+        self.resumed_at_steps: list[int] = []  # every step this run was resumed at, oldest first
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(idx, targets)
@@ -128,6 +158,33 @@ class GPTLightningModule(pl.LightningModule):
         optimizer = self.optimizer_factory(param_groups(self.model))
         scheduler = self.schedule.build(optimizer, self.warmup_steps, self.planned_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- resume --------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What Lightning does not save itself: the evaluation history, tokens seen and the RNG states."""
+        checkpoint[RESUME_KEY] = {
+            "eval_history": self.eval_history,
+            "tokens_seen": self.tokens_seen(),
+            "rng": rng_states(),
+            "resumed_at_steps": self.resumed_at_steps,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(RESUME_KEY)
+        if state is None or self.trainer.state.fn != TrainerFn.FITTING:  # testing a checkpoint: no resume
+            return
+        self.eval_history = list(state["eval_history"])
+        self.resumed_tokens = int(state["tokens_seen"])
+        self.resumed_at_steps = [*state["resumed_at_steps"], int(checkpoint["global_step"])]
+        set_rng_states(state["rng"])
+
+    def on_train_start(self) -> None:
+        """After a resume, the restored step must give the saved tokens_seen (D is the measured variable)."""
+        if self.resumed_tokens is not None and self.tokens_seen() != self.resumed_tokens:
+            raise RuntimeError(
+                f"resumed at step {self.global_step} = {self.tokens_seen()} tokens, but the checkpoint saw"
+                f" {self.resumed_tokens}"
+            )
 
     # ---- evaluation ---------------------------------------------------------------------------------------
     def _start_eval(self) -> None:

@@ -1,10 +1,10 @@
-"""Settings the training worker applies itself, outside the Lightning Trainer (torch-free Hydra leaf)."""
+"""Settings the training worker applies itself, outside the Lightning Trainer (torch-free Hydra leaves)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datascale.config_errors import require, require_choice, require_positive_int
+from datascale.config_errors import require, require_choice, require_positive, require_positive_int
 
 PROGRESS_BARS = ("tqdm", "rich")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
@@ -46,3 +46,23 @@ class WorkerSettings:
         if self.max_micro_batch_tokens is not None:
             require_positive_int("max_micro_batch_tokens", self.max_micro_batch_tokens)
         require(isinstance(self.compile, bool), "compile", self.compile, "must be true or false")
+
+
+@dataclass
+class CheckpointSettings:
+    """Hydra leaf ``conf/checkpoint/default.yaml``: how often a run can be resumed from (not part of a run's
+    identity: the cadence never changes what a run computes)."""
+
+    every_tokens: int | None = None
+    """Also save every this many training tokens between evaluations (None: only at evaluations)."""
+    every_minutes: float | None = 10.0
+    """Also save when this many minutes passed since the last save (None: never by time)."""
+    keep: int = 2
+    """Complete resume checkpoints kept (newest first); an older one is the fallback for a damaged newest."""
+
+    def __post_init__(self) -> None:
+        if self.every_tokens is not None:
+            require_positive_int("every_tokens", self.every_tokens)
+        if self.every_minutes is not None:
+            require_positive("every_minutes", self.every_minutes)
+        require_positive_int("keep", self.keep)

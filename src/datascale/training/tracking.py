@@ -10,6 +10,7 @@ same with W&B offline or disabled.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import os
@@ -76,6 +77,51 @@ def build_loggers(
     )
     loggers.append(wandb_logger)
     return loggers, wandb_logger
+
+
+def set_aside_metrics(run_dir: Path, resumed_step: int | None) -> None:
+    """Before a new attempt's logger starts (it would delete the file): keep the earlier ``metrics.csv``.
+
+    Resuming at step ``s``: it becomes ``metrics.part-<k>.csv`` (:func:`merge_metrics` joins the parts when
+    the run ends). Starting afresh: it is kept as ``metrics.attempt-<k>.csv`` (an earlier attempt's curve).
+    """
+    path = Path(run_dir) / METRICS_FILENAME
+    if not path.is_file():
+        return
+    kind = "part" if resumed_step is not None else "attempt"
+    k = 1 + len(list(Path(run_dir).glob(f"metrics.{kind}-*.csv")))
+    target = path.with_name(f"metrics.{kind}-{k}.csv")
+    path.rename(target)
+    if resumed_step is not None:
+        (target.with_suffix(".resumed_at")).write_text(str(resumed_step))
+
+
+def merge_metrics(run_dir: Path) -> None:
+    """One ``metrics.csv`` for a resumed run: each earlier part's rows before the step the next part resumed
+    from, then the last part (rows after a resume point were replayed exactly and logged again)."""
+    run_dir = Path(run_dir)
+    parts = sorted(run_dir.glob("metrics.part-*.csv"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    if not parts:
+        return
+    rows: list[dict[str, str]] = []
+    for part in parts:
+        resumed_at = int(part.with_suffix(".resumed_at").read_text())
+        with open(part, newline="") as fh:
+            # Lightning logs the update that makes global step s+1 as row step s
+            rows += [r for r in csv.DictReader(fh) if int(r.get("step") or 0) < resumed_at]
+    current = run_dir / METRICS_FILENAME
+    with open(current, newline="") as fh:
+        rows += list(csv.DictReader(fh))
+    header = sorted(set().union(*rows))
+    tmp = current.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, current)
+    for part in parts:
+        part.with_suffix(".resumed_at").unlink()
+        part.unlink()
 
 
 def wandb_mode_of(wandb_logger: WandbLogger | None) -> str:

@@ -38,27 +38,53 @@ from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy, Strategy
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import axis_values, instantiate_group
+from datascale.data.atomic import atomic_write_json
 from datascale.model import GPTConfig, count_parameters
 from datascale.provenance import code_version
 from datascale.records import RECORD_FILENAME, RunRecord, write_record
-from datascale.training.callbacks import TrainThroughput, progress_bar
+from datascale.training.callbacks import (
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
+    TrainThroughput,
+    progress_bar,
+)
+from datascale.training.checkpoint_files import (
+    EXIT_PREEMPTED,
+    PREEMPTED_FILENAME,
+    RESUME_DIR,
+    checkpoint_step,
+)
 from datascale.training.checkpoints import consolidate, is_sharded
 from datascale.training.datamodule import TokenDataModule
 from datascale.training.downstream_eval import run_downstream
 from datascale.training.mlm import objective_module, objective_of
 from datascale.training.module import GPTLightningModule
 from datascale.training.protocol import TrainingProtocol
+from datascale.training.resume import Preempted, PreemptionFlag, ResumeCheckpoint
 from datascale.training.run_logging import setup_logging, teardown_logging
 from datascale.training.schedule import WarmupCosine
-from datascale.training.settings import WorkerSettings
+from datascale.training.settings import CheckpointSettings, WorkerSettings
 from datascale.training.throughput import device_peak, mfu, training_flops_per_token
-from datascale.training.tracking import build_loggers, define_token_axis, finish_wandb, wandb_info
+from datascale.training.tracking import (
+    build_loggers,
+    define_token_axis,
+    finish_wandb,
+    merge_metrics,
+    set_aside_metrics,
+    wandb_info,
+)
 
 log = logging.getLogger("datascale.training")
+
+#: Worker exit statuses the launcher tells apart (besides 0, 1 and EXIT_PREEMPTED): neither is retried, the
+#: same config fails the same way again.
+EXIT_CONFIG_ERROR = 2
+EXIT_DIVERGED = 3
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -84,11 +110,16 @@ class RunContext:
     """Record fields known so far; a failed run's record is made from them."""
     artifacts: DataArtifacts | None = None
     wandb_logger: WandbLogger | None = None
+    resume_from: Path | None = None
+    """The complete resume checkpoint the launcher chose (``run.resume_from``), or None: a fresh start."""
+    preemption: PreemptionFlag = field(default_factory=PreemptionFlag)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, started: float) -> RunContext:
         rank, world, local_world = dist_env()
         ctx = cls(cfg, Path(cfg.run.dir), started, rank, world, local_world)
+        resume_from = OmegaConf.select(cfg, "run.resume_from", default=None)
+        ctx.resume_from = Path(resume_from) if resume_from else None
         ctx.learned.update(
             run_id=str(cfg.run.id),
             study=str(cfg.study.name),
@@ -110,15 +141,19 @@ class Leaves:
     settings: WorkerSettings
     optimizer: Any
     """A partial of the torch optimizer (``optim`` group)."""
+    checkpoint: CheckpointSettings
+    """Resume-checkpoint cadence (``checkpoint`` group; defaults for configs from before it existed)."""
 
     @classmethod
     def build(cls, cfg: DictConfig) -> Leaves:
+        has_checkpoint = "checkpoint" in cfg
         return cls(
             model=instantiate_group(cfg, "model", GPTConfig),
             protocol=instantiate_group(cfg, "training", TrainingProtocol),
             schedule=instantiate_group(cfg, "schedule", WarmupCosine),
             settings=instantiate_group(cfg, "worker", WorkerSettings),
             optimizer=instantiate_group(cfg, "optim"),
+            checkpoint=instantiate_group(cfg, "checkpoint") if has_checkpoint else CheckpointSettings(),
         )
 
 
@@ -143,13 +178,22 @@ def run(resolved_path: Path, started: float | None = None) -> RunRecord:
     assert isinstance(cfg, DictConfig)
     ctx = RunContext.from_config(cfg, time.time() if started is None else started)
     setup_logging(ctx.run_dir, ctx.rank)
+    ctx.preemption.install()
     exit_code, record = 1, None
     try:
         record = train(ctx)
         exit_code = 0
         return record
+    except (Preempted, SIGTERMException) as exc:  # not a failure: the run resumes when started again
+        log.warning("run %s preempted: %s", cfg.run.id, exc)
+        exit_code = EXIT_PREEMPTED
+        if ctx.rank == 0:  # the launcher reads it (torchrun reports any failing rank as exit status 1)
+            atomic_write_json(ctx.run_dir / PREEMPTED_FILENAME, {"reason": str(exc) or "SIGTERM"})
+        raise Preempted(str(exc) or "SIGTERM") from None
     except BaseException as exc:
         log.exception("run %s failed", cfg.run.id)
+        if isinstance(exc, NonFiniteLossError):
+            ctx.learned.update(steps=exc.step, stop_reason="non_finite_loss")
         write_failed_record(ctx, exc)
         raise
     finally:  # always close the W&B run, with the exit code that says whether the run worked
@@ -163,6 +207,7 @@ def run(resolved_path: Path, started: float | None = None) -> RunRecord:
                 log_artifacts=bool(OmegaConf.select(cfg, "logger.wandb.log_artifacts", default=True)),
             )
         finally:
+            ctx.preemption.restore()
             teardown_logging()
 
 
@@ -175,13 +220,14 @@ def train(ctx: RunContext) -> RunRecord:
     module = build_module(ctx, leaves, datamodule, plan)
     trainer, early_stop, checkpoint, throughput = build_trainer(ctx, leaves, plan)
     log_start(ctx, leaves, module, plan, threads, trainer)
-    fitted = fit_and_test(trainer, module, datamodule, early_stop, checkpoint, plan["planned_steps"])
+    fitted = fit_and_test(trainer, module, datamodule, early_stop, checkpoint, plan["planned_steps"], ctx)
     ctx.learned.update(performance(ctx, leaves, trainer, fitted, throughput))
     ctx.learned["best_checkpoint"] = single_file_checkpoint(trainer, checkpoint.best_model_path)
     assert ctx.artifacts is not None  # downstream evaluation of the best checkpoint (downstream=suite only)
     ctx.learned["downstream"] = run_downstream(ctx.cfg, module.model, ctx.artifacts, ctx.run_dir, trainer)
     record = make_record(ctx, leaves.protocol, datamodule, trainer, fitted)
     if trainer.is_global_zero:
+        merge_metrics(ctx.run_dir)
         write_record(ctx.run_dir, record)
     log_end(record, fitted)
     return record
@@ -335,6 +381,7 @@ def build_trainer(
     make_trainer = instantiate_group(cfg, "trainer")
     if torch.cuda.is_available() and str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda"):
         torch.set_float32_matmul_precision(leaves.settings.matmul_precision)
+    prepare_run_dir(ctx)
     loggers, ctx.wandb_logger = build_loggers(
         cfg.get("logger") or {},
         ctx.run_dir,
@@ -344,8 +391,6 @@ def build_trainer(
         ctx.learned["config"],
     )
     ctx.learned["wandb"] = wandb_info(ctx.wandb_logger, ctx.run_dir)
-    if ctx.rank == 0:  # no resume yet: a re-run starts from scratch, so stale checkpoints must not linger
-        shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
     early_stop = EarlyStopping(
         monitor="val/loss", mode="min", patience=protocol.patience, min_delta=protocol.min_delta
     )
@@ -353,7 +398,14 @@ def build_trainer(
         dirpath=ctx.run_dir / "checkpoints", filename="best-{step}", monitor="val/loss", save_top_k=1
     )
     throughput = TrainThroughput()
-    callbacks: list[pl.Callback] = [early_stop, checkpoint, throughput]
+    resume = ResumeCheckpoint(
+        ctx.run_dir / RESUME_DIR,
+        leaves.checkpoint,
+        protocol.batch_tokens,
+        plan["eval_interval_steps"],
+        ctx.preemption,
+    )
+    callbacks: list[pl.Callback] = [early_stop, checkpoint, throughput, resume, StopOnNonFiniteLoss()]
     if bool(cfg.trainer.get("enable_progress_bar", True)):
         settings = leaves.settings
         callbacks.append(progress_bar(settings.progress_bar, settings.progress_refresh_rate))
@@ -377,6 +429,19 @@ def build_trainer(
     check_world_size(trainer, ctx.world)
     define_token_axis(ctx.wandb_logger)
     return trainer, early_stop, checkpoint, throughput
+
+
+def prepare_run_dir(ctx: RunContext) -> None:
+    """A fresh start removes earlier attempts' best checkpoints; a resume keeps them (its restored state
+    points at them). Either way an earlier ``metrics.csv`` is kept (the CSV logger would delete it)."""
+    if ctx.rank != 0:
+        return
+    if ctx.resume_from is None:
+        shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
+        set_aside_metrics(ctx.run_dir, None)
+    else:
+        set_aside_metrics(ctx.run_dir, checkpoint_step(ctx.resume_from))
+        log.info("resuming from %s (step %d)", ctx.resume_from, checkpoint_step(ctx.resume_from))
 
 
 def cluster_plugins() -> list[Any]:
@@ -406,18 +471,28 @@ def fit_and_test(
     early_stop: EarlyStopping,
     checkpoint: ModelCheckpoint,
     planned_steps: int,
+    ctx: RunContext,
 ) -> Fitted:
-    """Train until early stopping or the token cap, then test the best-validation checkpoint."""
+    """Train (from the resume checkpoint, if any) until early stopping or the token cap, then test the
+    best-validation checkpoint. Checkpoints are loaded with ``weights_only=True``: nothing is unpickled."""
     fit_started = time.time()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.resume_from, weights_only=True)
     train_time = time.time() - fit_started
+    ctx.learned["resumed_at_steps"] = list(module.resumed_at_steps)
+    if ctx.resume_from is not None and datamodule.stream_start_step != checkpoint_step(ctx.resume_from):
+        raise RuntimeError(
+            f"the training stream started at step {datamodule.stream_start_step}, the checkpoint is at"
+            f" step {checkpoint_step(ctx.resume_from)}"
+        )
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted")
     steps = int(trainer.global_step)
     stop_reason, converged = why_stopped(early_stop.stopping_reason, steps, planned_steps)
     best_step = best_checkpoint_step(checkpoint.best_model_path)
     history = {h["step"]: h for h in module.eval_history}
-    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+    trainer.test(
+        module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False, weights_only=True
+    )
     assert module.test_results is not None
     return Fitted(
         steps=steps,
@@ -436,7 +511,7 @@ def why_stopped(reason: EarlyStoppingReason, steps: int, planned_steps: int) -> 
     if reason == EarlyStoppingReason.PATIENCE_EXHAUSTED:
         return "early_stopping", True
     if reason == EarlyStoppingReason.NON_FINITE_METRIC:
-        raise FloatingPointError(f"validation loss became non-finite at step {steps}")
+        raise NonFiniteLossError(steps, math.nan, "validation loss")
     if steps >= planned_steps:
         return "token_cap", False
     raise RuntimeError(f"training stopped at step {steps} of {planned_steps} for no known reason ({reason})")
@@ -495,7 +570,7 @@ def make_record(
         accelerator=accelerator_name(trainer),
         precision=str(trainer.precision),
         **{k: known[k] for k in PERFORMANCE_FIELDS},
-        **{k: known[k] for k in ("objective", "loss_unit", "downstream") if k in known},
+        **{k: known[k] for k in ("objective", "loss_unit", "downstream", "resumed_at_steps") if k in known},
     )
 
 
@@ -640,7 +715,13 @@ def main(argv: list[str] | None = None) -> int:
         run(args.resolved, started)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG_ERROR
+    except Preempted as exc:
+        print(f"worker preempted: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except FloatingPointError as exc:
+        print(f"worker stopped: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the traceback is in worker.log when the run got that far
