@@ -8,6 +8,10 @@ identical steps, best step and tokens seen (tests/training/test_strategies.py me
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +19,7 @@ import pytest
 import slurm_cluster
 from study_cli import launch_study
 
+from datascale import SWEEPS_DIR
 from datascale.records import RunRecord, find_records
 
 TOLERANCE = 1e-5
@@ -137,3 +142,39 @@ def test_real_slurm_trains_a_two_rank_study_point(
     assert_same_records(records, {2000: reference[2000]})
     log = (tmp_path / "results" / "smoke" / "runs" / records[2000].run_id / "worker.log").read_text()
     assert f"cluster environment {environment}" in log  # on SLURM tasks: Lightning's, its auto-requeue off
+
+
+@pytest.mark.slow
+def test_real_slurm_preemption_saves_requeues_and_resumes(
+    slurm: slurm_cluster.SlurmCluster, tmp_path: Path
+) -> None:
+    """submitit's preemption signal (SIGUSR2, sent before a time limit) to a running job: the Hydra job
+    passes it to the worker as SIGTERM, the worker saves at its next step, submitit requeues the job (the one
+    component that requeues), and the requeued job resumes the run to a done record."""
+    env = {**os.environ, "WANDB_MODE": "disabled", **slurm.env()}
+    cmd = [
+        sys.executable, "-m", "datascale.launch", "--config-dir", str(SWEEPS_DIR), "--config-name", "smoke",
+        f"paths.results_dir={tmp_path / 'results'}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "hydra/launcher=slurm", "hydra.launcher.timeout_min=10", "subset.unique_tokens=8000",
+        "training.cap_epochs=60", "checkpoint.every_tokens=2048",
+    ]  # fmt: skip
+    study = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = tmp_path / "results" / "smoke" / "runs"
+    deadline = time.time() + 300
+    while study.poll() is None and not list(runs.glob("*/resume/*.sha256.json")):
+        assert time.time() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    jobs = subprocess.run(
+        ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True
+    ).stdout.split()
+    assert len(jobs) == 1, jobs
+    subprocess.run(["scancel", "--signal=USR2", jobs[0]], env=env, check=True)
+    output, _ = study.communicate(timeout=600)
+    assert study.returncode == 0, output[-4000:]
+    (run_dir,) = runs.iterdir()
+    record = RunRecord.from_dict(__import__("json").loads((run_dir / "record.json").read_text()))
+    assert record.status == "done" and record.resumed_at_steps, output[-4000:]
+    outcomes = [
+        a["outcome"] for a in __import__("json").loads((run_dir / "status.json").read_text())["attempts"]
+    ]
+    assert outcomes == ["preempted", "done"]
