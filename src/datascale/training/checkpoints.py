@@ -53,7 +53,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if is_sharded(path):
         return load_sharded(path)
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
 
 
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
