@@ -195,3 +195,29 @@ def test_a_secret_in_the_config_is_refused_before_anything_is_written(
     assert message.startswith("logger.wandb.api_key='<the value of $WANDB_API_KEY>': must not hold a secret")
     assert "0123456789abcdef" not in message
     validate_config(compose_root([]))  # the key in the environment alone is fine
+
+
+def test_lr_rule_sets_the_learning_rate_from_the_model_size_and_the_identity_follows_the_value():
+    """Kaplan et al. 2020 Eq. D.1 at the ladder sizes; `lr_rule=none` keeps optim.lr; the rule's name is not
+    part of a run's identity, the learning rate it gives is."""
+    import math
+
+    from datascale.launch import resolved_config
+    from datascale.run_id import run_identity
+
+    lrs = {}
+    for depth in (1, 3):
+        cfg = compose_root(["model=depth", f"model.depth={depth}", "lr_rule=kaplan"])
+        leaves = validate_config(cfg)
+        n = leaves["model"].parameter_counts()["non_embedding"]
+        assert cfg.optim.lr == pytest.approx(0.003239 - 0.0001395 * math.log(n))
+        lrs[depth] = cfg.optim.lr
+    assert lrs[1] > lrs[3]  # larger models, smaller learning rates
+    ruled = compose_root(["lr_rule=kaplan"])
+    validate_config(ruled)
+    same_value = compose_root([f"optim.lr={ruled.optim.lr}"])
+    validate_config(same_value)
+    assert run_identity(resolved_config(ruled), "x") == run_identity(resolved_config(same_value), "x")
+    kept = compose_root(["optim.lr=0.002"])
+    validate_config(kept)
+    assert kept.optim.lr == 0.002

@@ -103,6 +103,14 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
         "--drop-highest", type=int, default=0, metavar="K", help="drop the K highest-loss rows (recorded)"
     )
     p.add_argument(
+        "--write-lr-rule",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="write the fitted learning-rate rule (a study sweeping optim.lr at several sizes) to this Hydra"
+        " leaf, e.g. conf/lr_rule/fitted.yaml, so that lr_rule=fitted uses it",
+    )
+    p.add_argument(
         "--collapse-min-over",
         default=None,
         metavar="COL",
@@ -277,11 +285,25 @@ def _run_table(path: Path, args: argparse.Namespace) -> StudyAnalysis:
     )
 
 
+def write_back_lr_rule(result: StudyAnalysis, out: Path, target: Path) -> None:
+    """Copy the study's fitted ``lr_rule.yaml`` to ``target`` (the ladder's ``lr_rule=fitted`` leaf)."""
+    fields = result.fit_json.get("lr_rule") or {}
+    if "rule" not in fields:
+        raise ValueError(
+            f"--write-lr-rule: no learning-rate rule fitted ({fields.get('skipped', 'no lr sweep')})"
+        )
+    Path(target).write_text((Path(out) / fields["leaf"]).read_text())
+    print(f"learning-rate rule written to {target} (use lr_rule=fitted)", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> StudyAnalysis:
     """Dispatch on PATH: a directory is a study, a file is a results table."""
     path = Path(args.path)
     if path.is_dir():
-        return _run_study(path, args)
+        result = _run_study(path, args)
+        if args.write_lr_rule is not None:
+            write_back_lr_rule(result, args.out or path, args.write_lr_rule)
+        return result
     if path.is_file():
         return _run_table(path, args)
     raise FileNotFoundError(f"{path}: no such study directory or table")

@@ -115,6 +115,11 @@ FIT_JSON_FIELDS: dict[str, str] = {
     "output_docs, removed {reason: count}, marked}], quality: {planted, steps {group:name: {planted, "
     "removed, true_positives, precision, recall, f1, recall_by_kind}}, combined}}}} from the records and "
     "pool manifests",
+    "lr_rule": "best learning rate per model size and its rule (`scaling_analysis.lr_rule`; a study "
+    "sweeping optim.lr at 2+ sizes): {cells: [{N (non-embedding), U, grid, val_loss, grid_best, best "
+    "(parabola-refined in log lr), at_grid_edge}], rule {coefficient, exponent, exponent_interval (95% t, "
+    "3+ sizes), reference_params, source} of lr*(N) = coefficient·(N/reference_params)^exponent, leaf "
+    "(lr_rule.yaml: the Hydra leaf for conf/lr_rule/fitted.yaml), plot}; or {skipped}",
     "downstream": "downstream tasks against U (`scaling_analysis.downstream`): {tasks: [{task, mode "
     "(probe | finetune | zeroshot | pseudo), objective, sizes: [{U, accuracy, macro_f1, loss, chance, "
     "n_test, half_width (binomial 95%), at_chance}], at_chance_everywhere, error_power_law {alpha, A, "

@@ -15,6 +15,7 @@ import pandas as pd
 from .condition_report import condition_sections
 from .data import COLUMNS, describe_rows
 from .downstream import downstream_section
+from .lr_rule import lr_rule_section
 from .mdformat import full, markdown_table, pct, readable, short
 
 
@@ -446,6 +447,8 @@ def render_report(
     downstream = fit_json.get("downstream") or {}
     if downstream.get("tasks"):
         sections.append(downstream_section(downstream))
+    if (fit_json.get("lr_rule") or {}).get("rule"):
+        sections.append(lr_rule_section(fit_json["lr_rule"]))
     if (fit_json.get("sensitivity") or {}).get("rows"):
         sections.append(sensitivity_section(fit_json.get("sensitivity")))
     if summary.get("has_stop_info", True):

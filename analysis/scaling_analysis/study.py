@@ -35,6 +35,7 @@ from .excluded import StudyScan, excluded_fields, scan_study
 from .fitjson import FIT_JSON_FIELDS, study_summary
 from .fitting import FitResult, fit_law
 from .laws import Law, get_law
+from .lr_rule import step_lr_rule
 from .report import write_report
 from .sensitivity import non_converged_variant, sensitivity_table
 
@@ -631,6 +632,8 @@ def analyze_frame(
     result.skipped.update(conditions.skipped)
     downstream = step_downstream(df, out, seed=opts.seed)  # downstream tasks against U (downstream=suite)
     result.skipped.update(downstream.skipped)
+    lr_rule = step_lr_rule(df, out, opts.source)  # best lr per size and its rule (a study sweeping optim.lr)
+    result.skipped.update(lr_rule.skipped)
     warnings = bootstrap_warnings(result.bootstrap)
     if cells_warning:
         warnings.append(("repeated_cells", cells_warning))
@@ -639,14 +642,14 @@ def analyze_frame(
         "comparison": cmp_step,
         "plots": figs.paths,
         "warnings": warnings,
-        "conditions": conditions.fields | downstream.fields,
+        "conditions": conditions.fields | downstream.fields | lr_rule.fields,
         "holdout_rule": opts.holdout_rule(result.holdout.by, len(result.holdout.held_out_values))
         if result.holdout is not None
         else "",
     }
     result.fit_json = step_fit_json(df, plan, opts, result, parts)
-    result.fit_json["outputs"] += conditions.outputs + downstream.outputs
-    result.paths.update(conditions.plots | downstream.plots)
+    result.fit_json["outputs"] += conditions.outputs + downstream.outputs + lr_rule.outputs
+    result.paths.update(conditions.plots | downstream.plots | lr_rule.plots)
     step_write(out, df, result, figs.paths, opts.title)
     return result
 
