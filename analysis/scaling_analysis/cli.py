@@ -32,6 +32,9 @@ law_comparison.png (isoflop.png for laws of N and D).
 """
 
 
+DEFAULT_LAW = "saturating_power_D"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import LOSS_METRICS
     from .laws import LAWS
@@ -56,7 +59,19 @@ def _add_source_args(p: argparse.ArgumentParser, loss_metrics: Sequence[str], la
         "path", metavar="PATH", help="a study directory (runs/*/record.json) or a .csv/.tsv/.parquet file"
     )
     p.add_argument(
-        "--law", default="saturating_power_D", choices=sorted(laws), help="law to fit (default: %(default)s)"
+        "--law",
+        default=None,
+        choices=sorted(laws),
+        help=f"law to fit (default: the study file's analysis.law, else {DEFAULT_LAW})",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        action="append",
+        default=None,
+        metavar="FLOPS",
+        help="compute budget C (FLOPs, C = 6ND): the compute-optimal N, D and loss with bootstrap intervals"
+        " (Chinchilla-type laws; repeatable; default: the study file's analysis.budgets)",
     )
     p.add_argument(
         "--loss-metric",
@@ -223,7 +238,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     if args.holdout_above is not None and args.holdout_fraction is not None:
         raise ValueError("--holdout-above and --holdout-fraction: give one of them")
     return dict(
-        law=args.law,
+        law=args.law or DEFAULT_LAW,
         n_resamples=args.resamples,
         seed=args.seed,
         n_jobs=args.jobs,
@@ -252,6 +267,9 @@ def _run_study(path: Path, args: argparse.Namespace) -> StudyAnalysis:
     if table_only:
         raise ValueError(f"{', '.join(table_only)}: only for tables; {path} is a study directory")
     candidates = _candidates(args.candidates)
+    defaults = study_analysis_defaults(path)
+    args.law = args.law or defaults.get("law") or DEFAULT_LAW
+    budgets = args.budget or defaults.get("budgets")
     return analyze_study(
         path,
         out_dir=args.out,
@@ -260,8 +278,21 @@ def _run_study(path: Path, args: argparse.Namespace) -> StudyAnalysis:
         n_definition=args.n_definition or "total",
         exclude_query=args.exclude,
         drop_highest=args.drop_highest,
+        derived_targets={"C": [float(c) for c in budgets]} if budgets else None,
         **_common(args),
     )
+
+
+def study_analysis_defaults(study_dir: Path) -> dict[str, Any]:
+    """The ``analysis`` block of the study file (``law``, ``budgets``), as recorded in a run's config."""
+    from datascale.records import CorruptRecordError, read_record
+
+    for path in sorted(Path(study_dir).glob("runs/*/record.json")):
+        try:
+            return dict(read_record(path).config.get("analysis") or {})
+        except CorruptRecordError:
+            continue
+    return {}
 
 
 def _run_table(path: Path, args: argparse.Namespace) -> StudyAnalysis:

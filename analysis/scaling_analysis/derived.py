@@ -30,7 +30,7 @@ def _doc(fn: ParamFn, text: str) -> ParamFn:
     return fn
 
 
-def _chinchilla_frontier(p: Mapping[str, float], C: float) -> tuple[float, float]:
+def chinchilla_frontier(p: Mapping[str, float], C: float) -> tuple[float, float]:
     """(N_opt, D_opt) at compute C ≈ 6ND on the efficient frontier of E + A/N^α + B/D^β (Hoffmann Eq. 4)."""
     al, be, A, B = p["alpha"], p["beta"], p["A"], p["B"]
     a, b = be / (al + be), al / (al + be)
@@ -39,7 +39,7 @@ def _chinchilla_frontier(p: Mapping[str, float], C: float) -> tuple[float, float
 
 
 def _frontier_loss(p: Mapping[str, float], C: float) -> float:
-    n_opt, d_opt = _chinchilla_frontier(p, C)
+    n_opt, d_opt = chinchilla_frontier(p, C)
     return p.get("E", 0.0) + p["A"] / n_opt ** p["alpha"] + p["B"] / d_opt ** p["beta"]
 
 
@@ -53,7 +53,7 @@ def _at_budget(fn: Callable[[Mapping[str, float], float], float], C: float, text
 
 
 def _tokens_per_param(p: Mapping[str, float], C: float) -> float:
-    n_opt, d_opt = _chinchilla_frontier(p, C)
+    n_opt, d_opt = chinchilla_frontier(p, C)
     return d_opt / n_opt
 
 
@@ -73,8 +73,8 @@ def _chinchilla_quantities(targets: Mapping[str, Any]) -> dict[str, ParamFn]:
     }
     for C in _as_list(targets.get("C", [])):
         tag, at = f"@C={_fmt(C)}", f"at C = {_fmt(C)} FLOP"
-        n_opt = _at_budget(lambda p, c: _chinchilla_frontier(p, c)[0], C, f"compute-optimal parameters {at}")
-        d_opt = _at_budget(lambda p, c: _chinchilla_frontier(p, c)[1], C, f"compute-optimal tokens {at}")
+        n_opt = _at_budget(lambda p, c: chinchilla_frontier(p, c)[0], C, f"compute-optimal parameters {at}")
+        d_opt = _at_budget(lambda p, c: chinchilla_frontier(p, c)[1], C, f"compute-optimal tokens {at}")
         out["N_opt" + tag], out["D_opt" + tag] = n_opt, d_opt
         out["tokens_per_param" + tag] = _at_budget(
             _tokens_per_param, C, f"compute-optimal tokens per parameter D_opt/N_opt {at}"

@@ -115,6 +115,10 @@ FIT_JSON_FIELDS: dict[str, str] = {
     "output_docs, removed {reason: count}, marked}], quality: {planted, steps {group:name: {planted, "
     "removed, true_positives, precision, recall, f1, recall_by_kind}}, combined}}}} from the records and "
     "pool manifests",
+    "regimes": "per run of a Chinchilla-type fit (`scaling_analysis.regimes`): {runs: [{run_id, N, D, "
+    "model_term A/N^α, data_term B/D^β, regime (data-limited | model-limited: the larger term), term_ratio, "
+    "N_over_N_opt (N against the compute-optimal N at the run's own 6ND)}], counts, columns {N, D}}; or "
+    "{skipped}",
     "lr_rule": "best learning rate per model size and its rule (`scaling_analysis.lr_rule`; a study "
     "sweeping optim.lr at 2+ sizes): {cells: [{N (non-embedding), U, grid, val_loss, grid_best, best "
     "(parabola-refined in log lr), at_grid_edge}], rule {coefficient, exponent, exponent_interval (95% t, "

@@ -17,6 +17,7 @@ from .data import COLUMNS, describe_rows
 from .downstream import downstream_section
 from .lr_rule import lr_rule_section
 from .mdformat import full, markdown_table, pct, readable, short
+from .regimes import regimes_section
 
 
 def _interval(iv: Any) -> str:
@@ -449,6 +450,8 @@ def render_report(
         sections.append(downstream_section(downstream))
     if (fit_json.get("lr_rule") or {}).get("rule"):
         sections.append(lr_rule_section(fit_json["lr_rule"]))
+    if (fit_json.get("regimes") or {}).get("runs"):
+        sections.append(regimes_section(fit_json["regimes"]))
     if (fit_json.get("sensitivity") or {}).get("rows"):
         sections.append(sensitivity_section(fit_json.get("sensitivity")))
     if summary.get("has_stop_info", True):

@@ -36,6 +36,7 @@ from .fitjson import FIT_JSON_FIELDS, study_summary
 from .fitting import FitResult, fit_law
 from .laws import Law, get_law
 from .lr_rule import step_lr_rule
+from .regimes import step_regimes
 from .report import write_report
 from .sensitivity import non_converged_variant, sensitivity_table
 
@@ -634,6 +635,7 @@ def analyze_frame(
     result.skipped.update(downstream.skipped)
     lr_rule = step_lr_rule(df, out, opts.source)  # best lr per size and its rule (a study sweeping optim.lr)
     result.skipped.update(lr_rule.skipped)
+    regimes = step_regimes(fit, df, plan.mapping)  # data- or model-limited runs (Chinchilla-type fits)
     warnings = bootstrap_warnings(result.bootstrap)
     if cells_warning:
         warnings.append(("repeated_cells", cells_warning))
@@ -642,7 +644,7 @@ def analyze_frame(
         "comparison": cmp_step,
         "plots": figs.paths,
         "warnings": warnings,
-        "conditions": conditions.fields | downstream.fields | lr_rule.fields,
+        "conditions": conditions.fields | downstream.fields | lr_rule.fields | regimes,
         "holdout_rule": opts.holdout_rule(result.holdout.by, len(result.holdout.held_out_values))
         if result.holdout is not None
         else "",

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 #: Top-level config keys that never change what a run computes (where files go, how it is displayed/logged).
-#: (``lr_rule`` sets ``optim.lr``, which is part of the identity; the rule's name is not.)
+#: (``lr_rule`` sets ``optim.lr``, which is part of the identity; the rule's name is not. ``analysis``: how
+#: a study file asks to be analysed.)
 NON_IDENTITY_KEYS: frozenset[str] = frozenset(
-    {"paths", "logger", "hydra", "run", "launcher", "checkpoint", "lr_rule"}
+    {"paths", "logger", "hydra", "run", "launcher", "checkpoint", "lr_rule", "analysis"}
 )
 #: Dotted keys below the top level that never change what a run computes.
 NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
