@@ -118,6 +118,12 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
         "--drop-highest", type=int, default=0, metavar="K", help="drop the K highest-loss rows (recorded)"
     )
     p.add_argument(
+        "--from-curves",
+        action="store_true",
+        help="fit every point of each run's learning curve (record val_curve: D = tokens seen) instead of one"
+        " point per run; points of one run are not independent, and only schedule=wsd runs give honest ones",
+    )
+    p.add_argument(
         "--write-lr-rule",
         type=Path,
         default=None,
@@ -278,6 +284,7 @@ def _run_study(path: Path, args: argparse.Namespace) -> StudyAnalysis:
         n_definition=args.n_definition or "total",
         exclude_query=args.exclude,
         drop_highest=args.drop_highest,
+        from_curves=args.from_curves,
         derived_targets={"C": [float(c) for c in budgets]} if budgets else None,
         **_common(args),
     )

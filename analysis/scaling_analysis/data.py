@@ -387,6 +387,51 @@ def exclude(df: pd.DataFrame, query: str, *, reason: str = "") -> pd.DataFrame:
     return _with_step(out, pre, step)
 
 
+#: Schedules whose intermediate evaluations are points of a consistent curve (no half-decayed LR).
+CURVE_SCHEDULES = ("datascale.training.schedule.WarmupStableDecay",)
+
+
+def expand_learning_curves(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Each run's row repeated at every point of its ``val_curve``: ``D`` = tokens seen there, ``loss`` = the
+    validation loss there (``curve_step``, ``from_curve``), recorded with the two caveats of such points.
+
+    Points of one run share its initialisation and data order, so they are not independent (intervals from
+    them are too narrow); under a cosine schedule an intermediate point is not the loss of a run trained to
+    that many tokens (the LR has not decayed: Hoffmann et al. 2022), so it over-states the loss there.
+    """
+    pre = preprocessing_of(df)
+    by_id = {r.run_id: r for r in records}
+    rows, cosine = [], []
+    for row in df.to_dict("records"):
+        rec = by_id.get(str(row["run_id"]))
+        if rec is None or not rec.val_curve:
+            continue
+        target = str((rec.config.get("schedule") or {}).get("_target_", ""))
+        if target not in CURVE_SCHEDULES:
+            cosine.append(rec.run_id)
+        for point in rec.val_curve:
+            d = float(point["tokens_seen"])
+            n = row.get("N")
+            rows.append(row | {"D": d, "loss": float(point["loss"]), "curve_step": int(point["step"]),
+                               "from_curve": True, "C": 6.0 * n * d if n is not None else None})  # fmt: skip
+    if not rows:
+        raise NoRecordsError("--from-curves: no run has a learning curve (val_curve) in its record")
+    out = pd.DataFrame(rows).reset_index(drop=True)
+    step = {
+        "rule": "learning_curves",
+        "n_runs": len({r["run_id"] for r in rows}),
+        "n_points": len(rows),
+        "reason": "points of one run are not independent: intervals are too narrow",
+        "cosine_runs": cosine,
+    }
+    if cosine:
+        step["warning"] = (
+            f"{len(cosine)} runs used a cosine schedule: their intermediate losses over-state the loss of a "
+            "run trained to those tokens (use schedule=wsd)"
+        )
+    return _with_step(out, pre, step)
+
+
 def drop_highest(df: pd.DataFrame, k: int, *, column: str = "loss") -> pd.DataFrame:
     """Drop the ``k`` rows with the highest ``column`` (Epoch's outlier rule: keep ``loss <
     sorted(loss)[-k]``).

@@ -26,7 +26,15 @@ from .cells import repeated_cells, repeated_cells_warning
 from .checks import CONFIDENCE, loglog_curvature, scaling_check
 from .compare import ComparisonResult, HoldoutResult, compare_laws, holdout_extrapolation
 from .condition_study import step_conditions
-from .data import domain_long, exclude, load_records, load_table, preprocessing_of, save_runs
+from .data import (
+    domain_long,
+    exclude,
+    expand_learning_curves,
+    load_records,
+    load_table,
+    preprocessing_of,
+    save_runs,
+)
 from .data import drop_highest as drop_highest_rows
 from .derived import derived_quantities
 from .diagnostics import MIN_FRAC_AT_OPTIMUM
@@ -668,6 +676,8 @@ def _study_table(
     df = load_records(
         study_dir, loss_metric=loss_metric, n_definition=n_definition, strict=strict, records=scan.records
     )
+    if rules.get("from_curves"):
+        df = expand_learning_curves(df, scan.records)
     if rules.get("exclude_query"):
         df = exclude(df, rules["exclude_query"], reason="exclude_query")
     if rules.get("drop_highest"):
@@ -698,9 +708,15 @@ def analyze_study(
     drop_highest: int = 0,
     force: bool = True,
     strict: bool = False,
+    from_curves: bool = False,
     **kwargs: Any,
 ) -> StudyAnalysis:
     """Analyse a study directory's run records; outputs go to the study dir unless ``out_dir`` is given.
+
+    ``from_curves``: fit every point of every run's learning curve (``val_curve``: D = tokens seen, loss =
+    validation loss there) instead of one point per run; a recorded preprocessing step warns that points of
+    one run are not independent and, for cosine-schedule runs, that intermediate losses over-state the loss of
+    a run trained to those tokens.
 
     Writes ``runs.parquet``, ``fit.json`` (fields in ``FIT_JSON_FIELDS``), ``report.md`` and the PNG plots
     (``scaling_curve.png``, ``residuals.png``, ``law_comparison.png``). The law's D is fitted against unique
@@ -717,8 +733,12 @@ def analyze_study(
     scan = scan_study(study_dir) if study_dir.is_dir() else StudyScan()  # the one read of the records
 
     def load(**r: Any) -> pd.DataFrame:
-        return _study_table(scan, study_dir, loss_metric, n_definition, r, strict)
+        return _study_table(
+            scan, study_dir, loss_metric, n_definition, r | {"from_curves": from_curves}, strict
+        )
 
+    if from_curves and not kwargs.get("variables"):
+        kwargs["variables"] = {"D": "D"}  # tokens seen at each point, not the run's U
     return analyze_frame(
         load(**rules),
         out_dir if out_dir is not None else study_dir,

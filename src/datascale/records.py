@@ -149,6 +149,12 @@ class RunRecord:
         "`n_test`, `steps`; empty without `downstream=suite`",
         default_factory=dict,
     )
+    val_curve: list[dict[str, Any]] = _doc(
+        "the learning curve: every evaluation's `step`, `tokens_seen`, `lr` and macro validation `loss`; "
+        "under `schedule=warmup_cosine` intermediate points are not losses of runs trained to those tokens "
+        "(the LR has not decayed), so fit them only with `schedule=wsd`, and they all share one run",
+        default_factory=list,
+    )
     resumed_at_steps: list[int] = _doc(
         "optimizer steps at which this run was resumed from a checkpoint after a kill or preemption, oldest "
         "first (empty: trained in one go); the data order and tokens_seen continue exactly",

@@ -53,3 +53,14 @@ def test_validation_and_yaml() -> None:
     with pytest.raises(ConfigError):
         WarmupCosine().build(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 30, 20)
     assert instantiate(OmegaConf.load(CONF_DIR / "schedule" / "warmup_cosine.yaml")) == WarmupCosine(0.1)
+
+
+def test_wsd_holds_the_peak_until_the_decay_and_ends_at_the_floor() -> None:
+    from datascale.training.schedule import WarmupStableDecay
+
+    wsd = WarmupStableDecay(min_lr_ratio=0.1, decay_fraction=0.2)
+    factors = [wsd.factor(s, 10, 100) for s in range(100)]
+    assert factors[9] == 1.0 and all(f == 1.0 for f in factors[10:80])  # stable phase
+    assert factors[80] < 1.0 and factors[-1] == pytest.approx(0.1)  # linear decay over the last 20 steps
+    decay = factors[80:]
+    assert all(decay[i] >= decay[i + 1] for i in range(len(decay) - 1))

@@ -246,3 +246,15 @@ def test_record_names_only_the_restricted_training_domains(corpus_files: Path, t
     record = worker.run(resolved_config(tmp_path / "run", artifacts, **{"training.cap_epochs": 2.0}))
     assert record.train_domains == ["prose"]
     assert record.eval_domains == ["code", "prose"] and set(record.test_loss_by_domain) == {"code", "prose"}
+
+
+def test_record_has_the_learning_curve_of_every_evaluation(done_run: tuple[RunRecord, Path]) -> None:
+    record, run_dir = done_run
+    curve = record.val_curve
+    val_rows = [r for r in metrics_rows(run_dir) if r.get("val/loss")]
+    assert len(curve) == len(val_rows) >= 2
+    assert [p["tokens_seen"] for p in curve] == [p["step"] * TINY_TRAINING["batch_tokens"] for p in curve]
+    assert (
+        curve[-1]["loss"] == record.final_val_loss and min(p["loss"] for p in curve) == record.best_val_loss
+    )
+    assert curve[-1]["lr"] < curve[0]["lr"]  # cosine: the LR has decayed by the end

@@ -215,9 +215,11 @@ class GPTLightningModule(pl.LightningModule):
             metrics[f"{stage}/{d}/bpb"] = bpb[d]
         self.log_dict(metrics, prog_bar=False)
         self.log(f"{stage}/loss", macro, prog_bar=True)
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
         result = {
             "step": self.global_step,
             "tokens_seen": self.tokens_seen(),
+            "lr": float(optimizers[0].param_groups[0]["lr"]) if optimizers else None,
             "loss": macro,
             "loss_by_domain": by_domain,
             "bpb_by_domain": bpb,

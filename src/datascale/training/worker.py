@@ -169,6 +169,8 @@ class Fitted:
     final_eval: dict[str, Any]
     test: dict[str, Any]
     train_time_s: float
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    """Every evaluation: step, tokens_seen, lr, macro validation loss (the record's ``val_curve``)."""
 
 
 # ---- the run -----------------------------------------------------------------------------------------------
@@ -503,6 +505,7 @@ def fit_and_test(
         final_eval=module.eval_history[-1],
         test=module.test_results,
         train_time_s=train_time,
+        curve=[{k: h.get(k) for k in ("step", "tokens_seen", "lr", "loss")} for h in module.eval_history],
     )
 
 
@@ -560,6 +563,7 @@ def make_record(
         val_loss_final=final["loss_by_domain"],
         test_loss_by_domain=test["loss_by_domain"],
         val_bpb_best=best["bpb_by_domain"],
+        val_curve=fitted.curve,
         test_bpb=test["bpb_by_domain"],
         test_bpb_mean=sum(test["bpb_by_domain"].values()) / len(test["bpb_by_domain"]),
         wall_time_s=time.time() - ctx.started,

@@ -1,0 +1,51 @@
+"""Fitting learning curves: every evaluation of every run as a (D, loss) point, with the caveats recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from scaling_analysis import cli, data
+
+from datascale.records import read_record, write_record
+
+E, B, BETA = 2.0, 400.0, 0.4
+
+
+def write_curve_study(root: Path, schedule: str) -> None:
+    """Three runs whose validation loss follows E + B·D^-β at 6 evaluations each."""
+    for path in data.write_synthetic_study(root / "base", sizes=(100_000, 400_000, 1_600_000), seeds=(0,)):
+        template = read_record(path)
+        curve = [
+            {"step": k, "tokens_seen": k * 2048, "lr": 1e-3, "loss": E + B * (k * 2048) ** -BETA}
+            for k in (20, 40, 80, 160, 320, 640)
+        ]
+        config = {**template.config, "schedule": {"_target_": schedule}}
+        record = dataclasses.replace(template, val_curve=curve, config=config)
+        (root / "study" / "runs" / record.run_id).mkdir(parents=True)
+        write_record(root / "study" / "runs" / record.run_id, record)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "cosine"),
+    [
+        ("datascale.training.schedule.WarmupStableDecay", False),
+        ("datascale.training.schedule.WarmupCosine", True),
+    ],
+)
+def test_from_curves_fits_every_point_and_records_the_caveats(
+    tmp_path: Path, schedule: str, cosine: bool
+) -> None:
+    write_curve_study(tmp_path, schedule)
+    study = tmp_path / "study"
+    assert (
+        cli.main([str(study), "--from-curves", "--resamples", "20", "--jobs", "1", "--candidates", "none"])
+        == 0
+    )
+    fit = json.loads((study / "fit.json").read_text())
+    (step,) = [s for s in fit["preprocessing"]["steps"] if s.get("rule") == "learning_curves"]
+    assert (step["n_runs"], step["n_points"]) == (3, 18) and "not independent" in step["reason"]
+    assert bool(step["cosine_runs"]) is cosine and ("warning" in step) is cosine
+    assert fit["params"]["beta"] == pytest.approx(BETA, rel=0.05)  # the curves are exact, so is the fit
