@@ -330,6 +330,13 @@ def write_back_lr_rule(result: StudyAnalysis, out: Path, target: Path) -> None:
         raise ValueError(
             f"--write-lr-rule: no learning-rate rule fitted ({fields.get('skipped', 'no lr sweep')})"
         )
+    edge = [c for c in fields["cells"] if c["at_grid_edge"]]
+    if edge:
+        where = ", ".join(f"N={c['N']:,}: {c['grid_best']:g}" for c in edge)
+        raise ValueError(
+            f"--write-lr-rule: the best learning rate lies at the edge of the searched grid ({where}); widen"
+            " the grid (hydra.sweeper.params.optim.lr) before writing a rule"
+        )
     Path(target).write_text((Path(out) / fields["leaf"]).read_text())
     print(f"learning-rate rule written to {target} (use lr_rule=fitted)", file=sys.stderr)
 

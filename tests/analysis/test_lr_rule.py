@@ -57,3 +57,18 @@ def test_a_best_lr_at_the_grid_edge_is_flagged_and_no_sweep_is_skipped(tmp_path:
     assert cells[int(SIZES[0])]["at_grid_edge"]
     one_lr = sweep()[lambda d: d["axis_lr"] == 1.0e-3]
     assert "skipped" in step_lr_rule(one_lr, tmp_path).fields["lr_rule"]
+
+
+def test_writing_back_a_rule_whose_best_lr_is_at_the_grid_edge_is_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from scaling_analysis.cli import write_back_lr_rule
+
+    narrow = sweep()[lambda d: d["axis_lr"] >= 3.0e-3]
+    result = SimpleNamespace(fit_json=step_lr_rule(narrow, tmp_path).fields)
+    with pytest.raises(ValueError, match=r"edge of the searched grid .*N=100,000: 0.003.*widen the grid"):
+        write_back_lr_rule(result, tmp_path, tmp_path / "fitted.yaml")  # type: ignore[arg-type]
+    assert not (tmp_path / "fitted.yaml").exists()
+    result = SimpleNamespace(fit_json=step_lr_rule(sweep(), tmp_path).fields)
+    write_back_lr_rule(result, tmp_path, tmp_path / "fitted.yaml")  # type: ignore[arg-type]
+    assert instantiate(OmegaConf.load(tmp_path / "fitted.yaml")).exponent == pytest.approx(-0.3, abs=0.01)
