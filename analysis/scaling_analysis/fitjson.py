@@ -115,6 +115,10 @@ FIT_JSON_FIELDS: dict[str, str] = {
     "output_docs, removed {reason: count}, marked}], quality: {planted, steps {group:name: {planted, "
     "removed, true_positives, precision, recall, f1, recall_by_kind}}, combined}}}} from the records and "
     "pool manifests",
+    "cutoff_scan": "the held-out check from each lower cutoff (`scaling_analysis.cutoff`; one-variable fits "
+    "without conditions, 5+ sizes): {x, held_out, target (0.03), rows: [{cutoff, n_fit_sizes, predicted, "
+    "observed, rel_error}], first_within_target (the smallest cutoff predicting the largest size within the "
+    "target, or null)}; or {skipped}",
     "regimes": "per run of a Chinchilla-type fit (`scaling_analysis.regimes`): {runs: [{run_id, N, D, "
     "model_term A/N^α, data_term B/D^β, regime (data-limited | model-limited: the larger term), term_ratio, "
     "N_over_N_opt (N against the compute-optimal N at the run's own 6ND)}], counts, columns {N, D}}; or "

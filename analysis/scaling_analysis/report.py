@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .condition_report import condition_sections
+from .cutoff import cutoff_section
 from .data import COLUMNS, describe_rows
 from .downstream import downstream_section
 from .lr_rule import lr_rule_section
@@ -452,6 +453,8 @@ def render_report(
         sections.append(lr_rule_section(fit_json["lr_rule"]))
     if (fit_json.get("regimes") or {}).get("runs"):
         sections.append(regimes_section(fit_json["regimes"]))
+    if (fit_json.get("cutoff_scan") or {}).get("rows"):
+        sections.append(cutoff_section(fit_json["cutoff_scan"]))
     if (fit_json.get("sensitivity") or {}).get("rows"):
         sections.append(sensitivity_section(fit_json.get("sensitivity")))
     if summary.get("has_stop_info", True):

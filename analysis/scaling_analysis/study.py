@@ -26,6 +26,7 @@ from .cells import repeated_cells, repeated_cells_warning
 from .checks import CONFIDENCE, loglog_curvature, scaling_check
 from .compare import ComparisonResult, HoldoutResult, compare_laws, holdout_extrapolation
 from .condition_study import step_conditions
+from .cutoff import cutoff_scan
 from .data import (
     domain_long,
     exclude,
@@ -644,6 +645,7 @@ def analyze_frame(
     lr_rule = step_lr_rule(df, out, opts.source)  # best lr per size and its rule (a study sweeping optim.lr)
     result.skipped.update(lr_rule.skipped)
     regimes = step_regimes(fit, df, plan.mapping)  # data- or model-limited runs (Chinchilla-type fits)
+    cutoff = step_cutoff(df, plan, opts, conditions)  # from which size on the law extrapolates
     warnings = bootstrap_warnings(result.bootstrap)
     if cells_warning:
         warnings.append(("repeated_cells", cells_warning))
@@ -652,7 +654,7 @@ def analyze_frame(
         "comparison": cmp_step,
         "plots": figs.paths,
         "warnings": warnings,
-        "conditions": conditions.fields | downstream.fields | lr_rule.fields | regimes,
+        "conditions": conditions.fields | downstream.fields | lr_rule.fields | regimes | cutoff,
         "holdout_rule": opts.holdout_rule(result.holdout.by, len(result.holdout.held_out_values))
         if result.holdout is not None
         else "",
@@ -662,6 +664,16 @@ def analyze_frame(
     result.paths.update(conditions.plots | downstream.plots | lr_rule.plots)
     step_write(out, df, result, figs.paths, opts.title)
     return result
+
+
+def step_cutoff(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, conditions: Any) -> dict[str, Any]:
+    """fit.json ``cutoff_scan``: the held-out check from each lower cutoff (one-variable, one-condition)."""
+    if len(plan.design_cols) != 1 or (
+        "conditions" in conditions.fields and "skipped" not in conditions.fields["conditions"]
+    ):
+        return {"cutoff_scan": {"skipped": "only for one-variable fits without conditions"}}
+    kwargs = {"starts": opts.starts, "fixed": opts.fixed, **opts.fit_kwargs(plan.mapping)}
+    return {"cutoff_scan": cutoff_scan(df, plan.law, plan.x, kwargs, plan.n_free)}
 
 
 def _study_table(
