@@ -221,3 +221,14 @@ def test_lr_rule_sets_the_learning_rate_from_the_model_size_and_the_identity_fol
     kept = compose_root(["optim.lr=0.002"])
     validate_config(kept)
     assert kept.optim.lr == 0.002
+
+
+def test_training_length_as_a_multiple_of_n():
+    """`training.tokens_per_param=20`: the planned tokens are 20 x N (non-embedding), whatever U."""
+    cfg = compose_root(["model=depth", "model.depth=2", "training.tokens_per_param=20"])
+    leaves = validate_config(cfg)
+    n = leaves["model"].parameter_counts()["non_embedding"]
+    assert cfg.training.min_tokens == cfg.training.max_tokens == 20 * n
+    assert leaves["training"].token_cap(leaves["subset"].unique_tokens) == 20 * n
+    with pytest.raises(ConfigError, match=r"training\.tokens_per_param=-1"):
+        validate_config(compose_root(["training.tokens_per_param=-1"]))

@@ -15,6 +15,9 @@ law fitted over badly tuned runs measures the tuning. So the learning rate of a 
   (``training.warmup_max_fraction``): no longer than the shortest run allows (Porian et al. 2024).
 - **weight decay**: 0.1 on matrices and embeddings, the same for every N (Brown et al. 2020; Hoffmann et al.
   2022).
+- **training length**: in tokens (``training.cap_epochs`` x U, within ``min_tokens``/``max_tokens``) or as
+  a multiple of N: ``training.tokens_per_param=20`` (Hoffmann et al. 2022's compute-optimal ratio) makes the
+  token cap 20 x N (non-embedding), whatever U.
 
 The rule is applied by the launcher before a run's identity is computed: ``optim.lr`` in ``resolved.yaml`` and
 in the record is the value the rule gave, and the identity depends on that value, not on the rule's name.
@@ -80,6 +83,24 @@ class PowerLR:
 
     def lr(self, non_embedding_params: int) -> float | None:
         return self.coefficient * (non_embedding_params / self.reference_params) ** self.exponent
+
+
+def apply_tokens_per_param(cfg: DictConfig, non_embedding_params: int) -> int | None:
+    """``training.tokens_per_param`` (if set): the token cap becomes that multiple of N, exactly (the launcher
+    writes ``min_tokens = max_tokens``; early stopping may still end a run sooner). Returns the cap set."""
+    ratio = OmegaConf.select(cfg, "training.tokens_per_param", default=None)
+    if ratio is None:
+        return None
+    require(
+        isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio > 0,
+        "training.tokens_per_param",
+        ratio,
+        "must be a positive number (tokens per non-embedding parameter) or null",
+    )
+    tokens = max(1, round(float(ratio) * non_embedding_params))
+    OmegaConf.update(cfg, "training.min_tokens", tokens, merge=False)
+    OmegaConf.update(cfg, "training.max_tokens", tokens, merge=False)
+    return tokens
 
 
 def apply_lr_rule(cfg: DictConfig, non_embedding_params: int) -> float | None:

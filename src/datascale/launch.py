@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from datascale import CONF_DIR
 from datascale.config_errors import ConfigError, require, require_positive_int
 from datascale.configs import axis_values, instantiate_group
-from datascale.ladder_rules import apply_lr_rule
+from datascale.ladder_rules import apply_lr_rule, apply_tokens_per_param
 from datascale.overrides import check_overrides
 from datascale.records import RECORD_FILENAME, is_done, read_record
 from datascale.run_id import run_identity
@@ -91,7 +91,10 @@ def validate_config(cfg: DictConfig) -> dict[str, Any]:
     Returns the instantiated leaves.
     """
     leaves = {group: instantiate_group(cfg, group) for group in VALIDATED_GROUPS}
-    apply_lr_rule(cfg, leaves["model"].parameter_counts()["non_embedding"])  # before optim is checked
+    n_params = leaves["model"].parameter_counts()["non_embedding"]
+    apply_lr_rule(cfg, n_params)  # before optim is checked
+    if apply_tokens_per_param(cfg, n_params) is not None:  # the token cap as a multiple of N
+        leaves["training"] = instantiate_group(cfg, "training")
     devices, num_nodes = layout(cfg)
     leaves["training"].validate(
         seq_len=leaves["model"].seq_len,

@@ -38,6 +38,8 @@ class TrainingProtocol:
     #                                           test sets are always evaluated whole (once per run)
     eval_batch_sequences: int = 32  # sequences per evaluation batch (per rank)
     grad_clip: float | None = 1.0  # gradient-norm clip (None: off)
+    tokens_per_param: float | None = None  # training length as a multiple of N: the launcher sets
+    #                                      min_tokens = max_tokens = tokens_per_param x N (non-embedding)
 
     def __post_init__(self) -> None:
         require_positive_int("batch_tokens", self.batch_tokens)
@@ -90,6 +92,8 @@ class TrainingProtocol:
         require_positive_int("eval_batch_sequences", self.eval_batch_sequences)
         if self.grad_clip is not None:
             require_positive("grad_clip", self.grad_clip)
+        if self.tokens_per_param is not None:
+            require_positive("tokens_per_param", self.tokens_per_param)
 
     # ---- checks that need the model / data / world size -------------------------------------------------
     def validate(self, seq_len: int, world_size: int = 1, unique_tokens: int | None = None) -> None:
