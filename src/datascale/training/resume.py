@@ -133,7 +133,7 @@ class ResumeCheckpoint(Checkpoint):
         path = self.folder / f"step={step:08d}.ckpt"
         if trainer.is_global_zero:
             checksum_path(path).unlink(missing_ok=True)
-        trainer.save_checkpoint(path)  # collective; Lightning's own barrier ends it
+        trainer.save_checkpoint(path, weights_only=False)  # collective; Lightning's barrier ends it
         if trainer.is_global_zero:
             write_checksums(path, step, step * self.batch_tokens)
             for _, old in resume_checkpoints(self.folder)[self.settings.keep :]:
