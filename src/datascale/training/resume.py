@@ -79,6 +79,12 @@ class ResumeCheckpoint(Checkpoint):
 
     A :class:`~pytorch_lightning.callbacks.Checkpoint`, so Lightning runs it after EarlyStopping and the
     best-checkpoint callback: the state it saves includes this evaluation's bookkeeping.
+
+    A checkpoint counts (its checksum file is written) only once the run's logged metrics up to it are on
+    disk, so a resumed run's ``metrics.csv`` has every row. After an evaluation they are already logged; a
+    save at the end of a training step is *pending* until the next batch starts (or the run stops with an
+    exception: SIGTERM, :class:`Preempted`), when the loggers are flushed and the checksum written. A run
+    killed in between resumes from the checkpoint before.
     """
 
     def __init__(
@@ -97,21 +103,32 @@ class ResumeCheckpoint(Checkpoint):
         self._last_step = -1
         self._last_save_step = -1
         self._last_save_time = time.monotonic()
+        self._pending: tuple[Path, int] | None = None  # saved, checksum not yet written
+        self._preempted = False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
         if step == self._last_step:  # inside a gradient-accumulation window: not a step boundary
             return
         self._last_step = step
-        preempted = trainer.strategy.reduce_boolean_decision(self.flag.signal is not None, all=False)
-        if preempted or (step % self.eval_interval_steps and self._due(step)):
-            self.save(trainer)
-        if preempted:
-            raise Preempted(f"preempted at step {step}: resume checkpoint saved")
+        self._preempted = trainer.strategy.reduce_boolean_decision(self.flag.signal is not None, all=False)
+        if self._preempted or (step % self.eval_interval_steps and self._due(step)):
+            self._pending = self.save(trainer)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self.complete(trainer)
+        if self._preempted:
+            raise Preempted(f"preempted at step {trainer.global_step}: resume checkpoint saved")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self.complete(trainer)  # SIGTERM (Lightning's SIGTERMException) after a preemption save
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:  # after EarlyStopping and the best checkpoint have seen this step
-            self.save(trainer, again=True)
+            self._pending = self.save(trainer, again=True)
+            self.complete(trainer)
 
     def _due(self, step: int) -> bool:
         every_tokens, every_minutes = self.settings.every_tokens, self.settings.every_minutes
@@ -121,22 +138,31 @@ class ResumeCheckpoint(Checkpoint):
         by_time = every_minutes is not None and minutes >= every_minutes
         return by_tokens or by_time
 
-    def save(self, trainer: pl.Trainer, again: bool = False) -> None:
-        """Write ``step=<s>.ckpt`` (every rank takes part), then its checksums and the pruning (rank 0).
+    def save(self, trainer: pl.Trainer, again: bool = False) -> tuple[Path, int] | None:
+        """Write ``step=<s>.ckpt`` (every rank takes part); its checksum comes with :meth:`complete`.
 
         ``again``: also when this step was saved already (a preemption save followed by the step's
-        evaluation after the resume); its checksum goes first, so a killed overwrite is never loaded.
+        evaluation after the resume); its old checksum goes first, so a killed overwrite is never loaded.
         """
         step = trainer.global_step
         if step == self._last_save_step and not again:
-            return
+            return self._pending
         path = self.folder / f"step={step:08d}.ckpt"
         if trainer.is_global_zero:
             checksum_path(path).unlink(missing_ok=True)
         trainer.save_checkpoint(path, weights_only=False)  # collective; Lightning's barrier ends it
+        self._last_save_step, self._last_save_time = step, time.monotonic()
+        return path, step
+
+    def complete(self, trainer: pl.Trainer) -> None:
+        """Flush the loggers, then write the pending checkpoint's checksums and prune old ones (rank 0)."""
+        if self._pending is None:
+            return
+        path, step = self._pending
+        self._pending = None
         if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.save()
             write_checksums(path, step, step * self.batch_tokens)
             for _, old in resume_checkpoints(self.folder)[self.settings.keep :]:
                 remove_checkpoint(old)
-        trainer.strategy.barrier("resume-checkpoint")
-        self._last_save_step, self._last_save_time = step, time.monotonic()
