@@ -391,9 +391,24 @@ def exclude(df: pd.DataFrame, query: str, *, reason: str = "") -> pd.DataFrame:
 CURVE_SCHEDULES = ("datascale.training.schedule.WarmupStableDecay",)
 
 
-def expand_learning_curves(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.DataFrame:
-    """Each run's row repeated at every point of its ``val_curve``: ``D`` = tokens seen there, ``loss`` = the
-    validation loss there (``curve_step``, ``from_curve``), recorded with the two caveats of such points.
+def log_spaced(curve: Sequence[Mapping[str, Any]], per_decade: int) -> list[Mapping[str, Any]]:
+    """The curve points nearest to ``per_decade`` log-spaced token counts per decade (each point once), so
+    that the many late evaluations of a long run do not outweigh its early ones."""
+    points = [p for p in curve if float(p["tokens_seen"]) > 0]
+    if len(points) <= 2:
+        return points
+    logs = np.log10([float(p["tokens_seen"]) for p in points])
+    grid = np.arange(logs[0], logs[-1] + 1e-9, 1.0 / per_decade)
+    chosen = sorted({int(np.argmin(np.abs(logs - g))) for g in grid} | {len(points) - 1})
+    return [points[i] for i in chosen]
+
+
+def expand_learning_curves(
+    df: pd.DataFrame, records: Sequence[RunRecord], per_decade: int = 4
+) -> pd.DataFrame:
+    """Each run's row repeated at log-spaced points of its ``val_curve`` (``per_decade`` per decade of
+    tokens; every evaluation is in the record): ``D`` = tokens seen there, ``loss`` = the validation loss
+    there (``curve_step``, ``from_curve``), recorded with the two caveats of such points.
 
     Points of one run share its initialisation and data order, so they are not independent (intervals from
     them are too narrow); under a cosine schedule an intermediate point is not the loss of a run trained to
@@ -409,7 +424,7 @@ def expand_learning_curves(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd
         target = str((rec.config.get("schedule") or {}).get("_target_", ""))
         if target not in CURVE_SCHEDULES:
             cosine.append(rec.run_id)
-        for point in rec.val_curve:
+        for point in log_spaced(rec.val_curve, per_decade):
             d = float(point["tokens_seen"])
             n = row.get("N")
             rows.append(row | {"D": d, "loss": float(point["loss"]), "curve_step": int(point["step"]),
@@ -422,6 +437,7 @@ def expand_learning_curves(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd
         "n_runs": len({r["run_id"] for r in rows}),
         "n_points": len(rows),
         "reason": "points of one run are not independent: intervals are too narrow",
+        "points_per_decade": per_decade,
         "cosine_runs": cosine,
     }
     if cosine:

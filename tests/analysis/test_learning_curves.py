@@ -49,3 +49,11 @@ def test_from_curves_fits_every_point_and_records_the_caveats(
     assert (step["n_runs"], step["n_points"]) == (3, 18) and "not independent" in step["reason"]
     assert bool(step["cosine_runs"]) is cosine and ("warning" in step) is cosine
     assert fit["params"]["beta"] == pytest.approx(BETA, rel=0.05)  # the curves are exact, so is the fit
+
+
+def test_dense_curves_are_thinned_to_log_spaced_points() -> None:
+    curve = [{"step": k, "tokens_seen": 1000 * k, "loss": 1.0} for k in range(1, 1001)]  # 3 decades
+    chosen = [p["tokens_seen"] for p in data.log_spaced(curve, 4)]
+    assert 12 <= len(chosen) <= 14 and chosen[0] == 1000 and chosen[-1] == 1_000_000
+    ratios = [chosen[i + 1] / chosen[i] for i in range(len(chosen) - 1)]
+    assert all(1.4 < r < 2.1 for r in ratios)  # about 10^(1/4) = 1.78 apart
