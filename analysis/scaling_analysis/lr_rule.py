@@ -95,7 +95,7 @@ def step_lr_rule(df: pd.DataFrame, out: Path, source: str = "") -> LRRuleStep:
     needed = {LR_COLUMN, "N_non_embedding", "U", "best_val_loss"}
     if not needed <= set(df.columns) or df[LR_COLUMN].nunique() < 2 or df["N_non_embedding"].nunique() < 2:
         return LRRuleStep({"lr_rule": {"skipped": "the study does not sweep optim.lr at 2 or more sizes"}})
-    done = df[df.get("status", "done") == "done"] if "status" in df else df
+    done = df[df["status"] == "done"] if "status" in df else df
     groups = [g for _, g in done.groupby(["N_non_embedding", "U"])]
     cells = [best_lr(pd.DataFrame(g)) for g in groups if g[LR_COLUMN].nunique() >= 2]
     if len({c["N"] for c in cells}) < 2:

@@ -3,45 +3,22 @@
 Why: a filter, noise or dedup study is only interpretable next to what its transforms removed and whether they
 removed the right documents. Counts per reason come from the run records (``pool_transforms``); precision and
 recall need the document ids, which the pool manifest holds (``data_artifacts.json`` -> ``pool_manifest``:
-``reports: [{group, report: {removed: {doc_id: reason}, marked: {doc_id: kind}}}]``). The computation is that
-of ``datascale.data.quality.evaluation.removal_precision_recall``, re-implemented here because the analysis
-depends on ``datascale.records`` only.
+``reports: [{group, report: {removed: {doc_id: reason}, marked: {doc_id: kind}}}]``); the scores are the
+data stage's own (``datascale.data.quality.evaluation.precision_recall``, which imports nothing heavy).
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datascale.data.quality.evaluation import precision_recall
 from datascale.records import RunRecord, scan_record_files
 
 PLANTING_GROUPS = ("degrade",)
 REMOVAL_GROUPS = ("dedup", "filter", "select")
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
-def precision_recall(planted: Mapping[str, str], removed: set[str]) -> dict[str, Any]:
-    """Precision (removals that were planted), recall (planted that were removed), F1 and recall per kind."""
-    hits = removed & set(planted)
-    precision, recall = _ratio(len(hits), len(removed)), _ratio(len(hits), len(planted))
-    f1 = 2 * precision * recall / (precision + recall) if precision and recall else None
-    by_kind = Counter(planted.values())
-    hit_kind = Counter(planted[d] for d in hits)
-    return {
-        "planted": len(planted),
-        "removed": len(removed),
-        "true_positives": len(hits),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "recall_by_kind": {k: _ratio(hit_kind[k], n) for k, n in sorted(by_kind.items())},
-    }
 
 
 def manifest_reports(run_dir: Path) -> list[dict[str, Any]] | None:

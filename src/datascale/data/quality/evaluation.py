@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-from datascale.data.transforms import TransformReport
+if TYPE_CHECKING:  # the analysis package uses precision_recall and must not import `datasets` for it
+    from datascale.data.transforms import TransformReport
 
-ReportLike = TransformReport | Mapping[str, Any]
+ReportLike = Union["TransformReport", Mapping[str, Any]]
 
 
 def _report(report: ReportLike) -> TransformReport:
+    from datascale.data.transforms import TransformReport
+
     return report if isinstance(report, TransformReport) else TransformReport.from_dict(report)
 
 
@@ -32,11 +35,19 @@ def removal_precision_recall(
     Reports may be :class:`TransformReport` objects or their ``to_dict()`` form (as in a pool manifest).
     Precision is None when nothing was removed, recall when nothing was planted.
     """
+    from datascale.data.transforms import TransformReport
+
     planted = _report(degradation).marked
     steps = [removals] if isinstance(removals, TransformReport | Mapping) else list(removals)
     removed: set[str] = set()
     for step in steps:
         removed.update(_report(step).removed)
+    return precision_recall(planted, removed)
+
+
+def precision_recall(planted: Mapping[str, str], removed: set[str]) -> dict[str, Any]:
+    """Precision (removals that were planted), recall (planted that were removed), F1 and recall per kind of
+    ``planted`` (doc id -> kind) against the ``removed`` doc ids (also used by the analysis package)."""
     hits = removed & set(planted)
     precision, recall = _ratio(len(hits), len(removed)), _ratio(len(hits), len(planted))
     f1 = 2 * precision * recall / (precision + recall) if precision and recall else None
