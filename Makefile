@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STUDY ?= data_size
+# Hydra overrides for every point of the study (plan, study, scaling-study), e.g.
+# ARGS="source=local_files source.paths=[my/*.jsonl]"; NAME: the study's results folder (default STUDY)
+ARGS ?=
+NAME ?= $(STUDY)
+STUDY_ARGS = $(ARGS) $(if $(filter-out $(STUDY),$(NAME)),study.name=$(NAME))
 RESULTS ?= results
 TORCH_SPEC ?= torch==2.13.0
 export TOKENIZERS_PARALLELISM := false
@@ -12,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup plan scaling-study study analyze prepare test test-all lint format bench docs clean clean-results
+.PHONY: help setup plan scaling-study study analyze validate-mixture prepare test test-all lint format bench docs clean clean-results
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -33,16 +38,21 @@ prepare: setup ## build the built-in corpus, tokenizer, token cache and subsets 
 	$(PY) -m datascale.data.prepare
 
 plan: setup ## dry run of sweeps/$(STUDY).yaml: per run N, U, D, FLOPs, time here and on a GPU, done or not
-	$(PY) -m datascale.plan $(STUDY)
+	$(PY) -m datascale.plan $(STUDY) $(STUDY_ARGS)
 
 study: setup ## run the sweep sweeps/$(STUDY).yaml (done runs are skipped)
-	$(PY) -m datascale.launch --config-dir sweeps --config-name $(STUDY)
+	$(PY) -m datascale.launch --config-dir sweeps --config-name $(STUDY) $(STUDY_ARGS)
 
 analyze: setup ## fit, plot and report $(RESULTS)/$(STUDY)
-	$(PY) -m scaling_analysis $(RESULTS)/$(STUDY)
+	$(PY) -m scaling_analysis $(RESULTS)/$(NAME)
 
 scaling-study: study analyze ## the default study, end to end: setup, train every run, fit, report
-	@echo "report: $(RESULTS)/$(STUDY)/report.md"
+	@echo "report: $(RESULTS)/$(NAME)/report.md"
+
+validate-mixture: setup ## train the mixture results/$(NAME)/mixing_law.json proposes, then analyze again: predicted vs measured
+	@cmd=$$($(PY) -c 'import json, sys; print(json.load(open(sys.argv[1]))["command"])' \
+	  $(RESULTS)/$(NAME)/mixing_law.json) && echo "$$cmd" && eval "$(PY) $${cmd#python }"
+	$(MAKE) --no-print-directory analyze STUDY=$(STUDY) NAME=$(NAME)
 
 test: setup ## the test suite without slow tests (< 10 min on 2 CPU cores)
 	$(PY) -m pytest -m "not slow" -q

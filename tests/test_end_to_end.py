@@ -45,6 +45,8 @@ def test_two_size_study_end_to_end_and_rerun_trains_nothing(tmp_path):
         assert (run_dir / "resolved.yaml").exists() and (run_dir / "metrics.csv").exists()
         assert list((run_dir / "wandb").glob("offline-run-*")), "one offline W&B run per job"
         assert record.wandb.get("id") == record.run_id
+        assert record.launch["study_file"] == "smoke", "the record says how to launch the run again"
+        assert f"subset.unique_tokens={record.unique_tokens}" in record.launch["overrides"]
     small, large = sorted(records, key=lambda r: r.unique_tokens)
     assert large.test_loss < small.test_loss, "four times the data must give a lower test loss"
     assert small.subset_hash != large.subset_hash and small.tokenizer_hash == large.tokenizer_hash

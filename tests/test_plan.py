@@ -31,6 +31,12 @@ def test_smoke_plan_costs_every_run(tmp_path: Path) -> None:
     assert len({r.run_id for r in runs}) == 2 and cfg.study.name == "smoke"
 
 
+def test_a_command_line_sweep_replaces_the_study_files(tmp_path: Path) -> None:
+    _, runs = plan_study("smoke", [*_paths(tmp_path), "subset.unique_tokens=2000,4000", "seed=3"])
+    assert [(r.unique_tokens, r.axes["seed"]) for r in runs] == [(2000, 3), (4000, 3)]
+    assert runs[1].overrides == ["subset.unique_tokens=4000"]
+
+
 def test_time_estimates_scale_with_flops_and_ranks() -> None:
     run = PlannedRun([], "id", {}, 1, 1, 100, 1000, 1000, flops=2e12, world_size=2, done=False)
     assert seconds(run, 1e11) == pytest.approx(10 + LAUNCH_SECONDS)  # 2e12 / (1e11 x 2 ranks)

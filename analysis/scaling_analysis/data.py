@@ -77,6 +77,10 @@ def _column_docs() -> dict[str, str]:
         "tokenizer_hash": d["tokenizer_hash"],
         "error": d["error"],
         "objective": d["objective"],
+        "study_file": "the study file the run was launched from (`launch.study_file`); empty for "
+        "conf/config.yaml or records without it",
+        "launch_overrides": "the Hydra job's overrides (`launch.overrides`) as a JSON list: "
+        + d["launch"].split("; ")[-1],
         "ds_<task>_<mode>_<metric>": "downstream result per task and mode (`/` becomes `_`), metric "
         "`accuracy`, `macro_f1`, `loss`, `chance` or `n_test`. " + d["downstream"],
         "condition": "a categorical condition (domain, mixture, quality level) for per-condition curves; "
@@ -110,6 +114,8 @@ _STR_COLUMNS = (
     "tokenizer_hash",
     "error",
     "objective",
+    "study_file",
+    "launch_overrides",
 )
 #: the per-task metrics of the record's ``downstream`` field that become ``ds_<task>_<mode>_<metric>``
 DOWNSTREAM_METRICS = ("accuracy", "macro_f1", "loss", "chance", "n_test")
@@ -192,6 +198,8 @@ def record_row(
             "tokenizer_hash": rec.tokenizer_hash,
             "error": rec.error,
             "objective": rec.objective,
+            "study_file": (rec.launch or {}).get("study_file") or "",
+            "launch_overrides": json.dumps((rec.launch or {}).get("overrides") or []),
         }
     )
     row.update(downstream_columns(rec.downstream))

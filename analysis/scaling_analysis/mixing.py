@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,12 +137,32 @@ def mixture_matrix(weights: Sequence[Mapping[str, float]], train_domains: Sequen
     return R / R.sum(axis=1, keepdims=True)
 
 
-def launch_command(study: str, weights: Mapping[str, float], unique_tokens: int) -> str:
-    """The exact command that trains the proposed mixture (one run of the study's sweep file)."""
+PROPOSAL_KEYS = ("subset.weights", "subset.unique_tokens", "hydra.mode")
+
+
+def launch_command(
+    study: str, weights: Mapping[str, float], unique_tokens: int, runs: pd.DataFrame | None = None
+) -> str:
+    """The exact command that trains the proposed mixture: the study file and the overrides its runs were
+    launched with (``study_file``, ``launch_overrides``: e.g. ``source=local_files ...``), the mixture and
+    size replaced; records without launch information fall back to ``sweeps/<study>.yaml``."""
+    study_file, shared = study, []
+    if runs is not None and "study_file" in runs and runs["study_file"].astype(str).str.len().gt(0).all():
+        files = sorted(set(runs["study_file"].astype(str)))
+        study_file = files[0] if len(files) == 1 else study
+        lists = [json.loads(str(v)) for v in runs.get("launch_overrides", pd.Series(["[]"]))]
+        shared = [o for o in lists[0] if all(o in other for other in lists[1:])]
+        shared = [o for o in shared if o.split("=", 1)[0].lstrip("+~") not in PROPOSAL_KEYS]
     spec = ",".join(f"{d}:{w:g}" for d, w in weights.items() if w > 0)
+    args = [
+        *shared,
+        "hydra.mode=RUN",
+        f"subset.weights={{{spec}}}",
+        f"subset.unique_tokens={int(unique_tokens)}",
+    ]
     return (
-        f"python -m datascale.launch --config-dir sweeps --config-name {study} hydra.mode=RUN "
-        f"'subset.weights={{{spec}}}' subset.unique_tokens={int(unique_tokens)}"
+        f"python -m datascale.launch --config-dir sweeps --config-name {shlex.quote(study_file)} "
+        + " ".join(shlex.quote(a) for a in args)
     )
 
 
@@ -300,13 +321,17 @@ def mixing_law_analysis(df: pd.DataFrame, out_dir: Path | str, study: str) -> di
         "weights": top["best"],
         "unique_tokens": int(top["size"]),
         "predicted": _predicted_losses(top["laws"], top["best"], train),
-        "command": launch_command(study, top["best"], int(top["size"])),
+        "command": launch_command(study, top["best"], int(top["size"]), _runs_of(df, top["runs"])),
         "fitted_run_ids": top["runs"],
         "validation": out["validation"],
     }
     path = Path(out_dir) / PROPOSAL_FILE
     path.write_text(json.dumps(json_safe(new), indent=2) + "\n")
     return {**out, "proposal": {k: v for k, v in new.items() if k != "validation"}, "file": PROPOSAL_FILE}
+
+
+def _runs_of(df: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame | None:
+    return df[df["run_id"].astype(str).isin(set(run_ids))] if "run_id" in df else None
 
 
 def _size_fields(fit: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -414,6 +415,7 @@ def _run_worker(job: Job) -> tuple[int, ForwardedSignals]:
         "data_artifacts": str(artifacts_path),
         "axes": job.summary["axes"],
         "resume_from": resume,
+        "launch": launch_context(),
     }
     resolved_path = run_dir / "resolved.yaml"
     tmp = resolved_path.with_name(f"resolved.{os.getpid()}.tmp")  # every rank may write it: same content
@@ -443,8 +445,10 @@ def _train_rank(job: Job) -> dict[str, Any]:
     return {"status": "trained"}
 
 
-def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
-    """Expand a multirun config into each job's overrides, exactly as Hydra's basic sweeper does.
+def sweep_job_overrides(config: DictConfig, extra: Sequence[str] = ()) -> list[list[str]]:
+    """Expand a multirun config into each job's overrides, exactly as Hydra's basic sweeper does: the
+    study file's sweep, then the command line's overrides (``extra``: sweeps the compose API cannot take),
+    a later value of a key replacing an earlier one.
 
     A search space (``interval(a, b)``, Optuna's sweeper) is checked at its two ends: every value a search
     can draw lies between points that were validated.
@@ -454,7 +458,8 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
     from hydra.core.override_parser.types import IntervalSweep
 
     params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += [*config.hydra.overrides.task, *extra]
     parser = OverridesParser.create()
     overrides = parser.parse_overrides(arguments)
     for i, override in enumerate(overrides):
@@ -549,6 +554,21 @@ def search_objective(summary: dict[str, Any]) -> float:
         )
         return math.inf
     return float(read_record(path).best_val_loss)
+
+
+def launch_context() -> dict[str, Any]:
+    """How this Hydra job was started: its config file (``sweeps/<study_file>.yaml``, or None for
+    conf/config.yaml) and its overrides, so a run (or a neighbour of it) can be launched again exactly."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    name = hydra_cfg.job.config_name
+    return {
+        "study_file": None if name == "config" else str(name),
+        "overrides": [str(o) for o in hydra_cfg.overrides.task],
+    }
 
 
 def _in_multirun() -> bool:

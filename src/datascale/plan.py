@@ -78,6 +78,13 @@ def compose_study(study: str, overrides: Sequence[str]) -> DictConfig:
         )
 
 
+def is_sweep(override: str) -> bool:
+    """True for a command-line sweep (``key=a,b``, ``key=range(...)``): Hydra's compose API refuses those."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(override).is_sweep_override()
+
+
 def plan_point(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
     """Validate, prepare the data (cached) and cost one study point."""
     leaves, artifacts = validate_and_prepare(cfg, progress=False)
@@ -105,9 +112,10 @@ def plan_point(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
 
 def plan_study(study: str, overrides: Sequence[str] = ()) -> tuple[DictConfig, list[PlannedRun]]:
     """Every point of a study, planned (raises ConfigError naming the run for an impossible one)."""
-    root = compose_study(study, overrides)
+    sweeps = [o for o in overrides if is_sweep(o)]  # e.g. subset.unique_tokens=1000,2000
+    root = compose_study(study, [o for o in overrides if o not in sweeps])
     runs = []
-    for job in sweep_job_overrides(root):  # each job's overrides include the ones given here
+    for job in sweep_job_overrides(root, sweeps):  # each job's overrides include the ones given here
         point = [o for o in job if o not in overrides]
         try:
             runs.append(plan_point(compose_study(study, job), point))

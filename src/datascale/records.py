@@ -160,6 +160,12 @@ class RunRecord:
         "first (empty: trained in one go); the data order and tokens_seen continue exactly",
         default_factory=list,
     )
+    launch: dict[str, Any] = _doc(
+        "how the Hydra job was started: {study_file (sweeps/<study_file>.yaml; null: conf/config.yaml), "
+        "overrides (the job's overrides, sweep values included)}; `python -m datascale.launch --config-dir "
+        "sweeps --config-name <study_file> <overrides>` runs it again",
+        default_factory=dict,
+    )
     error: str | None = _doc("one-line reason when status is `failed`", default=None)
     schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)
 

@@ -404,6 +404,9 @@ def test_cli_prints_the_command_that_trains_the_proposed_mixture(tmp_path, capsy
             base, run_id=str(row["run_id"]), unique_tokens=int(row["U"]), test_loss=float(row["loss"]),
             axes={"weights": row["axis_weights"], "unique_tokens": int(row["U"]), "seed": 0},
             test_loss_by_domain=per,
+            launch={"study_file": "mixture", "overrides": [
+                "source=local_files", f"subset.weights={row['axis_weights']}",
+                f"subset.unique_tokens={row['U']}", "seed=0"]},
         )  # fmt: skip
         write_record(tmp_path / "runs" / rec.run_id, rec)
     assert cli.main([str(tmp_path), "--resamples", "0", "--jobs", "1", "--candidates", "none"]) == 0
@@ -411,5 +414,9 @@ def test_cli_prints_the_command_that_trains_the_proposed_mixture(tmp_path, capsy
     printed = capsys.readouterr().out.splitlines()
     assert proposal["command"] in printed, "the command is printed on a line of its own, unwrapped"
     assert proposal["command"].startswith(
-        "python -m datascale.launch --config-dir sweeps --config-name mixture "
+        "python -m datascale.launch --config-dir sweeps --config-name mixture source=local_files seed=0 "
+        "hydra.mode=RUN 'subset.weights={"
+    ), "the runs' own overrides (their data source) come along; their mixture and size are replaced"
+    assert proposal["command"].count("subset.weights") == 1 and proposal["command"].endswith(
+        "unique_tokens=8000"
     )

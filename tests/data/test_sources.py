@@ -62,6 +62,13 @@ def test_jsonl_field_mapping(files: Path) -> None:
     assert json.loads(ds[0]["meta"]) == {"file": "x.jsonl", "score": 3}
 
 
+def test_domains_keep_only_the_named_domains(files: Path) -> None:
+    spec = {"paths": [str(files / "json" / "*.jsonl")], "text_field": "body", "domain_field": "topic"}
+    assert LocalFiles(**spec, domains=["poetry"]).load()["text"] == ["beta text"]
+    with pytest.raises(ConfigError, match=r"^domains='web': must be one of \['math', 'poetry'\]$"):
+        LocalFiles(**spec, domains=["poetry", "web"]).load()
+
+
 def test_parquet_rows_get_file_row_ids(files: Path) -> None:
     ds = LocalFiles(paths=[str(files / "pq" / "p.parquet")], format="parquet", text_field="content").load()
     assert ds["doc_id"] == ["local:p.parquet#0", "local:p.parquet#1", "local:p.parquet#2"]

@@ -262,9 +262,14 @@ class LocalFiles:
     domain: str = "local"
     doc_id_field: str | None = None
     sample_by: str = "document"
+    domains: list[str] | None = None
+    """Keep only these domains (as the built-in source's ``domains``); None keeps every domain found."""
 
     def __post_init__(self) -> None:
         self.paths = [str(p) for p in _as_list(self.paths)]
+        if self.domains is not None:
+            self.domains = [str(d) for d in _as_list(self.domains)]
+            require(len(self.domains) > 0, "domains", self.domains, "must name a domain, or be null (all)")
         require(len(self.paths) > 0, "paths", self.paths, "must list one or more file globs")
         require_choice("format", self.format, FORMATS)
         require_choice("sample_by", self.sample_by, SAMPLE_BY)
@@ -339,8 +344,18 @@ class LocalFiles:
             parts = datasets.load_dataset(fmt, data_files=names, cache_dir=tmp, **kwargs)
             rows = self._convert(parts, fmt, names, rel)
         _check_unique_ids(rows, self.doc_id_field)
+        rows = self._keep_domains(rows)
         log.info("local files: %d documents from %d files", len(rows), len(files))
         return documents_from_rows(rows)
+
+    def _keep_domains(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.domains is None:
+            return rows
+        found = sorted({str(r["domain"]) for r in rows})
+        for d in self.domains:
+            require_choice("domains", d, found)
+        keep = set(self.domains)
+        return [r for r in rows if r["domain"] in keep]
 
     def _convert(
         self, parts: datasets.DatasetDict, fmt: str, names: Mapping[str, Any], rel: Sequence[str]

@@ -127,6 +127,7 @@ class RunContext:
             axes=axis_values(cfg),
             config=OmegaConf.to_container(cfg, resolve=True),
             world_size=world,
+            launch=OmegaConf.to_container(cfg.run.launch) if OmegaConf.select(cfg, "run.launch") else {},
         )
         return ctx
 
