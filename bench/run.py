@@ -85,6 +85,16 @@ def summary_rows(results: dict) -> list[tuple[str, Any, str]]:
             _get(train, cores, "cpu_matmul_peak_gflops"),
             "measured, cached",
         ),
+        (
+            "(b) the model's Linear GEMMs alone / peak, all cores",
+            _get(train, cores, "linear_gemm_efficiency"),
+            f"the MFU ceiling of this model's shapes ({_get(train, cores, 'linear_gemm_gflops')} GFLOP/s)",
+        ),
+        (
+            "(b) plain loop / that GEMM ceiling, all cores",
+            _get(train, cores, "plain_mfu_of_gemm_ceiling"),
+            "what the rest of a step (attention, norms, optimizer) costs",
+        ),
     ]
     load = _get(train, "load_avg_1min")
     rows.append(

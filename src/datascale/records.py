@@ -70,7 +70,10 @@ class RunRecord:
     converged: bool = _doc("True if early stopping fired; False if the token cap was hit first")
     stop_reason: str = _doc("`early_stopping` or `token_cap`; a failed run: `non_finite_loss` (or empty)")
     # losses (nats per token unless said otherwise)
-    best_val_loss: float = _doc("best macro-mean validation loss over domains (selection metric)")
+    best_val_loss: float = _doc(
+        "macro-mean validation loss over every eval domain at the best checkpoint (its minimum when the "
+        "run trained on every eval domain, or with `training.select_on=all_domains`)"
+    )
     final_val_loss: float = _doc("macro-mean validation loss at the last evaluation")
     test_loss: float = _doc("macro-mean test loss of the best checkpoint (what fits use by default)")
     val_loss_best: dict[str, float] = _doc("per-domain validation loss at the best checkpoint")
@@ -150,7 +153,8 @@ class RunRecord:
         default_factory=dict,
     )
     val_curve: list[dict[str, Any]] = _doc(
-        "the learning curve: every evaluation's `step`, `tokens_seen`, `lr` and macro validation `loss`; "
+        "the learning curve: every evaluation's `step`, `tokens_seen`, `lr`, macro validation `loss` and "
+        "`selection_loss` (over `selection_domains`); "
         "under `schedule=warmup_cosine` intermediate points are not losses of runs trained to those tokens "
         "(the LR has not decayed), so fit them only with `schedule=wsd`, and they all share one run",
         default_factory=list,
@@ -158,6 +162,11 @@ class RunRecord:
     resumed_at_steps: list[int] = _doc(
         "optimizer steps at which this run was resumed from a checkpoint after a kill or preemption, oldest "
         "first (empty: trained in one go); the data order and tokens_seen continue exactly",
+        default_factory=list,
+    )
+    selection_domains: list[str] = _doc(
+        "eval domains whose macro-mean validation loss picked the best checkpoint and stopped the run early "
+        "(`training.select_on`: every eval domain, or those with tokens in the subset)",
         default_factory=list,
     )
     launch: dict[str, Any] = _doc(

@@ -246,6 +246,12 @@ def test_record_names_only_the_restricted_training_domains(corpus_files: Path, t
     record = worker.run(resolved_config(tmp_path / "run", artifacts, **{"training.cap_epochs": 2.0}))
     assert record.train_domains == ["prose"]
     assert record.eval_domains == ["code", "prose"] and set(record.test_loss_by_domain) == {"code", "prose"}
+    # selected on its own domain's held-out loss (training.select_on=train_domains), not on the macro mean
+    assert record.selection_domains == ["prose"]
+    best = min(record.val_curve, key=lambda p: p["selection_loss"])
+    assert best["step"] == record.best_step
+    assert record.val_loss_best["prose"] == pytest.approx(best["selection_loss"], rel=1e-9)
+    assert best["loss"] == pytest.approx(record.best_val_loss) != best["selection_loss"]
 
 
 def test_record_has_the_learning_curve_of_every_evaluation(done_run: tuple[RunRecord, Path]) -> None:
@@ -258,3 +264,5 @@ def test_record_has_the_learning_curve_of_every_evaluation(done_run: tuple[RunRe
         curve[-1]["loss"] == record.final_val_loss and min(p["loss"] for p in curve) == record.best_val_loss
     )
     assert curve[-1]["lr"] < curve[0]["lr"]  # cosine: the LR has decayed by the end
+    assert record.selection_domains == record.eval_domains, "trained on every domain: selected on all"
+    assert all(p["selection_loss"] == pytest.approx(p["loss"], rel=1e-12) for p in curve)

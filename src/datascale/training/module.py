@@ -2,8 +2,9 @@
 
 Evaluation sums nats, target tokens and target bytes per domain over the whole (capped) eval set, reduces the
 sums over ranks, and only then divides: ``loss = nats / tokens`` and ``bpb = nats / (bytes * ln 2)`` are
-exact, not means of batch means. ``val/loss`` is the macro mean over domains (each domain counts the same) and
-is the early-stopping and checkpoint monitor.
+exact, not means of batch means. ``val/loss`` is the macro mean over domains (each domain counts the same);
+``val/selection_loss``, the early-stopping and checkpoint monitor, is the macro mean over the selection
+domains (``training.select_on``: all of them by default, or the run's training domains).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+#: What early stopping and the best checkpoint monitor: the macro-mean validation loss over the selection
+#: domains (``training.select_on``); ``val/loss`` is always the macro mean over every held-out domain.
+SELECTION_METRIC = "val/selection_loss"
+
+
 class GPTLightningModule(pl.LightningModule):
     def __init__(
         self,
@@ -70,6 +76,7 @@ class GPTLightningModule(pl.LightningModule):
         domains: list[str],
         accumulation: int = 1,
         compile_blocks: bool = False,
+        selection_domains: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -91,6 +98,7 @@ class GPTLightningModule(pl.LightningModule):
         self.batch_tokens = batch_tokens
         self.unique_tokens = unique_tokens
         self.domains = list(domains)
+        self.selection_domains = list(selection_domains or domains)  # ``val/selection_loss`` averages them
         self.accumulation = accumulation  # micro-batches per optimizer step
         self.compile_blocks = compile_blocks
         self._train_loss_sum: torch.Tensor | None = None
@@ -215,12 +223,16 @@ class GPTLightningModule(pl.LightningModule):
             metrics[f"{stage}/{d}/bpb"] = bpb[d]
         self.log_dict(metrics, prog_bar=False)
         self.log(f"{stage}/loss", macro, prog_bar=True)
+        selection = sum(by_domain[d] for d in self.selection_domains) / len(self.selection_domains)
+        if stage == "val":
+            self.log(SELECTION_METRIC, selection)
         optimizers = self.trainer.optimizers if self._trainer is not None else []
         result = {
             "step": self.global_step,
             "tokens_seen": self.tokens_seen(),
             "lr": float(optimizers[0].param_groups[0]["lr"]) if optimizers else None,
             "loss": macro,
+            "selection_loss": selection,
             "loss_by_domain": by_domain,
             "bpb_by_domain": bpb,
             "tokens_by_domain": dict(zip(self.domains, map(int, tokens), strict=True)),

@@ -14,7 +14,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from datascale.config_errors import require, require_in_range, require_positive, require_positive_int
+from datascale.config_errors import (
+    require,
+    require_choice,
+    require_in_range,
+    require_positive,
+    require_positive_int,
+)
+
+SELECT_ON = ("all_domains", "train_domains")
 
 
 @dataclass
@@ -37,6 +45,10 @@ class TrainingProtocol:
     eval_tokens_per_domain: int | None = 24576  # first tokens of each domain's val set used (None: all);
     #                                           test sets are always evaluated whole (once per run)
     eval_batch_sequences: int = 32  # sequences per evaluation batch (per rank)
+    select_on: str = "train_domains"  # the val loss that picks the best checkpoint and stops early: the
+    #                                 macro mean over train_domains (held-out sets of the domains with tokens
+    #                                 in the subset: selected like its own data, as usual in ML; a one-domain
+    #                                 run is not stopped as it specialises) | all_domains (every held-out set)
     grad_clip: float | None = 1.0  # gradient-norm clip (None: off)
     tokens_per_param: float | None = None  # training length as a multiple of N: the launcher sets
     #                                      min_tokens = max_tokens = tokens_per_param x N (non-embedding)
@@ -90,6 +102,7 @@ class TrainingProtocol:
         if self.eval_tokens_per_domain is not None:
             require_positive_int("eval_tokens_per_domain", self.eval_tokens_per_domain)
         require_positive_int("eval_batch_sequences", self.eval_batch_sequences)
+        require_choice("select_on", self.select_on, SELECT_ON)
         if self.grad_clip is not None:
             require_positive("grad_clip", self.grad_clip)
         if self.tokens_per_param is not None:
@@ -146,6 +159,12 @@ class TrainingProtocol:
         limit = max_micro_batch_tokens // seq_len
         accumulation = next(a for a in range(-(-per_rank // limit), per_rank + 1) if per_rank % a == 0)
         return per_rank // accumulation, accumulation
+
+    def selection_domains(self, eval_domains: list[str], subset_domains: list[str]) -> list[str]:
+        """The held-out domains whose macro-mean validation loss is the selection metric."""
+        if self.select_on == "all_domains":
+            return list(eval_domains)
+        return [d for d in eval_domains if d in set(subset_domains)]
 
     def eval_interval_steps(self, unique_tokens: int) -> int:
         """Steps between evaluations: one per ``eval_every_epochs`` epochs, within the token bounds."""

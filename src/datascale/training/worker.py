@@ -63,7 +63,7 @@ from datascale.training.checkpoints import consolidate, is_sharded
 from datascale.training.datamodule import TokenDataModule
 from datascale.training.downstream_eval import run_downstream
 from datascale.training.mlm import objective_module, objective_of
-from datascale.training.module import GPTLightningModule
+from datascale.training.module import SELECTION_METRIC, GPTLightningModule
 from datascale.training.protocol import TrainingProtocol
 from datascale.training.resume import Preempted, PreemptionFlag, ResumeCheckpoint
 from datascale.training.run_logging import setup_logging, teardown_logging
@@ -340,6 +340,7 @@ def build_data(ctx: RunContext, leaves: Leaves) -> tuple[TokenDataModule, dict[s
         train_domains=artifacts.train_domains,
         pool_transforms=artifacts.pool_transforms,
         subset_domains=artifacts.subset_domains,
+        selection_domains=protocol.selection_domains(datamodule.domains, list(artifacts.subset_domains)),
         planned_steps=plan["planned_steps"],
         micro_batch_sequences=micro,
         grad_accumulation=accumulation,
@@ -366,6 +367,7 @@ def build_module(
         datamodule.domains,
         accumulation=plan["accumulation"],
         compile_blocks=leaves.settings.compile,
+        selection_domains=ctx.learned["selection_domains"],
         **objective_kwargs,
     )
     params = count_parameters(module.model)
@@ -395,10 +397,10 @@ def build_trainer(
     )
     ctx.learned["wandb"] = wandb_info(ctx.wandb_logger, ctx.run_dir)
     early_stop = EarlyStopping(
-        monitor="val/loss", mode="min", patience=protocol.patience, min_delta=protocol.min_delta
+        monitor=SELECTION_METRIC, mode="min", patience=protocol.patience, min_delta=protocol.min_delta
     )
     checkpoint = ModelCheckpoint(
-        dirpath=ctx.run_dir / "checkpoints", filename="best-{step}", monitor="val/loss", save_top_k=1
+        dirpath=ctx.run_dir / "checkpoints", filename="best-{step}", monitor=SELECTION_METRIC, save_top_k=1
     )
     throughput = TrainThroughput()
     resume = ResumeCheckpoint(
@@ -506,7 +508,10 @@ def fit_and_test(
         final_eval=module.eval_history[-1],
         test=module.test_results,
         train_time_s=train_time,
-        curve=[{k: h.get(k) for k in ("step", "tokens_seen", "lr", "loss")} for h in module.eval_history],
+        curve=[
+            {k: h.get(k) for k in ("step", "tokens_seen", "lr", "loss", "selection_loss")}
+            for h in module.eval_history
+        ],
     )
 
 
@@ -544,6 +549,7 @@ def make_record(
         **{k: known[k] for k in ("run_id", "study", "axes", "seed", "code_version", "config")},
         **{k: known[k] for k in ("corpus_hash", "tokenizer_hash", "subset_hash", "train_domains", "wandb")},
         **{k: known[k] for k in ("params_total", "params_non_embedding", "planned_steps", "eval_domains")},
+        selection_domains=known["selection_domains"],
         pool_transforms=known["pool_transforms"],
         subset_domains=known["subset_domains"],
         status="done",
