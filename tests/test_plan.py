@@ -27,6 +27,14 @@ def test_smoke_plan_costs_every_run(tmp_path: Path) -> None:
     per_token = 6 * (12 * 32 * 32 + 32 * 512) + 12 * 1 * 128 * 32  # by hand: matmul weights, attention
     assert per_token == training_flops_per_token(1, 32, 512, 128)
     assert [r.flops for r in runs] == [per_token * 16_384, per_token * 65_536]
+    # a forward pass is a third of a training token; 1 evaluation per epoch of U (at least 8 steps) + the test
+    evaluations = [r.planned_tokens // 16_384 for r in runs]
+    assert evaluations == [1, 4]
+    forward = per_token / 3
+    val = (runs[1].eval_flops - runs[0].eval_flops) / (3 * forward)  # val tokens of one evaluation
+    test = runs[0].eval_flops / forward - val  # test tokens, evaluated once
+    assert val == round(val) and test == round(test), "whole tokens: forward FLOPs x tokens evaluated"
+    assert 0 < val <= 2 * cfg.training.eval_tokens_per_domain and test > 0  # two domains, val sets capped
     assert runs[0].params_non_embedding == model.parameter_counts()["non_embedding"] == 12_384
     assert len({r.run_id for r in runs}) == 2 and cfg.study.name == "smoke"
 

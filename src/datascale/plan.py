@@ -7,7 +7,8 @@ Per run and in total it prints N, U, the planned tokens D (the token cap: early 
 sooner, so times are upper bounds), epochs, training FLOPs, and the time on this machine and on a named GPU.
 Nothing is trained.
 
-Time here = FLOPs / (this CPU's measured matmul peak x the MFU of the finished runs in ``paths.results_dir``,
+Time here = (training FLOPs + evaluation FLOPs: forward passes over the capped val sets at every planned
+evaluation and over the test sets once) / (this CPU's measured matmul peak x the MFU of the finished runs in ``paths.results_dir``,
 or :data:`ASSUMED_CPU_MFU` without any) + :data:`LAUNCH_SECONDS` per run. On a GPU: its datasheet bf16 peak x
 :data:`ASSUMED_GPU_MFU`.
 """
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from datascale import CONF_DIR, SWEEPS_DIR
 from datascale.config_errors import ConfigError
 from datascale.configs import axis_values
+from datascale.data.token_cache import TokenCache
 from datascale.launch import layout, run_dir_of, sweep_job_overrides, validate_and_prepare
 from datascale.records import find_records, is_done
 from datascale.training.throughput import (
@@ -38,7 +40,7 @@ from datascale.training.throughput import (
     training_flops_per_token,
 )
 
-#: MFU assumed on this CPU when no finished run says better (the default model measures ~0.8 here).
+#: MFU assumed on this CPU when no finished run says better (the default model measures 0.45-0.8 here).
 ASSUMED_CPU_MFU = 0.6
 #: MFU assumed on a GPU for these small models (large models reach 0.4-0.5; small ones less).
 ASSUMED_GPU_MFU = 0.3
@@ -61,6 +63,8 @@ class PlannedRun:
     flops: float
     world_size: int
     done: bool
+    eval_flops: float = 0.0
+    """Forward FLOPs of every planned validation (the capped val sets of all eval domains) and the test."""
 
     @property
     def epochs(self) -> float:
@@ -107,6 +111,7 @@ def plan_point(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         flops=float(per_token) * planned,
         world_size=devices * nodes,
         done=is_done(run_dir),
+        eval_flops=evaluation_flops(protocol, artifacts, artifacts.unique_tokens, float(per_token)),
     )
 
 
@@ -161,7 +166,20 @@ def gpu_flops_per_s(gpu: str) -> float:
 
 def seconds(run: PlannedRun, flops_per_s: float | CpuRate) -> float:
     rate = flops_per_s.flops_per_s(run.params_total) if isinstance(flops_per_s, CpuRate) else flops_per_s
-    return run.flops / (rate * run.world_size) + LAUNCH_SECONDS
+    return (run.flops + run.eval_flops) / (rate * run.world_size) + LAUNCH_SECONDS
+
+
+def evaluation_flops(protocol: Any, artifacts: Any, unique_tokens: int, per_token: float) -> float:
+    """Forward passes (a third of a training token's FLOPs) over the val sets at every planned evaluation
+    and once over the test sets: on small subsets they cost as much as the training steps."""
+    val = test = 0
+    for caches in artifacts.eval_caches.values():
+        val_tokens, test_tokens = (len(TokenCache.open(Path(caches[s])).tokens) for s in ("val", "test"))
+        cap = protocol.eval_tokens_per_domain
+        val += min(val_tokens, cap) if cap is not None else val_tokens
+        test += test_tokens
+    evaluations = protocol.planned_steps(unique_tokens) // protocol.eval_interval_steps(unique_tokens)
+    return per_token / 3 * (evaluations * val + test)
 
 
 def duration(s: float) -> str:
@@ -193,7 +211,8 @@ def print_plan(cfg: DictConfig, runs: list[PlannedRun], here: CpuRate, gpu: str)
     console.print(table)
     todo = [r for r in runs if not r.done]
     console.print(
-        f"{len(runs) - len(todo)} done, {len(todo)} to train: {sum(r.flops for r in todo):.2e} FLOPs, "
+        f"{len(runs) - len(todo)} done, {len(todo)} to train: {sum(r.flops for r in todo):.2e} training "
+        f"FLOPs + {sum(r.eval_flops for r in todo):.2e} of evaluation, "
         "at most "
         f"{duration(sum(seconds(r, here) for r in todo))} here ({here.describe()}), "
         f"{duration(sum(seconds(r, gpu_rate) for r in todo))} on one {gpu} (bf16, assumed MFU "
