@@ -65,78 +65,63 @@ def _get(results: dict, *keys: str) -> Any:
     return results
 
 
+#: (figure, benchmark, path to the value, goal or note) of the summary table; "{cores}" is the all-cores key.
+TRAIN_ROWS = (
+    ("(a) Lightning / plain loop, 1 thread", ("threads_1", "lightning_to_plain_ratio"), ">= 0.97"),
+    ("(a) Lightning / plain loop, all cores", ("{cores}", "lightning_to_plain_ratio"), ">= 0.97"),
+    ("(b) CPU MFU, plain loop, 1 thread", ("threads_1", "plain_mfu"), ">= 0.75"),
+    ("(b) CPU MFU, Lightning, 1 thread", ("threads_1", "lightning_mfu"), ">= 0.75"),
+    ("(b) CPU MFU, plain loop, all cores", ("{cores}", "plain_mfu"), ">= 0.75"),
+    ("(b) CPU MFU, Lightning, all cores", ("{cores}", "lightning_mfu"), ">= 0.75"),
+    ("(b) CPU fp32 matmul peak, GFLOP/s", ("{cores}", "cpu_matmul_peak_gflops"), "measured, cached"),
+    (
+        "(b) the model's Linear GEMMs alone / peak, all cores",
+        ("{cores}", "linear_gemm_efficiency"),
+        "the MFU ceiling of this model's shapes",
+    ),
+    (
+        "(b) plain loop / that GEMM ceiling, all cores",
+        ("{cores}", "plain_mfu_of_gemm_ceiling"),
+        "what the rest of a step (attention, norms, loss, optimizer) costs",
+    ),
+)
+
+
 def summary_rows(results: dict) -> list[tuple[str, Any, str]]:
     """(figure, value, goal or note): the training and scale-out figures of one ``make bench`` run."""
     train, scale = results.get("bench.bench_train", {}), results.get("bench.bench_scale", {})
     cores = f"threads_{(results.get('machine') or {}).get('cpu_count', 2)}"
-    rows: list[tuple[str, Any, str]] = [
-        (
-            "(a) Lightning / plain loop, 1 thread",
-            _get(train, "threads_1", "lightning_to_plain_ratio"),
-            ">= 0.97",
-        ),
-        ("(a) Lightning / plain loop, all cores", _get(train, cores, "lightning_to_plain_ratio"), ">= 0.97"),
-        ("(b) CPU MFU, plain loop, 1 thread", _get(train, "threads_1", "plain_mfu"), ">= 0.75"),
-        ("(b) CPU MFU, Lightning, 1 thread", _get(train, "threads_1", "lightning_mfu"), ">= 0.75"),
-        ("(b) CPU MFU, plain loop, all cores", _get(train, cores, "plain_mfu"), ">= 0.75"),
-        ("(b) CPU MFU, Lightning, all cores", _get(train, cores, "lightning_mfu"), ">= 0.75"),
-        (
-            "(b) CPU fp32 matmul peak, GFLOP/s",
-            _get(train, cores, "cpu_matmul_peak_gflops"),
-            "measured, cached",
-        ),
-        (
-            "(b) the model's Linear GEMMs alone / peak, all cores",
-            _get(train, cores, "linear_gemm_efficiency"),
-            f"the MFU ceiling of this model's shapes ({_get(train, cores, 'linear_gemm_gflops')} GFLOP/s)",
-        ),
-        (
-            "(b) plain loop / that GEMM ceiling, all cores",
-            _get(train, cores, "plain_mfu_of_gemm_ceiling"),
-            "what the rest of a step (attention, norms, optimizer) costs",
-        ),
+    rows = [
+        (name, _get(train, *(k.format(cores=cores) for k in keys)), goal) for name, keys, goal in TRAIN_ROWS
     ]
     load = _get(train, "load_avg_1min")
     rows.append(
         ("1-minute load average (before, after)", "", f"{load}: > 0 means other jobs shared the machine")
     )
     for name in ("single_1", "ddp_2", "fsdp_2"):
+        vs = _get(scale, "strategies", name, "vs_single")
         rows.append(
-            (
-                f"(c) tokens/s {name}",
-                _get(scale, "strategies", name, "tokens_per_s"),
-                f"vs single: {_get(scale, 'strategies', name, 'vs_single')}",
-            )
+            (f"(c) tokens/s {name}", _get(scale, "strategies", name, "tokens_per_s"), f"vs single: {vs}")
         )
     for name in ("single_1", "ddp_2"):
-        rows.append(
-            (
-                f"(d) launch to first step, {name}, s",
-                _get(scale, "strategies", name, "launch_to_first_step_s"),
-                "",
-            )
-        )
-    rows += [
-        (
-            "(e) study, 1 job at a time, s",
-            _get(scale, "study", "sequential_wall_s"),
-            _get(scale, "study", "study"),
-        ),
-        (
-            "(e) study, 2 parallel 1-thread jobs, s",
-            _get(scale, "study", "parallel_2x1_thread_wall_s"),
-            f"speed-up {_get(scale, 'study', 'parallel_speedup')}",
-        ),
-    ]
-    gpu = _get(train, "gpu")
+        overhead = _get(scale, "strategies", name, "launch_to_first_step_s")
+        rows.append((f"(d) launch to first step, {name}, s", overhead, ""))
+    study = scale.get("study") if isinstance(scale.get("study"), dict) else {}
+    rows.append(("(e) study, 1 job at a time, s", _get(study, "sequential_wall_s"), _get(study, "study")))
+    speedup = f"speed-up {_get(study, 'parallel_speedup')}"
+    rows.append(
+        ("(e) study, 2 parallel 1-thread jobs, s", _get(study, "parallel_2x1_thread_wall_s"), speedup)
+    )
+    return rows + gpu_rows(_get(train, "gpu"))
+
+
+def gpu_rows(gpu: Any) -> list[tuple[str, Any, str]]:
     if isinstance(gpu, dict) and gpu.get("measured"):
-        rows += [
+        return [
             (f"GPU {gpu['device']}: Lightning / plain", gpu["lightning_to_plain_ratio"], ">= 0.97"),
             ("GPU MFU, Lightning, bf16-mixed, 124M", gpu["lightning_mfu"], ">= 0.50 (H100/H200)"),
         ]
-    else:
-        rows.append(("GPU (124M, bf16-mixed)", "not measured", str(_get(gpu, "reason"))))
-    return rows
+    return [("GPU (124M, bf16-mixed)", "not measured", str(_get(gpu, "reason")))]
 
 
 def print_summary(results: dict) -> None:

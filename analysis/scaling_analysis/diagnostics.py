@@ -312,6 +312,11 @@ def _saddle(ev: FitEvidence) -> list[Warning]:
     ]
 
 
+def _exp_text(log_value: float) -> str:
+    """exp(x) to 4 significant digits, or ``e^x`` where exp overflows a float (a run-away end point)."""
+    return f"{math.exp(log_value):.4g}" if log_value < 700 else f"e^{log_value:.4g}"
+
+
 def _flat_objective(ev: FitEvidence) -> list[Warning]:
     """Flatness seen across starts: near-optimal end points far apart."""
     flat = []
@@ -322,7 +327,7 @@ def _flat_objective(ev: FitEvidence) -> list[Warning]:
         lo, hi = ev.spread[p]
         if p in ev.law.log_params:
             if hi - lo > math.log(1.5):
-                flat.append(f"{p} ∈ [{math.exp(lo):.4g}, {math.exp(hi):.4g}]")
+                flat.append(f"{p} ∈ [{_exp_text(lo)}, {_exp_text(hi)}]")
         elif hi - lo > 0.1 * max(abs(ev.theta[i]), 0.05):
             flat.append(f"{p} ∈ [{lo:.4g}, {hi:.4g}]")
     if not flat:

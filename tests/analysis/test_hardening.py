@@ -341,3 +341,10 @@ def test_law_evaluation_at_extreme_parameters_raises_no_numpy_warning(tmp_path: 
             * np.exp(np.random.default_rng(0).normal(0, 0.01, 16))
         )
         fit_law("broken_power_D", pd.DataFrame({"D": D, "loss": loss}), starts=60)
+
+
+def test_a_run_away_log_parameter_is_reported_not_overflowed():
+    """A flat-objective warning over a log parameter whose end points ran to e^800 must not raise."""
+    from scaling_analysis.diagnostics import _exp_text
+
+    assert _exp_text(800.0) == "e^800" and _exp_text(0.0) == "1" and _exp_text(-800.0) == "0"
