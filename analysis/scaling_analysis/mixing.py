@@ -141,24 +141,31 @@ PROPOSAL_KEYS = ("subset.weights", "subset.unique_tokens", "hydra.mode")
 
 
 def launch_command(
-    study: str, weights: Mapping[str, float], unique_tokens: int, runs: pd.DataFrame | None = None
+    study: str,
+    weights: Mapping[str, float],
+    unique_tokens: int,
+    runs: pd.DataFrame | None = None,
+    seed: int | None = None,
 ) -> str:
     """The exact command that trains the proposed mixture: the study file and the overrides its runs were
     launched with (``study_file``, ``launch_overrides``: e.g. ``source=local_files ...``), the mixture and
-    size replaced; records without launch information fall back to ``sweeps/<study>.yaml``."""
+    size replaced (and the seed, when ``seed`` is given); records without launch information fall back to
+    ``sweeps/<study>.yaml``."""
+    replaced = (*PROPOSAL_KEYS, "seed") if seed is not None else PROPOSAL_KEYS
     study_file, shared = study, []
     if runs is not None and "study_file" in runs and runs["study_file"].astype(str).str.len().gt(0).all():
         files = sorted(set(runs["study_file"].astype(str)))
         study_file = files[0] if len(files) == 1 else study
         lists = [json.loads(str(v)) for v in runs.get("launch_overrides", pd.Series(["[]"]))]
         shared = [o for o in lists[0] if all(o in other for other in lists[1:])]
-        shared = [o for o in shared if o.split("=", 1)[0].lstrip("+~") not in PROPOSAL_KEYS]
+        shared = [o for o in shared if o.split("=", 1)[0].lstrip("+~") not in replaced]
     spec = ",".join(f"{d}:{w:g}" for d, w in weights.items() if w > 0)
     args = [
         *shared,
         "hydra.mode=RUN",
         f"subset.weights={{{spec}}}",
         f"subset.unique_tokens={int(unique_tokens)}",
+        *([f"seed={seed}"] if seed is not None else []),
     ]
     return (
         f"python -m datascale.launch --config-dir sweeps --config-name {shlex.quote(study_file)} "
@@ -321,13 +328,26 @@ def mixing_law_analysis(df: pd.DataFrame, out_dir: Path | str, study: str) -> di
         "weights": top["best"],
         "unique_tokens": int(top["size"]),
         "predicted": _predicted_losses(top["laws"], top["best"], train),
-        "command": launch_command(study, top["best"], int(top["size"]), _runs_of(df, top["runs"])),
+        "command": launch_command(
+            study, top["best"], int(top["size"]), _runs_of(df, top["runs"]), _fresh_seed(df, top, weights)
+        ),
         "fitted_run_ids": top["runs"],
         "validation": out["validation"],
     }
     path = Path(out_dir) / PROPOSAL_FILE
     path.write_text(json.dumps(json_safe(new), indent=2) + "\n")
     return {**out, "proposal": {k: v for k, v in new.items() if k != "validation"}, "file": PROPOSAL_FILE}
+
+
+def _fresh_seed(df: pd.DataFrame, top: Mapping[str, Any], weights: pd.Series) -> int | None:
+    """A seed no run has used, when the proposed mixture is one the law was fitted on (its run is not a
+    test of the law: a new seed of it is); None otherwise."""
+    if "run_id" not in df or "seed" not in df:
+        return None
+    fitted = df["run_id"].astype(str).isin(set(top["runs"])).to_numpy()
+    same = weights.map(lambda w: same_weights(w, top["best"])).to_numpy(dtype=bool)
+    at_size = df["U"].to_numpy(dtype=float) == float(top["size"])
+    return int(df["seed"].max()) + 1 if (fitted & same & at_size).any() else None
 
 
 def _runs_of(df: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame | None:

@@ -420,3 +420,17 @@ def test_cli_prints_the_command_that_trains_the_proposed_mixture(tmp_path, capsy
     assert proposal["command"].count("subset.weights") == 1 and proposal["command"].endswith(
         "unique_tokens=8000"
     )
+
+
+def test_a_proposal_that_was_already_trained_is_validated_with_a_new_seed():
+    """When the law's best mixture is one it was fitted on, its command trains it again with an unused seed
+    (that run tests the law; the fitted one does not)."""
+    import pandas as pd
+
+    from scaling_analysis.mixing import launch_command
+
+    runs = pd.DataFrame({"study_file": ["mixture"], "launch_overrides": ['["seed=0", "filter=c4"]']})
+    command = launch_command("mixture", {"code": 0.5, "literature": 0.5}, 16000, runs, seed=1)
+    assert command.endswith("filter=c4 hydra.mode=RUN 'subset.weights={code:0.5,literature:0.5}' "
+                            "subset.unique_tokens=16000 seed=1")  # fmt: skip
+    assert "seed=0" not in command
