@@ -426,7 +426,6 @@ def test_a_proposal_that_was_already_trained_is_validated_with_a_new_seed():
     """When the law's best mixture is one it was fitted on, its command trains it again with an unused seed
     (that run tests the law; the fitted one does not)."""
     import pandas as pd
-
     from scaling_analysis.mixing import launch_command
 
     runs = pd.DataFrame({"study_file": ["mixture"], "launch_overrides": ['["seed=0", "filter=c4"]']})
