@@ -8,9 +8,9 @@ sooner, so times are upper bounds), epochs, training FLOPs, and the time on this
 Nothing is trained.
 
 Time here = (training FLOPs + evaluation FLOPs: forward passes over the capped val sets at every planned
-evaluation and over the test sets once) / (this CPU's measured matmul peak x the MFU of the finished runs in ``paths.results_dir``,
-or :data:`ASSUMED_CPU_MFU` without any) + :data:`LAUNCH_SECONDS` per run. On a GPU: its datasheet bf16 peak x
-:data:`ASSUMED_GPU_MFU`.
+evaluation and over the test sets once) / (this CPU's measured matmul peak x the MFU of the finished runs in
+``paths.results_dir``, or :data:`ASSUMED_CPU_MFU` without any) + :data:`LAUNCH_SECONDS` per run. On a GPU:
+its datasheet bf16 peak x :data:`ASSUMED_GPU_MFU`.
 """
 
 from __future__ import annotations
