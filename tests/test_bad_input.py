@@ -102,6 +102,13 @@ def test_unknown_keys_and_options_suggest_the_closest(argv: list[str], message: 
     assert str(err.value).startswith(message)
 
 
+def test_a_required_key_of_a_chosen_group_is_known() -> None:
+    """``source.paths`` is ``???`` in local_files.yaml: setting it is what the leaf asks for, not a typo."""
+    check_overrides(["source=local_files", "source.paths=[data/*.jsonl]", "source.domain_field=domain"])
+    with pytest.raises(ConfigError, match=r"^source\.pathz="):
+        check_overrides(["source=local_files", "source.pathz=[data/*.jsonl]"])
+
+
 def _files(tmp: Path) -> dict[str, Path]:
     tmp.mkdir(parents=True)
     (tmp / "empty.txt").write_bytes(b"")

@@ -73,7 +73,7 @@ def _check_key(override: Override, cfg: DictConfig) -> None:
         return
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-    if isinstance(node, DictConfig) and leaf in node:
+    if isinstance(node, DictConfig) and (leaf in node or OmegaConf.is_missing(node, leaf)):  # ??? values
         return
     siblings = [f"{parent}.{k!s}" if parent else str(k) for k in node] if isinstance(node, DictConfig) else []
     value = str(override.get_value_element_as_str())
