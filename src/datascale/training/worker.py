@@ -550,6 +550,7 @@ def make_record(
         **{k: known[k] for k in ("corpus_hash", "tokenizer_hash", "subset_hash", "train_domains", "wandb")},
         **{k: known[k] for k in ("params_total", "params_non_embedding", "planned_steps", "eval_domains")},
         selection_domains=known["selection_domains"],
+        launch=known.get("launch") or {},
         pool_transforms=known["pool_transforms"],
         subset_domains=known["subset_domains"],
         status="done",
