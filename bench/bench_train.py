@@ -164,7 +164,7 @@ def lightning_path(
     }
 
 
-def linear_gemm_ceiling(cfg: GPTConfig, batch_tokens: int = BATCH_TOKENS, reps: int = 20) -> dict[str, float]:
+def linear_gemm_ceiling(cfg: GPTConfig, batch_tokens: int = BATCH_TOKENS, reps: int = 20) -> float:
     """FLOP/s of the model's own Linear GEMMs alone, at their shapes (forward X·Wᵀ, backward dY·W and dYᵀ·X
     for every projection and the tied LM head), with this thread count: no training loop can beat it, so it
     bounds the MFU a model this small can reach against the large-matmul peak."""
@@ -182,7 +182,7 @@ def linear_gemm_ceiling(cfg: GPTConfig, batch_tokens: int = BATCH_TOKENS, reps: 
             x @ w.T, dy @ w, dy.T @ x
         best = min(best, time.perf_counter() - started)
     flops = sum(3 * 2 * batch_tokens * d_in * d_out for d_in, d_out in shapes)
-    return {"linear_gemm_gflops": round(flops / best / 1e9, 1)}
+    return flops / best
 
 
 def compare(cfg: GPTConfig, threads: int, steps: int, warmup: int, repeats: int) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def compare(cfg: GPTConfig, threads: int, steps: int, warmup: int, repeats: int)
     best_plain, best_lightning = max(plain), max(lightning)
     flops = training_flops_per_token(cfg.n_layer, cfg.d_model, cfg.vocab_size, cfg.seq_len)
     peak = cached_cpu_peak(Path.home() / ".cache" / "datascale" / "machine", threads)
-    ceiling = linear_gemm_ceiling(cfg)["linear_gemm_gflops"] * 1e9
+    ceiling = linear_gemm_ceiling(cfg)
     linear_share = 6 * matmul_parameters(cfg.n_layer, cfg.d_model, cfg.vocab_size) / flops
     return {
         "threads": threads,

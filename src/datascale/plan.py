@@ -28,11 +28,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from datascale import CONF_DIR, SWEEPS_DIR
+from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import axis_values
 from datascale.data.token_cache import TokenCache
 from datascale.launch import layout, run_dir_of, sweep_job_overrides, validate_and_prepare
 from datascale.records import find_records, is_done
+from datascale.training.protocol import TrainingProtocol
 from datascale.training.throughput import (
     GPU_PEAK_FLOPS,
     cached_cpu_peak,
@@ -111,7 +113,7 @@ def plan_point(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         flops=float(per_token) * planned,
         world_size=devices * nodes,
         done=is_done(run_dir),
-        eval_flops=evaluation_flops(protocol, artifacts, artifacts.unique_tokens, float(per_token)),
+        eval_flops=evaluation_flops(protocol, artifacts, float(per_token)),
     )
 
 
@@ -169,7 +171,7 @@ def seconds(run: PlannedRun, flops_per_s: float | CpuRate) -> float:
     return (run.flops + run.eval_flops) / (rate * run.world_size) + LAUNCH_SECONDS
 
 
-def evaluation_flops(protocol: Any, artifacts: Any, unique_tokens: int, per_token: float) -> float:
+def evaluation_flops(protocol: TrainingProtocol, artifacts: DataArtifacts, per_token: float) -> float:
     """Forward passes (a third of a training token's FLOPs) over the val sets at every planned evaluation
     and once over the test sets: on small subsets they cost as much as the training steps."""
     val = test = 0
@@ -178,7 +180,8 @@ def evaluation_flops(protocol: Any, artifacts: Any, unique_tokens: int, per_toke
         cap = protocol.eval_tokens_per_domain
         val += min(val_tokens, cap) if cap is not None else val_tokens
         test += test_tokens
-    evaluations = protocol.planned_steps(unique_tokens) // protocol.eval_interval_steps(unique_tokens)
+    unique = artifacts.unique_tokens
+    evaluations = protocol.planned_steps(unique) // protocol.eval_interval_steps(unique)
     return per_token / 3 * (evaluations * val + test)
 
 

@@ -164,7 +164,8 @@ class TrainingProtocol:
         """The held-out domains whose macro-mean validation loss is the selection metric."""
         if self.select_on == "all_domains":
             return list(eval_domains)
-        return [d for d in eval_domains if d in set(subset_domains)]
+        trained = set(subset_domains)
+        return [d for d in eval_domains if d in trained]
 
     def eval_interval_steps(self, unique_tokens: int) -> int:
         """Steps between evaluations: one per ``eval_every_epochs`` epochs, within the token bounds."""
