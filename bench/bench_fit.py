@@ -21,8 +21,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scaling_analysis.fit import FitProblem, bootstrap, derived_quantities, fit_law, resolve_n_jobs
-from scaling_analysis.laws import get_law
+from scaling_analysis.engine import (
+    FitProblem,
+    bootstrap,
+    derived_quantities,
+    fit_law,
+    get_law,
+    resolve_n_jobs,
+)
 from scipy import optimize
 
 FIT_TARGET_S = 10.0

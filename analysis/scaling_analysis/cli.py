@@ -36,11 +36,11 @@ DEFAULT_LAW = "saturating_power_D"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import LOSS_METRICS
-    from .laws import LAWS
+    from .engine.laws import LAWS
+    from .tables.runs import LOSS_METRICS
 
     p = argparse.ArgumentParser(
-        prog="python -m scaling_analysis",
+        prog="scaling-fit",
         description="Fit a scaling law to a study's run records (or a CSV/parquet of results), with "
         "bootstrap "
         "CIs, held-out extrapolation, law comparison, plots and a Markdown report.",
@@ -213,7 +213,7 @@ def _add_safety_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(spec: str | None, what: str) -> dict[str, str]:
-    from .data import parse_columns
+    from .tables.runs import parse_columns
 
     try:
         return parse_columns(spec)
@@ -303,8 +303,8 @@ def study_analysis_defaults(study_dir: Path) -> dict[str, Any]:
 
 
 def _run_table(path: Path, args: argparse.Namespace) -> StudyAnalysis:
-    from .data import TABLE_SUFFIXES
     from .study import analyze_table
+    from .tables.runs import TABLE_SUFFIXES
 
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise ValueError(f"{path}: not a study directory or a table ({', '.join(TABLE_SUFFIXES)})")
@@ -358,7 +358,7 @@ def _fit_table(fj: dict[str, Any]) -> Any:
     """Parameters and derived quantities with CIs, 6 significant digits."""
     from rich.table import Table
 
-    from .mdformat import short
+    from .render.text import short
 
     def g6(v: Any) -> str:
         return short(v, 6)
@@ -379,7 +379,7 @@ def _fit_table(fj: dict[str, Any]) -> Any:
 
 def dropped_lines(fj: dict[str, Any], limit: int = 5) -> list[str]:
     """One console line per preprocessing step that dropped rows: rule, count, the first few rows."""
-    from .data import describe_rows
+    from .tables.runs import describe_rows
 
     return [
         f"dropped {d['n_dropped']} row(s) by {d['rule']}: "
@@ -390,7 +390,7 @@ def dropped_lines(fj: dict[str, Any], limit: int = 5) -> list[str]:
 
 def _checks_lines(fj: dict[str, Any]) -> list[str]:
     """Held-out check and law comparison, one line each."""
-    from .mdformat import pct, short
+    from .render.text import pct, short
 
     ho = fj.get("holdout") or {}
     if ho.get("skipped"):
@@ -413,9 +413,9 @@ def print_summary(result: StudyAnalysis, console: Any = None) -> None:
     """A compact console view: parameters with CIs, held-out error, chosen law, verdict, warnings, outputs."""
     from rich.console import Console
 
-    from .condition_report import console_lines as condition_console_lines
-    from .excluded import describe
-    from .mdformat import short
+    from .render.text import short
+    from .steps import STUDY_STEPS
+    from .tables.excluded import describe
 
     console = console or Console()
     fj = result.fit_json
@@ -444,8 +444,9 @@ def print_summary(result: StudyAnalysis, console: Any = None) -> None:
     if fj.get("non_converged"):
         ids = ", ".join(r["run_id"] for r in fj["non_converged"])
         console.print(f"[yellow]not converged (token cap):[/yellow] {ids}")
-    for line in condition_console_lines(fj):  # domain / mixture / quality studies only
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    for step in STUDY_STEPS:  # the study steps' console lines, e.g. k per condition
+        for line in step.console(fj):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     paths = result.paths
     if "report" in paths:
         console.print(f"report: {paths['report']}")
@@ -457,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data import NoRecordsError
+    from .tables.runs import NoRecordsError
 
     try:
         result = run(args)

@@ -1,11 +1,13 @@
 """One call from a study directory (or a results table) to ``runs.parquet``, ``fit.json``, plots and
 ``report.md``.
 
-The pipeline is a sequence of named steps: fit -> bootstrap CIs (parameters and predictions beyond the data)
--> held-out extrapolation (largest sizes held out) -> law comparison on held-out error -> scaling check ->
-plots -> fit.json -> report. Each step returns its result or the reason it was skipped (the data cannot
-support it, e.g. fewer distinct sizes than the law's parameters); the reasons land in ``fit.json["skipped"]``
-and the report, and the four outputs are always written. ``analyze_frame`` returns a ``StudyAnalysis``.
+The pipeline is a fixed spine of named steps: fit -> bootstrap CIs (parameters and predictions beyond the
+data) -> held-out extrapolation (largest sizes held out) -> law comparison on held-out error -> scaling check
+-> plots, then the optional study steps of ``steps.STUDY_STEPS`` (conditions, downstream tasks, the
+learning-rate rule, regimes, the cutoff scan: each a ``StepResult``) -> fit.json -> report. Each step returns
+its result or the reason it was skipped (the data cannot support it, e.g. fewer distinct sizes than the law's
+parameters); the reasons land in ``fit.json["skipped"]`` and the report, and the four outputs are always
+written. ``analyze_frame`` returns a ``StudyAnalysis``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,29 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import pandas as pd
 
-from . import fitjson, plot
-from .bootstrap import BootstrapResult, bootstrap
-from .cells import repeated_cells, repeated_cells_warning
-from .checks import CONFIDENCE, loglog_curvature, scaling_check
-from .compare import ComparisonResult, HoldoutResult, compare_laws, holdout_extrapolation
-from .condition_study import step_conditions
-from .cutoff import cutoff_scan
-from .data import (
+from .engine import (
+    BootstrapResult,
+    ComparisonResult,
+    FitResult,
+    HoldoutResult,
+    Law,
+    bootstrap,
+    compare_laws,
+    derived_quantities,
+    fit_law,
+    get_law,
+    holdout_extrapolation,
+)
+from .engine.diagnostics import MIN_FRAC_AT_OPTIMUM
+from .engine.sensitivity import non_converged_variant, sensitivity_table
+from .report import fitjson, plots
+from .report.fitjson import FIT_JSON_FIELDS, study_summary
+from .report.markdown import write_report
+from .steps import StudyContext, run_steps
+from .steps.checks import CONFIDENCE, scaling_check
+from .tables.cells import repeated_cells, repeated_cells_warning
+from .tables.excluded import StudyScan, excluded_fields, scan_study
+from .tables.runs import (
     domain_long,
     exclude,
     expand_learning_curves,
@@ -36,18 +53,7 @@ from .data import (
     preprocessing_of,
     save_runs,
 )
-from .data import drop_highest as drop_highest_rows
-from .derived import derived_quantities
-from .diagnostics import MIN_FRAC_AT_OPTIMUM
-from .downstream import step_downstream
-from .excluded import StudyScan, excluded_fields, scan_study
-from .fitjson import FIT_JSON_FIELDS, study_summary
-from .fitting import FitResult, fit_law
-from .laws import Law, get_law
-from .lr_rule import step_lr_rule
-from .regimes import step_regimes
-from .report import write_report
-from .sensitivity import non_converged_variant, sensitivity_table
+from .tables.runs import drop_highest as drop_highest_rows
 
 __all__ = [
     "CONFIDENCE",
@@ -58,7 +64,6 @@ __all__ = [
     "analyze_frame",
     "analyze_study",
     "analyze_table",
-    "loglog_curvature",
     "n_distinct",
     "scaling_check",
     "study_summary",
@@ -241,9 +246,9 @@ def n_distinct(df: pd.DataFrame, columns: Sequence[str]) -> int:
     return int(df[list(columns)].drop_duplicates().shape[0])
 
 
-def _prediction_derived(fit: Any, df: pd.DataFrame, x: str) -> DerivedFns:
+def _prediction_derived(fit: FitResult, df: pd.DataFrame, x: str) -> DerivedFns:
     """Loss predicted at 2x and 10x the largest ``x``: the extrapolations a data-scaling study is for."""
-    law = plot.law_of(fit)
+    law = fit.bound_law
     x_var = next((v for v, c in fit.variables.items() if c == x), None)
     if x_var is None or len(law.variables) != 1:
         return {}
@@ -302,7 +307,7 @@ def step_fit(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> FitResult
         min_frac_at_optimum=opts.min_frac_at_optimum,
         **{**opts.fit_kwargs(plan.mapping), "n_jobs": opts.n_jobs},
     )
-    plan.n_free = plot.law_of(fit).n_params - len(fit.fixed)
+    plan.n_free = fit.bound_law.n_params - len(fit.fixed)
     return fit
 
 
@@ -466,26 +471,26 @@ def step_plots(out: Path, df: pd.DataFrame, result: StudyAnalysis, x: str) -> Fi
     """Every figure the data supports: per-domain curves, isoFLOP, scaling curve, residuals, law
     comparison."""
     fit, boot, holdout, comparison = result.fit, result.bootstrap, result.holdout, result.comparison
-    bound = plot.law_of(fit)
+    bound = fit.bound_law
     figs = Figures()
     domain_cols = [c for c in df.columns if c.startswith("test_loss_")]
     if len(domain_cols) > 1 and len(bound.variables) == 1:
         title = "test loss per evaluation domain"
-        figs.save(out, "domains", lambda p: plot.conditions(domain_long(df), x=x, title=title, path=p))
+        figs.save(out, "domains", lambda p: plots.conditions(domain_long(df), x=x, title=title, path=p))
     if len(bound.variables) - len(bound.categorical) > 1 and {"N", "D"} <= set(bound.variables):
-        figs.save(out, "isoflop", lambda p: plot.isoflop(fit, df=df, path=p))
+        figs.save(out, "isoflop", lambda p: plots.isoflop(fit, df=df, path=p))
     figs.save(
         out,
         "scaling_curve",
-        lambda p: plot.scaling_curve(df, fit, bootstrap=boot, holdout=holdout, x=x, path=p),
+        lambda p: plots.scaling_curve(df, fit, bootstrap=boot, holdout=holdout, x=x, path=p),
     )
-    figs.save(out, "residuals", lambda p: plot.residuals(df, fit, holdout=holdout, x=x, path=p))
+    figs.save(out, "residuals", lambda p: plots.residuals(df, fit, holdout=holdout, x=x, path=p))
     if comparison is not None:
-        figs.save(out, "law_comparison", lambda p: plot.law_comparison(df, comparison, x=x, path=p))
+        figs.save(out, "law_comparison", lambda p: plots.law_comparison(df, comparison, x=x, path=p))
     else:
         # still one figure per output name: the runs with the main fit, titled with why nothing was compared
         title = "law comparison skipped (see report)"
-        figs.save(out, "law_comparison", lambda p: plot.scaling_curve(df, fit, x=x, title=title, path=p))
+        figs.save(out, "law_comparison", lambda p: plots.scaling_curve(df, fit, x=x, title=title, path=p))
     return figs
 
 
@@ -558,7 +563,7 @@ def step_fit_json(
         "forced": list(fit.diagnostics.get("forced", [])),
         "repeated_cells": result.repeated_cells,
         "sensitivity": result.sensitivity or {"skipped": skipped.get("sensitivity", "not run")},
-        **parts.get("conditions", {}),
+        **{k: v for step in parts["steps"] for k, v in step.fields.items()},
         "skipped": skipped,
         "n_resamples": opts.n_resamples,
         "seed": opts.seed,
@@ -585,6 +590,28 @@ def step_write(
 
 
 # ------------------------------------------------------------------------------------------------ core
+
+
+def study_context(
+    df: pd.DataFrame, out: Path, plan: StudyPlan, opts: StudyOptions, fit: FitResult
+) -> StudyContext:
+    """What the optional study steps read: the table, the main fit, the plan and the options they use."""
+    return StudyContext(
+        df=df,
+        out=out,
+        fit=fit,
+        law=plan.law,
+        x=plan.x,
+        mapping=plan.mapping,
+        design_cols=plan.design_cols,
+        n_free=plan.n_free,
+        fit_kwargs={"starts": opts.starts, "fixed": opts.fixed, **opts.fit_kwargs(plan.mapping)},
+        n_resamples=opts.n_resamples,
+        seed=opts.seed,
+        n_jobs=opts.n_jobs,
+        source=opts.source,
+        scan=opts.scan,
+    )
 
 
 def _run_checks(
@@ -618,7 +645,7 @@ def analyze_frame(
     ``options`` are the fields of ``StudyOptions`` (``n_resamples``, ``seed``, ``n_jobs``, ``huber_delta``,
     ``starts``, ``fixed``, ``n_holdout_values``, ``holdout_by``, ``derived_targets``, ``source``,
     ``failed_run_ids``, ``scan``, ``title``, ``progress``). Results of skipped steps are None; why is in
-    ``skipped``. ``scan`` (``excluded.scan_study``) lists the runs not fitted in fit.json ``excluded_runs``.
+    ``skipped``. ``scan`` (``tables.excluded.scan_study``) lists the runs not fitted in ``excluded_runs``.
     """
     opts = StudyOptions(candidates=tuple(candidates or ()), **options)
     out = Path(out_dir)
@@ -628,7 +655,7 @@ def analyze_frame(
     fit = step_fit(df, plan, opts)
     derived_fns = {
         **_prediction_derived(fit, df, plan.x),
-        **_law_derived(plot.law_of(fit), opts.derived_targets),
+        **_law_derived(fit.bound_law, opts.derived_targets),
     }
     result = StudyAnalysis(df, fit, None, None, None, {}, {}, {"runs": runs_path}, "")
     result.repeated_cells, cells_warning = step_repeated_cells(df, plan)
@@ -638,14 +665,9 @@ def analyze_frame(
     result.scaling_check = scaling_check(df, fit, plan.x, intervals, identified=identified)
     figs = step_plots(out, df, result, plan.x)
     result.skipped.update(figs.failed)
-    conditions = step_conditions(df, out, x=plan.x, opts=opts)  # domain / mixture / quality axes
-    result.skipped.update(conditions.skipped)
-    downstream = step_downstream(df, out, seed=opts.seed)  # downstream tasks against U (downstream=suite)
-    result.skipped.update(downstream.skipped)
-    lr_rule = step_lr_rule(df, out, opts.source)  # best lr per size and its rule (a study sweeping optim.lr)
-    result.skipped.update(lr_rule.skipped)
-    regimes = step_regimes(fit, df, plan.mapping)  # data- or model-limited runs (Chinchilla-type fits)
-    cutoff = step_cutoff(df, plan, opts, conditions)  # from which size on the law extrapolates
+    steps = run_steps(study_context(df, out, plan, opts, fit))  # the optional steps of STUDY_STEPS
+    for step in steps:
+        result.skipped.update(step.failed)
     warnings = bootstrap_warnings(result.bootstrap)
     if cells_warning:
         warnings.append(("repeated_cells", cells_warning))
@@ -654,26 +676,17 @@ def analyze_frame(
         "comparison": cmp_step,
         "plots": figs.paths,
         "warnings": warnings,
-        "conditions": conditions.fields | downstream.fields | lr_rule.fields | regimes | cutoff,
+        "steps": steps,
         "holdout_rule": opts.holdout_rule(result.holdout.by, len(result.holdout.held_out_values))
         if result.holdout is not None
         else "",
     }
     result.fit_json = step_fit_json(df, plan, opts, result, parts)
-    result.fit_json["outputs"] += conditions.outputs + downstream.outputs + lr_rule.outputs
-    result.paths.update(conditions.plots | downstream.plots | lr_rule.plots)
+    for step in steps:
+        result.fit_json["outputs"] += step.outputs
+        result.paths.update(step.plots)
     step_write(out, df, result, figs.paths, opts.title)
     return result
-
-
-def step_cutoff(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, conditions: Any) -> dict[str, Any]:
-    """fit.json ``cutoff_scan``: the held-out check from each lower cutoff (one-variable, one-condition)."""
-    if len(plan.design_cols) != 1 or (
-        "conditions" in conditions.fields and "skipped" not in conditions.fields["conditions"]
-    ):
-        return {"cutoff_scan": {"skipped": "only for one-variable fits without conditions"}}
-    kwargs = {"starts": opts.starts, "fixed": opts.fixed, **opts.fit_kwargs(plan.mapping)}
-    return {"cutoff_scan": cutoff_scan(df, plan.law, plan.x, kwargs, plan.n_free)}
 
 
 def _study_table(
@@ -735,7 +748,7 @@ def analyze_study(
     tokens U when the study varies U (a data-size study). The directory is read once (``scan_study``);
     failed runs and unreadable (corrupt, half-written) records are never fitted: they are warned about and
     listed with why (fit.json ``excluded_runs``, the report's "Excluded runs").
-    ``exclude_query`` and ``drop_highest`` are recorded preprocessing steps (see ``data.exclude``), and the
+    ``exclude_query`` and ``drop_highest`` are recorded preprocessing steps (``tables.runs.exclude``), and the
     report shows what switching each off changes. A study directory always gets its outputs (``force=True``):
     a study with fewer sizes than the law's parameters is fitted, marked forced and called inconclusive.
     ``strict=True`` refuses runs whose loss is not finite instead of dropping them.
@@ -783,11 +796,11 @@ def analyze_table(
     """Analyse an external CSV/parquet of results (mapped into the run-table schema by ``columns``).
 
     Preprocessing (``derived_columns``, ``exclude_query``, ``collapse_min_over``, ``drop_highest``) is applied
-    by ``data.load_table`` and recorded in fit.json (``strict=True``: a non-numeric loss is an error, not a
-    dropped row). Outputs go to ``out_dir`` (default: ``./<table stem>_analysis/``, since reference tables
-    often sit in read-only places). ``candidates`` defaults to the standard data laws for a one-variable
-    ``law`` and to none otherwise. A table that cannot identify the law raises ``UnfittableError`` unless
-    ``force=True``.
+    by ``tables.runs.load_table`` and recorded in fit.json (``strict=True``: a non-numeric loss is an
+    error, not a dropped row). Outputs go to ``out_dir`` (default: ``./<table stem>_analysis/``, since
+    reference tables often sit in read-only places). ``candidates`` defaults to the standard data laws for a
+    one-variable ``law`` and to none otherwise. A table that cannot identify the law raises
+    ``UnfittableError`` unless ``force=True``.
     """
     path = Path(path)
     rules = {"exclude_query": exclude_query or "", "drop_highest": drop_highest}

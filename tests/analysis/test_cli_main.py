@@ -113,18 +113,3 @@ def test_table_with_mapping_and_preprocessing(tmp_path: Path, capsys: pytest.Cap
     for name in ("runs.parquet", "report.md", "scaling_curve.png", "residuals.png", "law_comparison.png"):
         assert (out / name).is_file()
     assert "beta" in printed and "held-out extrapolation" in printed and str(out / "report.md") in printed
-
-
-def test_package_imports_without_torch(tmp_path: Path) -> None:
-    code = (
-        "import sys\n"
-        "import scaling_analysis.cli, scaling_analysis.study, scaling_analysis.plot\n"
-        "import scaling_analysis.report\n"
-        "heavy = ('torch', 'pytorch_lightning', 'lightning')\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
-        "assert not bad, bad\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr

@@ -12,14 +12,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scaling_analysis import data, study
-from scaling_analysis.condition_report import condition_sections
-from scaling_analysis.conditions import find_conditions, with_condition
-from scaling_analysis.decision import decision_accuracy
-from scaling_analysis.effective import fit_effective_data, multiplier_rows
-from scaling_analysis.mixing import best_mixture, fit_mixing_law, fit_mixing_laws, mixture_matrix
-from scaling_analysis.pool_quality import pool_transform_fields, precision_recall
-from scaling_analysis.transfer import domain_matrix, mixtures_vs_parts
+from scaling_analysis import study
+from scaling_analysis.steps.conditions.decision import decision_accuracy
+from scaling_analysis.steps.conditions.effective import fit_effective_data, multiplier_rows
+from scaling_analysis.steps.conditions.labels import find_conditions, with_condition
+from scaling_analysis.steps.conditions.mixing import (
+    best_mixture,
+    fit_mixing_law,
+    fit_mixing_laws,
+    mixture_matrix,
+)
+from scaling_analysis.steps.conditions.pool_quality import pool_transform_fields, precision_recall
+from scaling_analysis.steps.conditions.sections import condition_sections
+from scaling_analysis.steps.conditions.transfer import domain_matrix, mixtures_vs_parts
+from scaling_analysis.tables.runs import load_records
+from synthetic_study import synthetic_record, write_synthetic_study
 
 from datascale.records import write_record
 
@@ -133,7 +140,7 @@ OFF_DOMAIN = {("code", "literature"): 6.5, ("literature", "code"): 6.0}  # (trai
 
 def _domain_records(root: Path) -> None:
     """Single-domain runs (plus one mixture) at two sizes: loss halves its gap to in-domain at 4x the data."""
-    base = data._synthetic_record("domain", 1000, 0, (5.0, 5.0), True, ("code", "literature"),
+    base = synthetic_record("domain", 1000, 0, (5.0, 5.0), True, ("code", "literature"),
                                   np.zeros(2), {}, 1000)  # fmt: skip
     for u, shrink in ((1000, 1.0), (4000, 0.5)):
         for train in ("code", "literature"):
@@ -156,7 +163,7 @@ def _domain_records(root: Path) -> None:
 
 def test_domain_matrix_and_transfer_from_hand_made_records(tmp_path):
     _domain_records(tmp_path)
-    df = data.load_records(tmp_path)
+    df = load_records(tmp_path)
     out = domain_matrix(df)
     assert out["train_domains"] == ["code", "literature"] and out["sizes"] == [1000.0, 4000.0]
     m_small = out["matrices"]["1000"]
@@ -203,7 +210,7 @@ def test_mixing_law_fit_recovers_known_parameters_and_the_best_mixture():
         assert [laws[e].t[d] for d in DOMAINS] == pytest.approx(list(t), abs=0.08), e
     weights, predicted = best_mixture(laws, DOMAINS)
     assert sum(weights.values()) == pytest.approx(1.0) and all(round(w, 2) == w for w in weights.values())
-    from scaling_analysis.mixing import simplex_grid
+    from scaling_analysis.steps.conditions.mixing import simplex_grid
 
     grid = simplex_grid(3)
     true_mean = np.mean([_true_loss(e, grid) for e in TRUE_LAWS], axis=0)
@@ -261,7 +268,7 @@ def test_mixture_study_proposes_a_mixture_and_later_validates_it(tmp_path):
     assert sum(weights.values()) == pytest.approx(1.0) and proposal["unique_tokens"] == 8000
     assert 0.25 < weights["literature"] < 0.75  # the law's optimum lies between the parts
     command = (
-        "python -m datascale.launch --config-dir sweeps --config-name mixture hydra.mode=RUN "
+        "datascale --config-dir sweeps --config-name mixture hydra.mode=RUN "
         f"'subset.weights={{code:{weights['code']:g},literature:{weights['literature']:g}}}' "
         "subset.unique_tokens=8000"
     )
@@ -334,7 +341,7 @@ def test_pool_transform_fields_read_records_and_the_pool_manifest(tmp_path):
         },
     ]
     manifest.write_text(json.dumps({"reports": reports}))
-    base = data._synthetic_record("noise", 1000, 0, (5.0, 5.0), True, ("web",), np.zeros(1), {}, 1000)
+    base = synthetic_record("noise", 1000, 0, (5.0, 5.0), True, ("web",), np.zeros(1), {}, 1000)
     summary = {"group": "filter", "name": "c4", "input_docs": 10, "output_docs": 8,
                "removed": {"c4_lines": 1, "c4_short": 1}, "marked": 0}  # fmt: skip
     rec = dataclasses.replace(base, run_id="r1", pool_transforms=[summary])
@@ -371,7 +378,7 @@ def test_condition_study_report_has_every_condition_section(tmp_path):
 
 
 def test_plain_size_study_has_no_condition_sections(tmp_path):
-    data.write_synthetic_study(tmp_path / "data_size", sizes=(1e5, 2e5, 4e5, 8e5), seeds=(0,))
+    write_synthetic_study(tmp_path / "data_size", sizes=(1e5, 2e5, 4e5, 8e5), seeds=(0,))
     result = study.analyze_study(tmp_path / "data_size", n_resamples=20, n_jobs=1, candidates=())
     for heading in CONDITION_HEADINGS:
         assert heading not in result.report
@@ -396,7 +403,7 @@ def test_domain_study_report_has_the_matrix_and_mixtures_sections(tmp_path):
 def test_cli_prints_the_command_that_trains_the_proposed_mixture(tmp_path, capsys):
     from scaling_analysis import cli
 
-    base = data._synthetic_record("mixture", 1000, 0, (5.0, 5.0), True, ("code", "literature"),
+    base = synthetic_record("mixture", 1000, 0, (5.0, 5.0), True, ("code", "literature"),
                                   np.zeros(2), {}, 1000)  # fmt: skip
     for _, row in _mixture_frame().iterrows():
         per = {"code": float(row["test_loss_code"]), "literature": float(row["test_loss_literature"])}
@@ -414,7 +421,7 @@ def test_cli_prints_the_command_that_trains_the_proposed_mixture(tmp_path, capsy
     printed = capsys.readouterr().out.splitlines()
     assert proposal["command"] in printed, "the command is printed on a line of its own, unwrapped"
     assert proposal["command"].startswith(
-        "python -m datascale.launch --config-dir sweeps --config-name mixture source=local_files seed=0 "
+        "datascale --config-dir sweeps --config-name mixture source=local_files seed=0 "
         "hydra.mode=RUN 'subset.weights={"
     ), "the runs' own overrides (their data source) come along; their mixture and size are replaced"
     assert proposal["command"].count("subset.weights") == 1 and proposal["command"].endswith(
@@ -426,7 +433,7 @@ def test_a_proposal_that_was_already_trained_is_validated_with_a_new_seed():
     """When the law's best mixture is one it was fitted on, its command trains it again with an unused seed
     (that run tests the law; the fitted one does not)."""
     import pandas as pd
-    from scaling_analysis.mixing import launch_command
+    from scaling_analysis.steps.conditions.mixing import launch_command
 
     runs = pd.DataFrame({"study_file": ["mixture"], "launch_overrides": ['["seed=0", "filter=c4"]']})
     command = launch_command("mixture", {"code": 0.5, "literature": 0.5}, 16000, runs, seed=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scaling_analysis.cutoff import cutoff_scan, cutoff_section
-from scaling_analysis.laws import get_law
+from scaling_analysis.engine import get_law
+from scaling_analysis.steps.cutoff import cutoff_scan, cutoff_section
 
 SIZES = (4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000)
 

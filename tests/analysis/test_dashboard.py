@@ -18,8 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from scaling_analysis import dashboard
-from scaling_analysis.dashboard import (
+from scaling_analysis.report import dashboard
+from scaling_analysis.report.dashboard import (
     RUN_TABLE_COLUMNS,
     build_workspace,
     describe_workspace,
@@ -219,14 +219,14 @@ def test_cli_reports_missing_arguments(capsys, monkeypatch):
 
 def test_module_help_runs_without_torch_wandb_or_workspaces():
     out = subprocess.run(
-        [sys.executable, "-m", "scaling_analysis.dashboard", "--help"],
+        [sys.executable, "-m", "scaling_analysis.report.dashboard", "--help"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0 and "--dry-run" in out.stdout
     code = (
-        "import sys, scaling_analysis.dashboard\n"
+        "import sys, scaling_analysis.report.dashboard\n"
         "bad = [m for m in ('torch', 'wandb', 'wandb_workspaces') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

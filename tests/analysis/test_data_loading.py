@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scaling_analysis import data
+from scaling_analysis.tables import runs
 
 from datascale.records import RunRecord, write_record
 
@@ -85,7 +85,7 @@ def study(tmp_path: Path) -> Path:
 
 
 def test_load_records_maps_every_field_with_tidy_dtypes(study: Path) -> None:
-    df = data.load_records(study)
+    df = runs.load_records(study)
     assert list(df["run_id"]) == ["ccc", "aaa", "bbb"]  # sorted by U, then seed; the failed run is left out
     row = df.set_index("run_id").loc["bbb"]
     assert row["U"] == 32_000 and row["D"] == 32_000 * 12  # U is the subset size, D stays tokens seen
@@ -111,58 +111,58 @@ def test_load_records_maps_every_field_with_tidy_dtypes(study: Path) -> None:
         assert df[col].dtype == np.float64, col
     assert df["converged"].dtype == bool
     assert pd.api.types.is_string_dtype(df["run_id"]) and pd.api.types.is_string_dtype(df["stop_reason"])
-    pre = data.preprocessing_of(df)
+    pre = runs.preprocessing_of(df)
     assert pre["source"] == "records" and pre["loss_metric"] == "test_loss" and pre["status_filter"] == "done"
     assert pre["n_records_found"] == 4 and pre["n_rows"] == 3
 
 
 def test_every_column_is_documented(study: Path) -> None:
-    df = data.load_records(study)
-    patterns = [k.split("<")[0] for k in data.COLUMNS if "<" in k]
+    df = runs.load_records(study)
+    patterns = [k.split("<")[0] for k in runs.COLUMNS if "<" in k]
     undocumented = [
-        c for c in df.columns if c not in data.COLUMNS and not any(c.startswith(p) for p in patterns)
+        c for c in df.columns if c not in runs.COLUMNS and not any(c.startswith(p) for p in patterns)
     ]
     assert undocumented == []
-    assert all(doc.strip() for doc in data.COLUMNS.values())
-    assert "tokens seen" in data.COLUMNS["D"] and "unique" not in data.COLUMNS["D"].split(";")[0]
+    assert all(doc.strip() for doc in runs.COLUMNS.values())
+    assert "tokens seen" in runs.COLUMNS["D"] and "unique" not in runs.COLUMNS["D"].split(";")[0]
 
 
 def test_loss_metric_n_definition_and_failed_runs(study: Path) -> None:
-    df = data.load_records(study, loss_metric="best_val_loss", n_definition="non_embedding")
+    df = runs.load_records(study, loss_metric="best_val_loss", n_definition="non_embedding")
     assert (df["loss"] == df["best_val_loss"]).all() and (df["N"] == 640_000).all()
-    assert data.preprocessing_of(df)["n_definition"].startswith("non_embedding")
-    with_failed = data.load_records(study, include_failed=True)
+    assert runs.preprocessing_of(df)["n_definition"].startswith("non_embedding")
+    with_failed = runs.load_records(study, include_failed=True)
     assert sorted(with_failed["status"]) == ["done", "done", "done", "failed"]
     with pytest.raises(ValueError, match="loss_metric='train_loss'"):
-        data.load_records(study, loss_metric="train_loss")
+        runs.load_records(study, loss_metric="train_loss")
 
 
 def test_no_records_names_the_path(tmp_path: Path) -> None:
-    with pytest.raises(data.NoRecordsError, match=str(tmp_path / "empty")):
-        data.load_records(tmp_path / "empty")
+    with pytest.raises(runs.NoRecordsError, match=str(tmp_path / "empty")):
+        runs.load_records(tmp_path / "empty")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(data.NoRecordsError, match="no finished run records"):
-        data.load_records(tmp_path / "empty")
+    with pytest.raises(runs.NoRecordsError, match="no finished run records"):
+        runs.load_records(tmp_path / "empty")
 
 
 def test_nonfinite_loss_is_dropped_as_a_recorded_step(tmp_path: Path) -> None:
     write_record(tmp_path / "runs" / "a", make_record("a", unique_tokens=8_000, seed=0))
     write_record(tmp_path / "runs" / "b", make_record("b", unique_tokens=16_000, seed=0, test_loss=math.nan))
-    df = data.load_records(tmp_path)
+    df = runs.load_records(tmp_path)
     assert list(df["run_id"]) == ["a"]
-    (step,) = data.preprocessing_of(df)["steps"]
+    (step,) = runs.preprocessing_of(df)["steps"]
     assert step["rule"] == "drop_nonfinite_loss" and step["run_ids"] == ["b"]
 
 
 def test_save_runs_round_trip_keeps_preprocessing(study: Path, tmp_path: Path) -> None:
-    df = data.drop_highest(data.load_records(study), 1)
-    path = data.save_runs(df, tmp_path / "out" / "runs.parquet")
-    back = data.read_runs(path)
+    df = runs.drop_highest(runs.load_records(study), 1)
+    path = runs.save_runs(df, tmp_path / "out" / "runs.parquet")
+    back = runs.read_runs(path)
     pd.testing.assert_frame_equal(back, df, check_like=False)
-    assert data.preprocessing_of(back)["steps"][0]["rule"] == "drop_highest"
+    assert runs.preprocessing_of(back)["steps"][0]["rule"] == "drop_highest"
     # and load_table continues from it instead of starting a fresh record
-    again = data.load_table(path)
-    assert [s["rule"] for s in data.preprocessing_of(again)["steps"]] == ["drop_highest", "reload"]
+    again = runs.load_table(path)
+    assert [s["rule"] for s in runs.preprocessing_of(again)["steps"]] == ["drop_highest", "reload"]
 
 
 def _epoch_like_csv(path: Path) -> Path:
@@ -177,7 +177,7 @@ def _epoch_like_csv(path: Path) -> Path:
 
 def test_load_table_mapping_derived_column_and_drop_highest(tmp_path: Path) -> None:
     csv = _epoch_like_csv(tmp_path / "t.csv")
-    df = data.load_table(
+    df = runs.load_table(
         csv,
         columns={"Model Size": "N", "Training FLOP": "C", "loss": "loss"},
         derived={"D": "C / (6 * N)"},
@@ -187,7 +187,7 @@ def test_load_table_mapping_derived_column_and_drop_highest(tmp_path: Path) -> N
     assert len(df) == 28 and df["loss"].max() < 6.0
     np.testing.assert_allclose(df["D"], df["C"] / (6 * df["N"]))
     assert "color" in df  # unmapped columns are kept
-    pre = data.preprocessing_of(df)
+    pre = runs.preprocessing_of(df)
     assert pre["column_mapping"] == {"Model Size": "N", "Training FLOP": "C", "loss": "loss"}
     assert pre["n_definition"] == "total parameters" and pre["n_rows_raw"] == 30 and pre["n_rows"] == 28
     derive_step, drop_step = pre["steps"]
@@ -204,9 +204,9 @@ def test_collapse_min_over_a_sweep_per_cell(tmp_path: Path) -> None:
                 rows.append({"N": n, "D": d, "peak_lr": lr, "loss": 3.0 + bump - 0.1 * math.log10(n * d)})
     path = tmp_path / "sweep.parquet"
     pd.DataFrame(rows).to_parquet(path)
-    df = data.load_table(path, collapse_min_over="peak_lr")
+    df = runs.load_table(path, collapse_min_over="peak_lr")
     assert len(df) == 4 and (df["peak_lr"] == 3e-3).all()  # the best learning rate of every (N, D) cell
-    step = data.preprocessing_of(df)["steps"][-1]
+    step = runs.preprocessing_of(df)["steps"][-1]
     assert step == {
         "rule": "collapse_min",
         "over": ["peak_lr"],
@@ -221,19 +221,19 @@ def test_collapse_min_over_a_sweep_per_cell(tmp_path: Path) -> None:
 def test_load_table_errors_name_the_problem(tmp_path: Path) -> None:
     csv = _epoch_like_csv(tmp_path / "t.csv")
     with pytest.raises(ValueError, match=r"\['Params'\] not in the table"):
-        data.load_table(csv, columns={"Params": "N"})
+        runs.load_table(csv, columns={"Params": "N"})
     with pytest.raises(ValueError, match="no 'loss' column"):
-        data.load_table(csv, columns={"loss": "L"})
+        runs.load_table(csv, columns={"loss": "L"})
     with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
-        data.load_table(tmp_path / "nope.csv")
-    assert data.parse_columns("Model Size=N, loss=loss") == {"Model Size": "N", "loss": "loss"}
+        runs.load_table(tmp_path / "nope.csv")
+    assert runs.parse_columns("Model Size=N, loss=loss") == {"Model Size": "N", "loss": "loss"}
     with pytest.raises(ValueError, match="csv_column=variable"):
-        data.parse_columns("Model Size")
+        runs.parse_columns("Model Size")
 
 
 def test_domain_long_one_row_per_run_and_domain(study: Path) -> None:
-    df = data.load_records(study)
-    long = data.domain_long(df)
+    df = runs.load_records(study)
+    long = runs.domain_long(df)
     assert len(long) == 2 * len(df) and sorted(set(long["condition"])) == ["code", "literature"]
     code = long[long["condition"] == "code"].set_index("run_id")["loss"]
     assert code["bbb"] == 3.51
@@ -244,13 +244,13 @@ def test_domain_long_one_row_per_run_and_domain(study: Path) -> None:
     reason=f"reference data not found in {REFERENCE_DIR} (set DATASCALE_SHARED)",
 )
 def test_epoch_reference_drop_five_rule() -> None:
-    df = data.load_table(
+    df = runs.load_table(
         REFERENCE_DIR / "epoch_chinchilla_svg_extracted_data.csv",
         columns={"Model Size": "N", "Training FLOP": "C", "loss": "loss"},
         derived={"D": "C / (6 * N)"},
         drop_highest_k=5,
     )
-    step = data.preprocessing_of(df)["steps"][-1]
+    step = runs.preprocessing_of(df)["steps"][-1]
     assert len(df) == 240  # Epoch's 240 points
     assert step["cutoff"] == pytest.approx(3.4470, abs=1e-4) and step["max_kept"] == pytest.approx(
         3.4059, abs=1e-4

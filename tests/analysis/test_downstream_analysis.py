@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scaling_analysis.data import _synthetic_record, load_records, record_row
-from scaling_analysis.downstream import downstream_section, error_power_law, step_downstream
+from scaling_analysis.steps.downstream import downstream_section, error_power_law, step_downstream
+from scaling_analysis.tables.runs import load_records, record_row
+from synthetic_study import synthetic_record
 
 from datascale.records import RunRecord, write_record
 
@@ -25,7 +26,7 @@ def _result(task: str, mode: str, accuracy: float, chance: float, n_test: int = 
 
 
 def _record(u: int, objective: str, downstream: dict) -> RunRecord:
-    base = _synthetic_record("ds", u, 0, (5.0 * u**-0.1, 5.0 * u**-0.1), True, ["a"], np.zeros(1), {}, 1000)
+    base = synthetic_record("ds", u, 0, (5.0 * u**-0.1, 5.0 * u**-0.1), True, ["a"], np.zeros(1), {}, 1000)
     return dataclasses.replace(
         base, run_id=f"{objective}{u}", objective=objective, downstream=downstream, axes={"unique_tokens": u}
     )

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scaling_analysis import data, excluded, study
-from scaling_analysis.pool_quality import pool_transform_fields
+from scaling_analysis import study
+from scaling_analysis.steps.conditions.pool_quality import pool_transform_fields
+from scaling_analysis.tables import excluded
+from synthetic_study import synthetic_record, write_synthetic_study
 
 import datascale.records as records
 from datascale.records import read_record, write_record
@@ -43,7 +45,7 @@ def _add_truncated_record(root: Path, template: Path) -> None:
 
 def _write_study(root: Path) -> list[str]:
     """Five finished runs, one failed run with an earlier attempt, one truncated record; the good run ids."""
-    paths = data.write_synthetic_study(root, sizes=SIZES, seeds=(0,), noise=0.005, rng_seed=1)
+    paths = write_synthetic_study(root, sizes=SIZES, seeds=(0,), noise=0.005, rng_seed=1)
     _add_failed_run(root, paths[0])
     _add_truncated_record(root, paths[1])
     return [read_record(p).run_id for p in paths]
@@ -124,16 +126,16 @@ def test_each_record_file_is_read_once(analyzed: dict[str, Any]) -> None:
 
 def test_the_scan_warns_about_each_excluded_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     _write_study(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="scaling_analysis.excluded"):
+    with caplog.at_level(logging.WARNING, logger="scaling_analysis.tables.excluded"):
         scan = excluded.scan_study(tmp_path)
-    warned = [r.getMessage() for r in caplog.records if r.name == "scaling_analysis.excluded"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "scaling_analysis.tables.excluded"]
     assert len(warned) == 2 and len(scan.records) == len(SIZES) + 1
     assert any(f"failed run {FAILED_ID}" in w and ERROR in w and "1 earlier attempt" in w for w in warned)
     assert any(CORRUPT in w and "JSONDecodeError" in w for w in warned)
 
 
 def test_pool_transforms_skip_an_unreadable_record(tmp_path: Path) -> None:
-    base = data._synthetic_record("noise", 1000, 0, (5.0, 5.0), True, ("web",), np.zeros(1), {}, 1000)
+    base = synthetic_record("noise", 1000, 0, (5.0, 5.0), True, ("web",), np.zeros(1), {}, 1000)
     summary = {"group": "filter", "name": "c4", "input_docs": 10, "output_docs": 8, "removed": {}}
     write_record(tmp_path / "runs" / "r1", dataclasses.replace(base, run_id="r1", pool_transforms=[summary]))
     _add_truncated_record(tmp_path, tmp_path / "runs" / "r1" / "record.json")

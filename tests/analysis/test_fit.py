@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scaling_analysis.fit import (
+from scaling_analysis.engine import (
     BootstrapResult,
     FitResult,
     bootstrap,
@@ -21,7 +21,7 @@ from scaling_analysis.fit import (
     huber_grad,
     objective,
 )
-from scaling_analysis.laws import effective_data_law, get_law
+from scaling_analysis.engine.laws import effective_data_law, get_law
 
 SAT_TRUE = {"E": 1.7, "B": 400.0, "beta": 0.3}
 CHIN_TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}

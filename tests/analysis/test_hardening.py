@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scaling_analysis import cli, data, report, study
-from scaling_analysis.bootstrap import BootstrapResult
-from scaling_analysis.cells import repeated_cells, repeated_cells_warning
-from scaling_analysis.diagnostics import FitEvidence, fit_warnings
-from scaling_analysis.fit import fit_law
-from scaling_analysis.laws import get_law
-from scaling_analysis.preflight import UnfittableError
+from scaling_analysis import cli, study
+from scaling_analysis.engine import BootstrapResult, UnfittableError, fit_law, get_law
+from scaling_analysis.engine.diagnostics import FitEvidence, fit_warnings
+from scaling_analysis.report import markdown
+from scaling_analysis.tables.cells import repeated_cells, repeated_cells_warning
+from scaling_analysis.tables.runs import load_table, preprocessing_of
+from synthetic_study import write_synthetic_study
 
 TRUE = {"E": 1.7, "B": 400.0, "beta": 0.3}
 FAST = ["--resamples", "0", "--candidates", "none", "--jobs", "1"]
@@ -225,7 +225,7 @@ def test_the_report_shows_what_each_exclusion_moved(tmp_path: Path) -> None:
 
 def test_non_converged_runs_are_a_sensitivity_variant(tmp_path: Path) -> None:
     root = tmp_path / "s"
-    data.write_synthetic_study(root, non_converged_sizes=(8_000_000,), noise=0.003)
+    write_synthetic_study(root, non_converged_sizes=(8_000_000,), noise=0.003)
     result = study.analyze_study(root, n_resamples=0, candidates=(), n_jobs=1)
     labels = [r["variant"] for r in result.sensitivity["rows"]]
     assert labels == ["as fitted", "without the 2 non-converged run(s)"]
@@ -257,9 +257,9 @@ def test_repeated_cells_are_detected_and_the_collapse_is_shown(tmp_path: Path) -
 
 def test_the_n_definition_is_recorded_even_when_not_given(tmp_path: Path) -> None:
     path = _csv(tmp_path, "t.csv", _lr_sweep().rename(columns={"N": "Params"}))
-    pre = data.preprocessing_of(data.load_table(path, columns={"Params": "N"}))
+    pre = preprocessing_of(load_table(path, columns={"Params": "N"}))
     assert pre["n_definition"].startswith("not stated: N is the table's column 'Params'")
-    pre = data.preprocessing_of(data.load_table(path, columns={"Params": "N"}, n_definition="non-embedding"))
+    pre = preprocessing_of(load_table(path, columns={"Params": "N"}, n_definition="non-embedding"))
     assert pre["n_definition"] == "non-embedding"
 
 
@@ -319,9 +319,9 @@ def test_holdout_count_by_threshold_or_fraction() -> None:
 
 
 def test_distinct_values_are_printed_distinctly() -> None:
-    labels = report.distinct_labels([100_010_000.0, 100_020_000.0, 2e8])
+    labels = markdown.distinct_labels([100_010_000.0, 100_020_000.0, 2e8])
     assert len(set(labels)) == 3 and labels[2] == "2e+08"
-    assert report.distinct_labels([1e6, 2e6]) == ["1e+06", "2e+06"]
+    assert markdown.distinct_labels([1e6, 2e6]) == ["1e+06", "2e+06"]
 
 
 # ----------------------------------------------------------------------------------------- 8. numpy warnings
@@ -345,6 +345,6 @@ def test_law_evaluation_at_extreme_parameters_raises_no_numpy_warning(tmp_path: 
 
 def test_a_run_away_log_parameter_is_reported_not_overflowed():
     """A flat-objective warning over a log parameter whose end points ran to e^800 must not raise."""
-    from scaling_analysis.diagnostics import _exp_text
+    from scaling_analysis.engine.diagnostics import _exp_text
 
     assert _exp_text(800.0) == "e^800" and _exp_text(0.0) == "1" and _exp_text(-800.0) == "0"

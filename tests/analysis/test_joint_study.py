@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scaling_analysis import cli, data
+from scaling_analysis import cli
+from synthetic_study import write_synthetic_study
 
 from datascale.records import read_record, write_record
 
@@ -26,7 +27,7 @@ def loss(n: float, d: float) -> float:
 def joint_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic records of 3 model sizes x 4 data sizes whose config carries the joint_nd analysis block."""
     base, root = tmp_path_factory.mktemp("base"), tmp_path_factory.mktemp("joint") / "joint_nd"
-    templates = {read_record(p).unique_tokens: read_record(p) for p in data.write_synthetic_study(
+    templates = {read_record(p).unique_tokens: read_record(p) for p in write_synthetic_study(
         base, sizes=SIZES_U, seeds=(0,))}  # fmt: skip
     rng = np.random.default_rng(0)
     for depth, n in enumerate(SIZES_N, start=1):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from scaling_analysis.laws import (
+from scaling_analysis.engine.laws import (
     HOFFMANN_GRID,
     LAWS,
     Law,
@@ -206,7 +206,7 @@ def _grid_exp_decay(X, loss, fixed):
 
 
 def test_register_custom_law_and_fit_it():
-    from scaling_analysis.fit import fit_law
+    from scaling_analysis.engine import fit_law
 
     law = Law(
         name="exp_decay_test",
@@ -231,8 +231,8 @@ def test_register_custom_law_and_fit_it():
 
 def test_analysis_package_imports_without_torch():
     code = (
-        "import sys; import scaling_analysis.laws, scaling_analysis.fit, scaling_analysis.bootstrap, "
-        "scaling_analysis.compare; bad = [m for m in sys.modules if m.split('.')[0] in "
+        "import sys; import scaling_analysis.engine.laws, scaling_analysis.engine, "
+        "scaling_analysis.engine.bootstrap; bad = [m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'pytorch_lightning', 'lightning')]; print(bad); sys.exit(1 if bad else 0)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from scaling_analysis import cli, data
+from scaling_analysis import cli
+from scaling_analysis.tables.runs import log_spaced
+from synthetic_study import write_synthetic_study
 
 from datascale.records import read_record, write_record
 
@@ -16,7 +18,7 @@ E, B, BETA = 2.0, 400.0, 0.4
 
 def write_curve_study(root: Path, schedule: str) -> None:
     """Three runs whose validation loss follows E + B·D^-β at 6 evaluations each."""
-    for path in data.write_synthetic_study(root / "base", sizes=(100_000, 400_000, 1_600_000), seeds=(0,)):
+    for path in write_synthetic_study(root / "base", sizes=(100_000, 400_000, 1_600_000), seeds=(0,)):
         template = read_record(path)
         curve = [
             {"step": k, "tokens_seen": k * 2048, "lr": 1e-3, "loss": E + B * (k * 2048) ** -BETA}
@@ -53,7 +55,7 @@ def test_from_curves_fits_every_point_and_records_the_caveats(
 
 def test_dense_curves_are_thinned_to_log_spaced_points() -> None:
     curve = [{"step": k, "tokens_seen": 1000 * k, "loss": 1.0} for k in range(1, 1001)]  # 3 decades
-    chosen = [p["tokens_seen"] for p in data.log_spaced(curve, 4)]
+    chosen = [p["tokens_seen"] for p in log_spaced(curve, 4)]
     assert 12 <= len(chosen) <= 14 and chosen[0] == 1000 and chosen[-1] == 1_000_000
     ratios = [chosen[i + 1] / chosen[i] for i in range(len(chosen) - 1)]
     assert all(1.4 < r < 2.1 for r in ratios)  # about 10^(1/4) = 1.78 apart

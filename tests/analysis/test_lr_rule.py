@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from scaling_analysis.lr_rule import best_lr, lr_rule_section, step_lr_rule
+from scaling_analysis.steps.lr_rule import best_lr, lr_rule_section, step_lr_rule
 
 SIZES = (1.0e5, 4.0e5, 1.6e6)
 GRID = (3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2)

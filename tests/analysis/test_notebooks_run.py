@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from scaling_analysis import data
+from synthetic_study import write_synthetic_study
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "analysis" / "notebooks"
@@ -52,7 +52,7 @@ def n_images(nb: nbformat.NotebookNode) -> int:
 
 def test_study_walkthrough_on_a_mini_study(tmp_path: Path) -> None:
     study = tmp_path / "mini_study"
-    data.write_synthetic_study(
+    write_synthetic_study(
         study,
         sizes=(250_000, 500_000, 1_000_000, 2_000_000, 4_000_000),
         seeds=(0, 1),

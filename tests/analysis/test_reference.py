@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scaling_analysis.fit import (
+from scaling_analysis.engine import (
     bootstrap,
     derived_quantities,
     fit_law,

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from scaling_analysis import data, report, study
+from scaling_analysis import study
+from scaling_analysis.report import markdown
+from scaling_analysis.tables.runs import read_runs
+from synthetic_study import write_synthetic_study
 
 from datascale.records import read_record, write_record
 
@@ -34,7 +37,7 @@ def _add_failed_run(root: Path) -> str:
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("study") / "data_size"
-    data.write_synthetic_study(
+    write_synthetic_study(
         root, sizes=SIZES, noise=0.005, rng_seed=0, non_converged_sizes=(8_000_000,), **TRUE
     )
     _add_failed_run(root)
@@ -60,7 +63,7 @@ def test_writes_all_outputs_with_documented_fit_json(analyzed: dict) -> None:
         analyzed["runs"].loc[~analyzed["runs"]["converged"], "run_id"]
     )
     assert fj["diagnostics"]["converged"] is True and fj["skipped"] == {}
-    assert data.read_runs(root / "runs.parquet")["run_id"].tolist() == analyzed["runs"]["run_id"].tolist()
+    assert read_runs(root / "runs.parquet")["run_id"].tolist() == analyzed["runs"]["run_id"].tolist()
 
 
 def test_recovers_the_known_law_within_its_ci(analyzed: dict) -> None:
@@ -115,7 +118,7 @@ def test_report_has_fit_table_plots_and_glossary(analyzed: dict) -> None:
 
 def test_two_sizes_skip_gracefully_and_still_write_everything(tmp_path: Path) -> None:
     root = tmp_path / "tiny"
-    data.write_synthetic_study(root, sizes=(500_000, 4_000_000), seeds=(0, 1))
+    write_synthetic_study(root, sizes=(500_000, 4_000_000), seeds=(0, 1))
     result = study.analyze_study(root, n_resamples=50, n_jobs=1)
     for name in OUTPUTS:
         assert (root / name).is_file(), name
@@ -137,7 +140,7 @@ def test_two_sizes_skip_gracefully_and_still_write_everything(tmp_path: Path) ->
 
 def test_a_curve_that_does_not_fall_is_called_out(tmp_path: Path) -> None:
     root = tmp_path / "rising"
-    data.write_synthetic_study(root, sizes=SIZES[:5], E=4.0, B=-50.0, beta=0.4, noise=0.002)
+    write_synthetic_study(root, sizes=SIZES[:5], E=4.0, B=-50.0, beta=0.4, noise=0.002)
     result = study.analyze_study(root, n_resamples=0, n_jobs=1, candidates=())
     check = result.fit_json["scaling_check"]
     assert check == result.scaling_check
@@ -161,7 +164,7 @@ def test_render_report_from_a_minimal_fit_json() -> None:
         "summary": {"study": "s", "x": "U", "n_runs": 4, "n_sizes": 2, "sizes": [1e5, 1e6]},
         "preprocessing": {"source": "records", "steps": [{"rule": "drop_highest", "k": 1, "cutoff": 5.0}]},
     }
-    md = report.render_report(fj, plots={"scaling_curve": "scaling_curve.png"})
+    md = markdown.render_report(fj, plots={"scaling_curve": "scaling_curve.png"})
     assert "| D_c | 12345.678901234567 | — | — |" in md
     assert "| alpha_D | 0.0951234567891234 | [0.09, 0.1] | 0.0025 |" in md
     assert "Skipped: 2 distinct U values" in md and "⚠ few points" in md
@@ -170,7 +173,7 @@ def test_render_report_from_a_minimal_fit_json() -> None:
 
 def test_loglog_curvature_tells_steepening_from_flattening_and_straight():
     import numpy as np
-    from scaling_analysis.study import loglog_curvature
+    from scaling_analysis.steps.checks import loglog_curvature
 
     sizes = np.array([4e3, 8e3, 1.6e4, 3.2e4, 6.4e4, 1.28e5, 2.56e5])
     # the default study's measured test losses (small-data region bending into the power-law region)

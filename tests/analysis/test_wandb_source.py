@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from scaling_analysis.data import load_records, record_row
-from scaling_analysis.wandb_source import (
+from scaling_analysis.tables.runs import load_records, record_row
+from scaling_analysis.tables.wandb_runs import (
     load_wandb_runs,
     record_from_mapping,
     record_like_to_row,
@@ -385,7 +385,7 @@ def test_record_from_mapping_coerces_wandb_types():
 
 def test_import_needs_neither_torch_nor_wandb():
     code = (
-        "import sys, scaling_analysis.wandb_source\n"
+        "import sys, scaling_analysis.tables.wandb_runs\n"
         "bad = [m for m in ('torch', 'pytorch_lightning', 'lightning', 'wandb') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
