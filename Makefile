@@ -35,23 +35,23 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed ## create the virtualenv and install everything (CPU torch)
 
 prepare: setup ## build the built-in corpus, tokenizer, token cache and subsets (cached)
-	$(PY) -m datascale.data.prepare
+	$(VENV)/bin/datascale-prepare
 
 plan: setup ## dry run of sweeps/$(STUDY).yaml: per run N, U, D, FLOPs, time here and on a GPU, done or not
-	$(PY) -m datascale.plan $(STUDY) $(STUDY_ARGS)
+	$(VENV)/bin/datascale-plan $(STUDY) $(STUDY_ARGS)
 
 study: setup ## run the sweep sweeps/$(STUDY).yaml (done runs are skipped)
-	$(PY) -m datascale.launch --config-dir sweeps --config-name $(STUDY) $(STUDY_ARGS)
+	$(VENV)/bin/datascale --config-dir sweeps --config-name $(STUDY) $(STUDY_ARGS)
 
 analyze: setup ## fit, plot and report $(RESULTS)/$(STUDY)
-	$(PY) -m scaling_analysis $(RESULTS)/$(NAME)
+	$(VENV)/bin/scaling-fit $(RESULTS)/$(NAME)
 
 scaling-study: study analyze ## the default study, end to end: setup, train every run, fit, report
 	@echo "report: $(RESULTS)/$(NAME)/report.md"
 
 validate-mixture: setup ## train the mixture results/$(NAME)/mixing_law.json proposes, then analyze again: predicted vs measured
 	@cmd=$$($(PY) -c 'import json, sys; print(json.load(open(sys.argv[1]))["command"])' \
-	  $(RESULTS)/$(NAME)/mixing_law.json) && echo "$$cmd" && eval "$(PY) $${cmd#python }"
+	  $(RESULTS)/$(NAME)/mixing_law.json) && echo "$$cmd" && eval "$(VENV)/bin/$$cmd"
 	$(MAKE) --no-print-directory analyze STUDY=$(STUDY) NAME=$(NAME)
 
 test: setup ## the test suite without slow tests (< 10 min on 2 CPU cores)
@@ -78,5 +78,5 @@ clean-results: ## delete results/ (finished run records included!)
 clean: ## delete the virtualenv and caches (keeps results/)
 	rm -rf $(VENV) .cache
 
-docs: setup ## re-render the README's reference tables from the code
+docs: setup ## re-render the reference tables in docs/records.md from the code
 	$(PY) docs/readme_tables.py

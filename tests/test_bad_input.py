@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 
 from datascale import CONF_DIR
 from datascale.config_errors import ConfigError
-from datascale.launch import validate_and_prepare, validate_config
-from datascale.overrides import check_overrides
+from datascale.orchestration.launch import validate_and_prepare, validate_config
+from datascale.orchestration.overrides import check_overrides
 
 #: Small data stage for the cases that need one (built-in corpus, tiny caps).
 SMALL = [

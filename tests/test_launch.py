@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from study_cli import launch_study
 
 from datascale import CONF_DIR, SWEEPS_DIR
 from datascale.config_errors import ConfigError
 from datascale.configs import axis_values
-from datascale.launch import (
+from datascale.orchestration.launch import (
     LaunchError,
     RankTask,
     layout,
@@ -19,6 +20,7 @@ from datascale.launch import (
     worker_command,
     worker_env,
 )
+from datascale.training.strategy import strategy_spec
 
 STUDIES = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
@@ -178,6 +180,36 @@ def test_layout_errors_are_one_line_before_anything_runs(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_mlm_brings_its_mask_token_and_clm_keeps_the_tokenizer_unchanged():
+    """``objective=mlm`` alone validates (its leaf sets ``tokenizer.mask_token``); clm has no mask token."""
+    mlm = compose_root(["objective=mlm"])
+    leaves = validate_config(mlm)
+    assert (leaves["objective"].name, leaves["tokenizer"].mask_token) == ("mlm", "<|mask|>")
+    assert compose_root([]).tokenizer.mask_token is None
+    with pytest.raises(ConfigError, match=r"^tokenizer\.mask_token=None: objective=mlm needs a mask token"):
+        validate_config(compose_root(["objective=mlm", "tokenizer.mask_token=null"]))
+
+
+def test_every_strategy_leaf_has_a_spec():
+    """What the launcher and the worker read of a strategy comes from its leaf's spec, never its class."""
+    specs = {p.stem: strategy_spec(OmegaConf.load(p)) for p in (CONF_DIR / "strategy").glob("*.yaml")}
+    assert {name: spec.name for name, spec in specs.items()} == {
+        "single": "single_device",
+        "ddp": "ddp",
+        "fsdp": "fsdp",
+    }
+    assert [n for n, s in specs.items() if s.single_process] == ["single"]
+    assert [n for n, s in specs.items() if s.shards_parameters] == ["fsdp"]
+    assert [n for n, s in specs.items() if s.sharded_checkpoints] == ["fsdp"]
+    gathered = OmegaConf.merge(
+        OmegaConf.load(CONF_DIR / "strategy" / "fsdp.yaml"), {"save_distributed_checkpoint": False}
+    )
+    assert not strategy_spec(gathered).sharded_checkpoints and strategy_spec(gathered).shards_parameters
+    other = strategy_spec({"_target_": "pytorch_lightning.strategies.DeepSpeedStrategy"})
+    assert other.name is None and not (other.single_process or other.shards_parameters)
+    assert strategy_spec(None).single_process
+
+
 @pytest.mark.parametrize("name", ["..", "../x", "a/b", ".hidden", "", "a b"])
 def test_study_names_cannot_escape_the_results_directory(name: str) -> None:
     with pytest.raises(ConfigError, match=r"^study\.name=.*: must be letters, digits"):
@@ -202,7 +234,7 @@ def test_lr_rule_sets_the_learning_rate_from_the_model_size_and_the_identity_fol
     part of a run's identity, the learning rate it gives is."""
     import math
 
-    from datascale.launch import resolved_config
+    from datascale.orchestration.launch import resolved_config
     from datascale.run_id import run_identity
 
     lrs = {}

@@ -10,7 +10,7 @@ import pytest
 
 from datascale.config_errors import ConfigError
 from datascale.model_config import GPTConfig
-from datascale.plan import LAUNCH_SECONDS, PlannedRun, gpu_flops_per_s, plan_study, seconds
+from datascale.orchestration.plan import LAUNCH_SECONDS, PlannedRun, gpu_flops_per_s, plan_study, seconds
 from datascale.training.throughput import training_flops_per_token
 
 
@@ -57,7 +57,14 @@ def test_impossible_plan_fails_in_one_line_before_training(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"^run \[subset\.unique_tokens=2000 seed=0\] .*batch_tokens=1000"):
         plan_study("smoke", [*_paths(tmp_path), "training.batch_tokens=1000"])
     proc = subprocess.run(
-        [sys.executable, "-m", "datascale.plan", "smoke", *_paths(tmp_path), "subset.unique_tokens=99999999"],
+        [
+            sys.executable,
+            "-m",
+            "datascale.orchestration.plan",
+            "smoke",
+            *_paths(tmp_path),
+            "subset.unique_tokens=99999999",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

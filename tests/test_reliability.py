@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from study_cli import launch_study
 
+from datascale.orchestration.supervise import acquire_lease, lease_holder
 from datascale.records import previous_attempts, read_record
-from datascale.supervise import acquire_lease, lease_holder
 
 HOLD = """
 import sys, time
-from datascale.supervise import acquire_lease
+from datascale.orchestration.supervise import acquire_lease
 lease = acquire_lease(sys.argv[1], float(sys.argv[2]))
 print("held" if lease else "refused", flush=True)
 time.sleep(300)

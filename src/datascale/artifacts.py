@@ -11,7 +11,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from datascale.data.atomic import atomic_write_json
+from datascale.storage import atomic_write_json
 
 
 @dataclass

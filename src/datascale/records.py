@@ -13,7 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from datascale.data.atomic import atomic_write_json
+from datascale.storage import atomic_write_json
 
 log = logging.getLogger("datascale.records")
 
@@ -171,7 +171,7 @@ class RunRecord:
     )
     launch: dict[str, Any] = _doc(
         "how the Hydra job was started: {study_file (sweeps/<study_file>.yaml; null: conf/config.yaml), "
-        "overrides (the job's overrides, sweep values included)}; `python -m datascale.launch --config-dir "
+        "overrides (the job's overrides, sweep values included)}; `datascale --config-dir "
         "sweeps --config-name <study_file> <overrides>` runs it again",
         default_factory=dict,
     )

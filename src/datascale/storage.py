@@ -1,10 +1,14 @@
-"""Atomic file and directory writes: readers see the old file or the new one, never half of one.
+"""Files every stage writes and checks: atomic file and directory writes (readers see the old file or the new
+one, never half of one) and file checksums.
 
-Used by the data cache and, downstream, by run records (``datascale.records``).
+Shared by the data cache (``datascale.data``), the data contract (``datascale.artifacts``), run records
+(``datascale.records``), resume checkpoints and the launcher, so none of them imports another stage for it.
+Standard library only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,3 +55,12 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (data files, tokenizer.json, checkpoint files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -10,13 +10,14 @@ from data_fixtures import SMALL_CAP, SMALL_DOC, Prepared, small_builtin
 
 from datascale.config_errors import ConfigError
 from datascale.data import builtin_corpus as bc
+from datascale.data.chunking import BLANK_LINE, chunk_text
 from datascale.data.documents import dataset_content_hash
 from datascale.data.sources import BuiltinCorpus
 
 
 def test_chunk_text_is_lossless_bounded_and_balanced() -> None:
     text = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(200)) + "x" * 5000
-    chunks = bc.chunk_text(text, 1000, [bc.TOP_LEVEL_BLOCK, bc.BLANK_LINE])
+    chunks = chunk_text(text, 1000, [bc.TOP_LEVEL_BLOCK, BLANK_LINE])
     assert "".join(chunks) == text
     assert all(len(c.encode()) <= 1000 for c in chunks)
     assert all(c.startswith("def ") for c in chunks[:-6])  # cuts land on top-level statements

@@ -84,8 +84,11 @@ def test_config_leaves_import_without_torch() -> None:
 
     code = (
         "import sys, datascale.model_config, datascale.training.protocol, datascale.training.schedule, "
-        "datascale.training.strategy, datascale.training.settings, datascale.configs, datascale.artifacts, "
-        "datascale.launch; sys.exit(int('torch' in sys.modules))"
+        "datascale.training.strategy, datascale.training.settings, datascale.training.objective, "
+        "datascale.training.checkpoint_files, datascale.configs, datascale.artifacts, datascale.storage, "
+        "datascale.orchestration.launch, datascale.orchestration.plan, datascale.orchestration.supervise, "
+        "datascale.orchestration.overrides, datascale.orchestration.parent_guard, datascale.launch; "
+        "sys.exit(int('torch' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 

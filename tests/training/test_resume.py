@@ -21,7 +21,7 @@ from training_fixtures import resolved_config
 
 from datascale import CONF_DIR
 from datascale.artifacts import DataArtifacts
-from datascale.launch import DISTRIBUTED_ENV, torchrun_command
+from datascale.orchestration.launch import DISTRIBUTED_ENV, torchrun_command
 from datascale.records import RunRecord, read_record
 from datascale.training import worker
 from datascale.training.checkpoint_files import (

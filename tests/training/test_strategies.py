@@ -24,8 +24,8 @@ from training_fixtures import resolved_config
 from datascale import CONF_DIR
 from datascale.artifacts import DataArtifacts
 from datascale.data.token_cache import TokenCache
-from datascale.launch import DISTRIBUTED_ENV, torchrun_command
 from datascale.model import GPT
+from datascale.orchestration.launch import DISTRIBUTED_ENV, torchrun_command
 from datascale.records import RunRecord, read_record
 from datascale.training import worker
 from datascale.training.checkpoints import is_sharded, load_gpt, load_sharded, model_state

@@ -19,7 +19,6 @@ import ast
 import hashlib
 import importlib.metadata
 import importlib.util
-import itertools
 import logging
 import os
 import re
@@ -27,9 +26,10 @@ import sys
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-from datascale.data.documents import make_document
+from datascale.data.chunking import BLANK_LINE, document_chunks
+from datascale.data.documents import Row, make_document
+from datascale.data.webtext import iter_web, web_inputs_fingerprint
 
 log = logging.getLogger("datascale.data")
 
@@ -59,88 +59,11 @@ STDLIB_EXCLUDED_DIRS = frozenset(
 )
 SCIENCE_EXCLUDED_DIRS = frozenset({"tests", "test", "__pycache__"})
 
-Row = dict[str, Any]
 
+# ------------------------------------------------------------------------------- boundaries and byte caps
 
-# --------------------------------------------------------------------------------------------- chunking
-
-
-def _cut_points(text: str, pattern: re.Pattern[str]) -> list[int]:
-    return [m.end() for m in pattern.finditer(text) if 0 < m.end() < len(text)]
-
-
-def _split_at(text: str, points: Sequence[int]) -> list[str]:
-    bounds = [0, *points, len(text)]
-    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def _hard_split(text: str, max_bytes: int) -> list[str]:
-    """Last resort for one over-long line: cut by characters so each piece is at most ``max_bytes`` UTF-8
-    bytes."""
-    pieces: list[str] = []
-    cur: list[str] = []
-    size = 0
-    for ch in text:
-        n = len(ch.encode("utf-8"))
-        if cur and size + n > max_bytes:
-            pieces.append("".join(cur))
-            cur, size = [], 0
-        cur.append(ch)
-        size += n
-    if cur:
-        pieces.append("".join(cur))
-    return pieces
-
-
-def chunk_text(text: str, max_bytes: int, boundaries: Sequence[re.Pattern[str]]) -> list[str]:
-    """Cut ``text`` into pieces of at most ``max_bytes`` UTF-8 bytes, preferring the earliest boundary kinds.
-
-    The text is cut at the first boundary kind; pieces still too long are cut at the next kind (finally at
-    newlines, then by characters), and neighbouring pieces are packed up to an even share of the text (never
-    past ``max_bytes``), so a long scene becomes equal parts rather than full parts plus a scrap. Lossless:
-    the pieces concatenate to ``text``.
-    """
-
-    def units(piece: str, level: int) -> list[str]:
-        if len(piece.encode("utf-8")) <= max_bytes:
-            return [piece]
-        if level == len(patterns):
-            return _hard_split(piece, max_bytes)
-        out: list[str] = []
-        for part in _split_at(piece, _cut_points(piece, patterns[level])):
-            out.extend(units(part, level + 1))
-        return out
-
-    patterns = [*boundaries, re.compile(r"\n")]
-    pieces = units(text, 0)
-    sizes = [len(p.encode("utf-8")) for p in pieces]
-    target = sum(sizes) / max(1, -(-sum(sizes) // max_bytes))  # balanced: no tiny last piece
-    chunks: list[str] = []
-    cur, size = "", 0
-    for piece, n in zip(pieces, sizes, strict=True):
-        if cur and size + n > max_bytes:
-            chunks.append(cur)
-            cur, size = "", 0
-        cur += piece
-        size += n
-        if size >= target:
-            chunks.append(cur)
-            cur, size = "", 0
-    if cur:
-        chunks.append(cur)
-    if len(chunks) > 1 and len(chunks[-2].encode("utf-8")) + len(chunks[-1].encode("utf-8")) <= max_bytes:
-        chunks[-2:] = [chunks[-2] + chunks[-1]]  # a scrap left after the even shares joins its neighbour
-    return chunks
-
-
-BLANK_LINE = re.compile(r"\n[ \t]*\n")
 TOP_LEVEL_BLOCK = re.compile(r"\n[ \t]*\n(?=[^\s)\]}])")  # a blank line, then an unindented statement/comment
 ENTRY_BREAK = re.compile(r"\n\n\n")
-
-
-def _chunks(text: str, max_doc_bytes: int, boundaries: Sequence[re.Pattern[str]]) -> list[str]:
-    out = [c.strip("\n") for c in chunk_text(text, max_doc_bytes, boundaries)]
-    return [c for c in out if c.strip()]
 
 
 def take_until_cap(rows: Iterable[Row], max_bytes: int) -> Iterator[Row]:
@@ -248,7 +171,7 @@ def iter_literature(max_doc_bytes: int) -> Iterator[Row]:
         rel = path.relative_to(plays).as_posix()
         genre, play = rel.split("/")[0], path.stem
         for label, scene in split_play(path.read_text(encoding="utf-8")):
-            parts = _chunks(scene, max_doc_bytes, [BLANK_LINE])
+            parts = document_chunks(scene, max_doc_bytes, [BLANK_LINE])
             for k, part in enumerate(parts):
                 suffix = f"-part{k + 1}" if len(parts) > 1 else ""
                 yield make_document(
@@ -292,7 +215,7 @@ def iter_code(max_doc_bytes: int) -> Iterator[Row]:
         if not source or not source.strip():
             continue
         rel = path.relative_to(root).as_posix()
-        for k, chunk in enumerate(_chunks(source, max_doc_bytes, [TOP_LEVEL_BLOCK, BLANK_LINE])):
+        for k, chunk in enumerate(document_chunks(source, max_doc_bytes, [TOP_LEVEL_BLOCK, BLANK_LINE])):
             yield make_document(
                 f"stdlib:{rel}#{k}",
                 chunk,
@@ -356,7 +279,7 @@ def _iter_package_docstrings(name: str, max_doc_bytes: int) -> Iterator[list[Row
                 "builtin/docstrings",
                 meta={"package": name, "module": module, "chunk": k},
             )
-            for k, chunk in enumerate(_chunks(text, max_doc_bytes, [ENTRY_BREAK, BLANK_LINE]))
+            for k, chunk in enumerate(document_chunks(text, max_doc_bytes, [ENTRY_BREAK, BLANK_LINE]))
         ]
 
 
@@ -375,13 +298,6 @@ def iter_science(max_doc_bytes: int, packages: Sequence[str] = SCIENCE_PACKAGES)
 
 
 # ---------------------------------------------------------------------------------------------- corpus
-
-
-def iter_web(max_doc_bytes: int) -> Iterator[Row]:
-    """The ``web`` domain (imported lazily: :mod:`datascale.data.webtext` uses this module's chunking)."""
-    from datascale.data.webtext import iter_web as iter_web_documents
-
-    return iter_web_documents(max_doc_bytes)
 
 
 DOMAIN_BUILDERS: dict[str, Callable[[int], Iterator[Row]]] = {
@@ -412,7 +328,5 @@ def package_versions(domains: Sequence[str] | None = None) -> dict[str, str | No
             versions[name] = None
     versions["python"] = sys.version.split()[0]
     if domains is not None and "web" in domains:
-        from datascale.data.webtext import web_inputs_fingerprint
-
         versions.update(web_inputs_fingerprint())
     return versions

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,10 @@ class DocumentError(ValueError):
     """A set of documents breaks the schema (missing column, duplicate id, empty domain, ...)."""
 
 
+#: One document as a dict of the schema's columns (:func:`make_document`'s output, a corpus builder's item).
+Row = dict[str, Any]
+
+
 def make_document(
     doc_id: str,
     text: str,
@@ -38,7 +41,7 @@ def make_document(
     source: str,
     quality: float | None = None,
     meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Row:
     """One document row; ``meta`` is stored as canonical JSON so that it hashes and round-trips stably."""
     return {
         "doc_id": doc_id,
@@ -131,12 +134,3 @@ def domain_stats(ds: datasets.Dataset) -> dict[str, dict[str, Any]]:
 def canonical_json_hash(payload: Any) -> str:
     """sha256 of canonical JSON: the cache key of a config-like object."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (data files and tokenizer.json)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -30,7 +30,6 @@ from filelock import FileLock
 from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import instantiate_group
-from datascale.data.atomic import atomic_directory, atomic_write_json
 from datascale.data.documents import (
     canonical_json_hash,
     column,
@@ -46,6 +45,7 @@ from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, wr
 from datascale.data.token_cache import TokenCache, build_token_cache, cache_key
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer, token_byte_lengths
 from datascale.data.transforms import TRANSFORM_GROUPS, Identity, PoolTransform, TransformReport
+from datascale.storage import atomic_directory, atomic_write_json
 
 log = logging.getLogger("datascale.data")
 

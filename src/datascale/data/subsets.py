@@ -26,9 +26,9 @@ import numpy as np
 from filelock import FileLock
 
 from datascale.config_errors import ConfigError, require, require_positive_int
-from datascale.data.atomic import atomic_write_json
 from datascale.data.documents import canonical_json_hash
 from datascale.data.token_cache import TokenCache
+from datascale.storage import atomic_write_json
 
 log = logging.getLogger("datascale.data")
 

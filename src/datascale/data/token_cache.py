@@ -21,7 +21,7 @@ from filelock import FileLock
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from datascale.data.atomic import atomic_directory
+from datascale.storage import atomic_directory
 
 log = logging.getLogger("datascale.data")
 

@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from datascale.config_errors import require
-from datascale.data.documents import file_sha256
+from datascale.storage import file_sha256
 
 log = logging.getLogger("datascale.data")
 

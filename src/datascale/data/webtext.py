@@ -20,8 +20,8 @@ import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from datascale.data.builtin_corpus import BLANK_LINE, Row, _chunks
-from datascale.data.documents import make_document
+from datascale.data.chunking import BLANK_LINE, document_chunks
+from datascale.data.documents import Row, make_document
 
 WEB_DOMAIN = "web"
 WEB_SOURCE = "builtin/pypi-metadata"
@@ -120,7 +120,7 @@ def iter_web(max_doc_bytes: int) -> Iterator[Row]:
     """Document rows ``pypi:<name>#<k>``: each description cut at headings, then blank lines."""
     for desc in spread_order(installed_descriptions()):
         for k, chunk in enumerate(
-            _chunks(desc.text, max_doc_bytes, [MARKDOWN_HEADING, RST_HEADING, BLANK_LINE])
+            document_chunks(desc.text, max_doc_bytes, [MARKDOWN_HEADING, RST_HEADING, BLANK_LINE])
         ):
             yield make_document(
                 f"pypi:{desc.name}#{k}",

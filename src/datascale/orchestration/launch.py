@@ -5,10 +5,10 @@ Hydra job never hosts training ranks. It resolves the config once, derives the r
 manifest, skips runs that are already done, writes ``resolved.yaml`` and runs
 ``torchrun -m datascale.training.worker resolved.yaml``. The same path serves one process, DDP and FSDP.
 
-Usage::
+Usage (console script ``datascale``; ``python -m datascale.launch`` is the same)::
 
-    python -m datascale.launch subset.unique_tokens=32000 seed=1          # one run
-    python -m datascale.launch --config-dir sweeps --config-name data_size  # a study (multirun)
+    datascale subset.unique_tokens=32000 seed=1          # one run
+    datascale --config-dir sweeps --config-name data_size  # a study (multirun)
 """
 
 from __future__ import annotations
@@ -33,11 +33,8 @@ from datascale import CONF_DIR
 from datascale.config_errors import ConfigError, require, require_positive_int
 from datascale.configs import axis_values, instantiate_group
 from datascale.ladder_rules import apply_lr_rule, apply_tokens_per_param
-from datascale.overrides import check_overrides
-from datascale.records import RECORD_FILENAME, is_done, read_record
-from datascale.run_id import run_identity
-from datascale.secrets import check_no_secrets
-from datascale.supervise import (
+from datascale.orchestration.overrides import check_overrides
+from datascale.orchestration.supervise import (
     ForwardedSignals,
     acquire_lease,
     failures,
@@ -48,8 +45,12 @@ from datascale.supervise import (
     resume_point,
     run_worker,
 )
+from datascale.records import RECORD_FILENAME, is_done, read_record
+from datascale.run_id import run_identity
+from datascale.secrets import check_no_secrets
 from datascale.training.checkpoint_files import EXIT_PREEMPTED
 from datascale.training.objective import check_objective
+from datascale.training.strategy import strategy_spec
 
 log = logging.getLogger("datascale.launch")
 
@@ -74,11 +75,6 @@ DISTRIBUTED_ENV = (
 )
 #: A study name is a single directory name: no path separators, no `..`, no hidden directory.
 STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-#: The strategy leaf that runs one process only.
-SINGLE_DEVICE_TARGET = "datascale.training.strategy.single_device"
-#: The FSDP2 strategy leaf, and the precisions Lightning's ModelParallelStrategy accepts.
-FSDP_TARGET = "datascale.training.strategy.fsdp"
-FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
 
 
 class LaunchError(RuntimeError):
@@ -147,22 +143,25 @@ def layout(cfg: DictConfig) -> tuple[int, int]:
 
 
 def _check_strategy(cfg: DictConfig, world_size: int) -> None:
+    """The strategy leaf names a class, and the layout and precision are ones its spec supports."""
     target = OmegaConf.select(cfg, "strategy._target_", default=None)
     require(
         isinstance(target, str) and bool(target), "strategy._target_", target, "must name a strategy class"
     )
+    spec = strategy_spec(cfg.strategy)
+    chosen = f"strategy={spec.option or target}"
     require(
-        not (target == SINGLE_DEVICE_TARGET and world_size > 1),
+        not (spec.single_process and world_size > 1),
         "trainer.devices",
         world_size,
-        "strategy=single runs one process: set trainer.devices=1, or use strategy=ddp or strategy=fsdp",
+        f"{chosen} runs one process: set trainer.devices=1, or use strategy=ddp or strategy=fsdp",
     )
     precision = str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
     require(
-        target != FSDP_TARGET or precision in FSDP_PRECISIONS,
+        spec.precisions is None or precision in spec.precisions,
         "trainer.precision",
         precision,
-        f"strategy=fsdp (Lightning's ModelParallelStrategy) supports {list(FSDP_PRECISIONS)}",
+        f"{chosen} supports {list(spec.precisions or ())}",
     )
 
 

@@ -1,10 +1,10 @@
-"""``python -m datascale.parent_guard <expected parent pid> <command...>``: exec ``command`` so that it gets
-SIGTERM when its parent (the Hydra job supervising the run) dies.
+"""``python -m datascale.orchestration.parent_guard <expected parent pid> <command...>``: exec ``command`` so
+that it gets SIGTERM when its parent (the Hydra job supervising the run) dies.
 
-The worker runs in its own session (``datascale.supervise``), so a killed Hydra job would otherwise leave
-torchrun and its ranks training a run nobody holds the lease of. Linux's ``PR_SET_PDEATHSIG`` survives
-``execve``; torchrun turns the SIGTERM into a SIGTERM to each rank, which saves a resume checkpoint and exits.
-Elsewhere (no ``prctl``) the command just runs.
+The worker runs in its own session (``datascale.orchestration.supervise``), so a killed Hydra job would
+otherwise leave torchrun and its ranks training a run nobody holds the lease of. Linux's ``PR_SET_PDEATHSIG``
+survives ``execve``; torchrun turns the SIGTERM into a SIGTERM to each rank, which saves a resume checkpoint
+and exits. Elsewhere (no ``prctl``) the command just runs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
-        raise SystemExit("usage: python -m datascale.parent_guard <parent pid> <command...>")
+        raise SystemExit("usage: python -m datascale.orchestration.parent_guard <parent pid> <command...>")
     parent, command = int(args[0]), args[1:]
     set_parent_death_signal()
     if os.getppid() != parent:  # the parent died before the signal was armed

@@ -1,4 +1,4 @@
-"""Plan a study before spending compute: ``python -m datascale.plan <study> [overrides ...]`` (``make plan``).
+"""Plan a study before spending compute: ``datascale-plan <study> [overrides ...]`` (``make plan``).
 
 For every point of ``sweeps/<study>.yaml`` it validates the config, prepares (or reuses) the data exactly as
 the launcher would, so an impossible plan (a size larger than the pool, a batch that does not fit, a bad
@@ -32,7 +32,7 @@ from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import axis_values
 from datascale.data.token_cache import TokenCache
-from datascale.launch import layout, run_dir_of, sweep_job_overrides, validate_and_prepare
+from datascale.orchestration.launch import layout, run_dir_of, sweep_job_overrides, validate_and_prepare
 from datascale.records import find_records, is_done
 from datascale.training.protocol import TrainingProtocol
 from datascale.training.throughput import (
@@ -225,9 +225,7 @@ def print_plan(cfg: DictConfig, runs: list[PlannedRun], here: CpuRate, gpu: str)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m datascale.plan", description=(__doc__ or "").split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="datascale-plan", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("study", help="a study file in sweeps/ (without .yaml)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every point")
     parser.add_argument("--gpu", default="H100", help="GPU for the second time estimate (default H100)")

@@ -29,8 +29,8 @@ from typing import Any
 
 from filelock import SoftFileLease, Timeout
 
-from datascale.data.atomic import atomic_write_json
 from datascale.records import RECORD_FILENAME, read_record
+from datascale.storage import atomic_write_json
 from datascale.training.checkpoint_files import (
     EXIT_PREEMPTED,
     PREEMPTED_FILENAME,
@@ -169,8 +169,8 @@ class ForwardedSignals:
 
 def run_worker(cmd: list[str], env: dict[str, str]) -> tuple[int, ForwardedSignals]:
     """Run the worker command to its end, passing our signals to it; (exit status, the signals). It runs in
-    its own session and gets SIGTERM if this process dies (``datascale.parent_guard``)."""
-    guarded = [sys.executable, "-m", "datascale.parent_guard", str(os.getpid()), *cmd]
+    its own session and gets SIGTERM if this process dies (``datascale.orchestration.parent_guard``)."""
+    guarded = [sys.executable, "-m", "datascale.orchestration.parent_guard", str(os.getpid()), *cmd]
     proc = subprocess.Popen(guarded, env=env, start_new_session=True)
     with ForwardedSignals(proc) as signals:
         returncode = proc.wait()

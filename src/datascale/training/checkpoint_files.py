@@ -16,8 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from datascale.data.atomic import atomic_write_json
-from datascale.data.documents import file_sha256
+from datascale.storage import atomic_write_json, file_sha256
 
 log = logging.getLogger("datascale.training")
 

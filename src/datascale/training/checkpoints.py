@@ -1,10 +1,12 @@
-"""Checkpoints in every strategy: one file (single, DDP) or a sharded directory (FSDP), both loadable here.
+"""Checkpoints in every strategy: one file, or a sharded directory, both loadable here.
 
-FSDP (``ModelParallelStrategy`` with ``save_distributed_checkpoint``) writes a directory per checkpoint: one
+A strategy whose :class:`~datascale.training.strategy.StrategySpec` has ``sharded_checkpoints`` (FSDP through
+``ModelParallelStrategy`` with ``save_distributed_checkpoint``) writes a directory per checkpoint: one
 ``__<rank>_0.distcp`` shard per rank, ``.metadata`` and Lightning's ``meta.pt`` (hyper-parameters, loops,
 callbacks). :func:`consolidate` gathers it, in one process and without a process group, into the single-file
 layout the other strategies write, so :func:`load_gpt` gives the plain :class:`~datascale.model.GPT` for
-analysis whatever strategy trained it.
+analysis whatever strategy trained it. Loading looks at the path itself (:func:`is_sharded`), not at a
+config: a checkpoint is read without knowing which run wrote it.
 """
 
 from __future__ import annotations

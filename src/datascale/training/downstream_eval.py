@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.strategies import ModelParallelStrategy
 
 from datascale.artifacts import DataArtifacts
 from datascale.configs import instantiate_group
@@ -31,6 +30,7 @@ from datascale.model import GPT
 from datascale.training.datamodule import IGNORE_INDEX
 from datascale.training.finetune import TaskResult, finetune_classifier, macro_f1, pad_batch, subsample
 from datascale.training.objective import FinetuneBudget
+from datascale.training.strategy import strategy_spec
 
 log = logging.getLogger("datascale.training")
 Encode = Callable[[str], list[int]]
@@ -160,11 +160,12 @@ def run_downstream(
     cfg: DictConfig, model: GPT, artifacts: DataArtifacts, run_dir: Path, trainer: pl.Trainer
 ) -> dict[str, dict[str, Any]]:
     """The worker's step after testing: the suite on the best checkpoint's weights, on global rank 0 ({}
-    when disabled, and under FSDP, whose sharded model is not evaluated)."""
+    when disabled, and under a strategy that shards parameters (FSDP), whose rank-0 model is not whole)."""
     manifest_path, tokenizer_path = artifacts.downstream_manifest, artifacts.tokenizer_path
     suite = instantiate_group(cfg, "downstream", DownstreamSuite) if "downstream" in cfg else None
     enabled = suite is not None and suite.enabled and bool(manifest_path)
-    if not enabled or not trainer.is_global_zero or isinstance(trainer.strategy, ModelParallelStrategy):
+    sharded = strategy_spec(cfg.get("strategy")).shards_parameters
+    if not enabled or not trainer.is_global_zero or sharded:
         return {}
     budget = instantiate_group(cfg, "finetune", FinetuneBudget) if "finetune" in cfg else FinetuneBudget()
     mask_id = None

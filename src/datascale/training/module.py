@@ -77,6 +77,7 @@ class GPTLightningModule(pl.LightningModule):
         accumulation: int = 1,
         compile_blocks: bool = False,
         selection_domains: list[str] | None = None,
+        shard_parameters: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -101,6 +102,7 @@ class GPTLightningModule(pl.LightningModule):
         self.selection_domains = list(selection_domains or domains)  # ``val/selection_loss`` averages them
         self.accumulation = accumulation  # micro-batches per optimizer step
         self.compile_blocks = compile_blocks
+        self.shard_parameters = shard_parameters  # the strategy shards parameters (its StrategySpec says so)
         self._train_loss_sum: torch.Tensor | None = None
         self._configured = False  # configure_model ran (sharding and compiling happen once)
         self.eval_history: list[dict[str, Any]] = []  # one entry per validation (rank 0 and others alike)
@@ -117,19 +119,22 @@ class GPTLightningModule(pl.LightningModule):
         return (self.global_step if steps is None else steps) * self.batch_tokens
 
     def configure_model(self) -> None:
-        """Under FSDP (``ModelParallelStrategy`` sets a device mesh): shard each block, then the root; compile
-        blocks if asked. Lightning calls this before fit and again before test, so it runs once."""
+        """With a strategy that shards parameters (FSDP: ``ModelParallelStrategy`` sets a device mesh): shard
+        each block, then the root; compile blocks if asked. Lightning calls this before fit and again before
+        test, so it runs once."""
         if self._configured:
             return
         self._configured = True
         if self.compile_blocks:
             for block in self.model.blocks:
                 block.compile()  # in place: parameter names (and so checkpoints) are unchanged
-        if self._device_mesh is None:
+        if not self.shard_parameters:
             return
         from torch.distributed.fsdp import fully_shard
 
-        mesh = self._device_mesh["data_parallel"]
+        if self.device_mesh is None:
+            raise RuntimeError("the strategy shards parameters but gave the module no device mesh")
+        mesh = self.device_mesh["data_parallel"]
         for block in self.model.blocks:
             fully_shard(block, mesh=mesh)
         fully_shard(self.model, mesh=mesh)  # embeddings, tied LM head, final LayerNorm

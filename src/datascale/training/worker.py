@@ -37,16 +37,16 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy, Strategy
+from pytorch_lightning.strategies import Strategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import axis_values, instantiate_group
-from datascale.data.atomic import atomic_write_json
 from datascale.model import GPTConfig, count_parameters
 from datascale.provenance import code_version
 from datascale.records import RECORD_FILENAME, RunRecord, write_record
+from datascale.storage import atomic_write_json
 from datascale.training.callbacks import (
     NonFiniteLossError,
     StopOnNonFiniteLoss,
@@ -59,7 +59,7 @@ from datascale.training.checkpoint_files import (
     RESUME_DIR,
     checkpoint_step,
 )
-from datascale.training.checkpoints import consolidate, is_sharded
+from datascale.training.checkpoints import consolidate
 from datascale.training.datamodule import TokenDataModule
 from datascale.training.downstream_eval import run_downstream
 from datascale.training.mlm import objective_module, objective_of
@@ -69,6 +69,7 @@ from datascale.training.resume import Preempted, PreemptionFlag, ResumeCheckpoin
 from datascale.training.run_logging import setup_logging, teardown_logging
 from datascale.training.schedule import WarmupCosine
 from datascale.training.settings import CheckpointSettings, WorkerSettings
+from datascale.training.strategy import StrategySpec, strategy_spec
 from datascale.training.throughput import device_peak, mfu, training_flops_per_token
 from datascale.training.tracking import (
     build_loggers,
@@ -144,6 +145,8 @@ class Leaves:
     """A partial of the torch optimizer (``optim`` group)."""
     checkpoint: CheckpointSettings
     """Resume-checkpoint cadence (``checkpoint`` group; defaults for configs from before it existed)."""
+    strategy: StrategySpec
+    """What the ``strategy`` leaf means for the run (the leaf itself is built with the Trainer)."""
 
     @classmethod
     def build(cls, cfg: DictConfig) -> Leaves:
@@ -155,6 +158,7 @@ class Leaves:
             settings=instantiate_group(cfg, "worker", WorkerSettings),
             optimizer=instantiate_group(cfg, "optim"),
             checkpoint=instantiate_group(cfg, "checkpoint") if has_checkpoint else CheckpointSettings(),
+            strategy=strategy_spec(cfg.get("strategy")),
         )
 
 
@@ -225,10 +229,11 @@ def train(ctx: RunContext) -> RunRecord:
     log_start(ctx, leaves, module, plan, threads, trainer)
     fitted = fit_and_test(trainer, module, datamodule, early_stop, checkpoint, plan["planned_steps"], ctx)
     ctx.learned.update(performance(ctx, leaves, trainer, fitted, throughput))
-    ctx.learned["best_checkpoint"] = single_file_checkpoint(trainer, checkpoint.best_model_path)
+    best = single_file_checkpoint(trainer, checkpoint.best_model_path, leaves.strategy)
+    ctx.learned["best_checkpoint"] = best
     assert ctx.artifacts is not None  # downstream evaluation of the best checkpoint (downstream=suite only)
     ctx.learned["downstream"] = run_downstream(ctx.cfg, module.model, ctx.artifacts, ctx.run_dir, trainer)
-    record = make_record(ctx, leaves.protocol, datamodule, trainer, fitted)
+    record = make_record(ctx, leaves, datamodule, trainer, fitted)
     if trainer.is_global_zero:
         merge_metrics(ctx.run_dir)
         write_record(ctx.run_dir, record)
@@ -282,9 +287,9 @@ def peak_memory_by_rank(trainer: pl.Trainer, accelerator: str) -> list[float]:
     return [round(float(v), 1) for v in gathered.flatten().tolist()]
 
 
-def single_file_checkpoint(trainer: pl.Trainer, best_path: str) -> str:
-    """The best checkpoint as one file for analysis: FSDP's sharded directory is consolidated (rank 0)."""
-    if not is_sharded(Path(best_path)):
+def single_file_checkpoint(trainer: pl.Trainer, best_path: str, strategy: StrategySpec) -> str:
+    """The best checkpoint as one file for analysis: a sharded directory (FSDP) is consolidated (rank 0)."""
+    if not strategy.sharded_checkpoints:
         return best_path
     out = Path(best_path).with_name(Path(best_path).stem + ".consolidated.ckpt")
     if trainer.is_global_zero:
@@ -368,6 +373,7 @@ def build_module(
         accumulation=plan["accumulation"],
         compile_blocks=leaves.settings.compile,
         selection_domains=ctx.learned["selection_domains"],
+        shard_parameters=leaves.strategy.shards_parameters,
         **objective_kwargs,
     )
     params = count_parameters(module.model)
@@ -536,12 +542,12 @@ def best_checkpoint_step(best_path: str) -> int:
 # ---- the record --------------------------------------------------------------------------------------------
 def make_record(
     ctx: RunContext,
-    protocol: TrainingProtocol,
+    leaves: Leaves,
     datamodule: TokenDataModule,
     trainer: pl.Trainer,
     fitted: Fitted,
 ) -> RunRecord:
-    known, unique = ctx.learned, datamodule.unique_tokens
+    known, unique, protocol = ctx.learned, datamodule.unique_tokens, leaves.protocol
     tokens_seen = fitted.steps * protocol.batch_tokens
     tokens_at_best = fitted.best_step * protocol.batch_tokens
     best, final, test = fitted.best_eval, fitted.final_eval, fitted.test
@@ -578,7 +584,7 @@ def make_record(
         train_time_s=fitted.train_time_s,
         tokens_per_s=tokens_seen / fitted.train_time_s,
         world_size=trainer.world_size,
-        strategy=str(strategy_name(trainer)),
+        strategy=strategy_name(leaves.strategy, trainer),
         accelerator=accelerator_name(trainer),
         precision=str(trainer.precision),
         **{k: known[k] for k in PERFORMANCE_FIELDS},
@@ -604,14 +610,10 @@ PERFORMANCE_FIELDS = (
 )
 
 
-def strategy_name(trainer: pl.Trainer) -> str:
-    """Lightning's registry name of the strategy in use (``single_device``, ``ddp``, ...); ``fsdp`` for
-    FSDP2 through ``ModelParallelStrategy`` (which has no registry name)."""
-    if isinstance(trainer.strategy, ModelParallelStrategy):
-        return "fsdp"
-    if type(trainer.strategy) is DDPStrategy:  # its registry entries are several names for one class
-        return "ddp"
-    return str(getattr(trainer.strategy, "strategy_name", type(trainer.strategy).__name__))
+def strategy_name(spec: StrategySpec, trainer: pl.Trainer) -> str:
+    """The record's name of the strategy (``single_device``, ``ddp``, ``fsdp``); for a Lightning strategy
+    the project does not list, Lightning's registry name of the one in use (else its class name)."""
+    return spec.name or str(getattr(trainer.strategy, "strategy_name", type(trainer.strategy).__name__))
 
 
 def accelerator_name(trainer: pl.Trainer) -> str:
@@ -683,7 +685,7 @@ def log_start(
         leaves.protocol.patience,
         accelerator_name(trainer),
         ctx.world,
-        strategy_name(trainer),
+        strategy_name(leaves.strategy, trainer),
         threads,
         trainer.precision,
         plan["micro_batch_sequences"],

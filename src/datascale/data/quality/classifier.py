@@ -29,7 +29,7 @@ import datasets
 import numpy as np
 
 from datascale.config_errors import ConfigError, require, require_choice
-from datascale.data.builtin_corpus import BLANK_LINE, _chunks
+from datascale.data.chunking import BLANK_LINE, document_chunks
 from datascale.data.documents import column
 from datascale.data.quality.base import (
     all_columns,
@@ -176,7 +176,8 @@ class ClassifierTopQ:
         """The reference files cut into document-sized pieces (files in sorted path order)."""
         texts: list[str] = []
         for path in self.reference_files():
-            texts.extend(_chunks(path.read_text(encoding="utf-8"), REFERENCE_CHUNK_BYTES, [BLANK_LINE]))
+            text = path.read_text(encoding="utf-8")
+            texts.extend(document_chunks(text, REFERENCE_CHUNK_BYTES, [BLANK_LINE]))
         return texts
 
     def training_set(self, texts: list[str], domains: list[str]) -> tuple[list[str], np.ndarray]:
