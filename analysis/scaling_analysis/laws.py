@@ -557,6 +557,7 @@ def _grid_broken(X, loss, fixed):
 
 _SHIFTED_EXPONENT_GRID = (*_EXPONENT_GRID, 3.0)
 _SHIFTED_E_FRACTIONS = (*_E_FRACTIONS[:-1], 0.95, 0.99)  # a bend can end close to E
+_B_SHIFTS = (0.0,)  # log B comes from least squares at each (E, exponent, shift) start, so one is enough
 
 
 def _lp_shifted(theta: np.ndarray, X: Mapping[str, np.ndarray], grad: bool, var: str):
@@ -590,7 +591,7 @@ def _grid_shifted(X, loss, fixed, var: str, names: tuple[str, str, str, str]):
     if n_b in fixed:
         return np.column_stack([base[:, 0], np.full(len(base), fixed[n_b]), base[:, 1], base[:, 2]])
     b = _lsq_log_scale(loss, np.exp(base[:, :1]), -base[:, 1:2] * g)
-    rows = [np.column_stack([base[:, 0], b + s, base[:, 1], base[:, 2]]) for s in (0.0, -2.0, 2.0)]
+    rows = [np.column_stack([base[:, 0], b + s, base[:, 1], base[:, 2]]) for s in _B_SHIFTS]
     return np.vstack(rows)
 
 
@@ -639,7 +640,7 @@ def _grid_envelope(X, loss, fixed, var: str, names: tuple[str, str, str, str]):
             rows.append((e, fixed[n_b], beta, l0))
             continue
         b = _envelope_log_b(loss, logx, e, beta, l0)
-        rows.extend((e, b + s, beta, l0) for s in (0.0, -2.0, 2.0))
+        rows.extend((e, b + s, beta, l0) for s in _B_SHIFTS)
     return np.array(rows)
 
 
