@@ -311,7 +311,8 @@ def save_runs(df: pd.DataFrame, path: Path | str) -> Path:
     """Write the run table as parquet (``runs.parquet``); preprocessing travels in the file's metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = df.copy()
+    out, _ = big_ints_as_floats(df)  # a table that did not come through load_table may still hold them
+    out = out.copy()
     out.attrs = {"preprocessing": json.dumps(json_safe(preprocessing_of(df)))}
     out.to_parquet(path, index=False)
     return path
@@ -526,6 +527,36 @@ def collapse_min(
     return _with_step(out, pre, step)
 
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _overflows_int64(values: pd.Series) -> bool:
+    """True for a column of whole numbers some of which do not fit in int64 (pyarrow cannot store it)."""
+    if values.dtype == np.uint64:
+        return bool(len(values)) and int(values.max()) > _INT64_MAX
+    if values.dtype != object:
+        return False
+    present = values.dropna()
+    ints = [v for v in present if isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)]
+    return len(ints) == len(present) > 0 and any(abs(int(v)) > _INT64_MAX for v in ints)
+
+
+def big_ints_as_floats(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Columns of integers beyond int64 (FLOP counts such as 1.5e20) as float64, and their names.
+
+    Why: pandas keeps them as Python ints (object dtype), which pyarrow refuses to write (OverflowError in
+    ``save_runs``); as floats they keep 15-16 significant digits, far more than any fit uses.
+    """
+    columns = [str(c) for c in df.columns if _overflows_int64(df[c])]
+    if not columns:
+        return df, []
+    out = df.copy()
+    for col in columns:
+        out[col] = out[col].astype("float64")
+    out.attrs = dict(df.attrs)
+    return out, columns
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     """The file as a DataFrame; unreadable files raise a ValueError naming the file."""
     suffix = path.suffix.lower()
@@ -580,8 +611,16 @@ def dropped_rows(df: pd.DataFrame, mask: np.ndarray, columns: Sequence[str]) -> 
     for pos in np.nonzero(np.asarray(mask))[0][:MAX_LISTED_ROWS]:
         for col in columns:
             value = df[col].iloc[pos] if col in df.columns else None
-            rows.append({**row_id(df, int(pos)), "column": col, "value": json_safe(value)})
+            rows.append({**row_id(df, int(pos)), "column": col, "value": _cell_value(value)})
     return rows
+
+
+def _cell_value(value: Any) -> Any:
+    """A dropped cell's value for the record: ±inf as the strings 'inf' / '-inf' (json_safe turns every
+    non-finite float into null, which the record and the console would then show as an empty cell)."""
+    if isinstance(value, float | np.floating) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return json_safe(value)
 
 
 def describe_rows(rows: Sequence[Mapping[str, Any]], n_total: int, limit: int = 5) -> str:
@@ -592,7 +631,8 @@ def describe_rows(rows: Sequence[Mapping[str, Any]], n_total: int, limit: int = 
         if "row" in r and "run_id" in r:
             where += f" (run {r['run_id']})"
         value = r.get("value")
-        parts.append(f"{where}: {r.get('column')}=" + ("NaN/empty" if value is None else repr(value)))
+        shown = "NaN/empty" if value is None else value if value in ("inf", "-inf") else repr(value)
+        parts.append(f"{where}: {r.get('column')}=" + shown)
     more = n_total - min(len(rows), limit)
     return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
@@ -601,7 +641,7 @@ def _start_table(path: Path, columns: Mapping[str, str] | None, n_definition: st
     """The raw table with its columns mapped, a ``source_row`` column and a fresh (or continued) record."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    raw = _read_table(path)
+    raw, as_float = big_ints_as_floats(_read_table(path))
     # a runs.parquet written by save_runs carries its own preprocessing: continue from it
     prior = raw.attrs.get("preprocessing")
     columns = dict(columns or {})
@@ -622,6 +662,11 @@ def _start_table(path: Path, columns: Mapping[str, str] | None, n_definition: st
         pre = _new_preprocessing(
             "table", path, column_mapping=columns, n_definition=n_def, n_rows_raw=len(raw), n_rows=len(raw)
         )
+    if as_float:
+        pre["read_as_float"] = {
+            "columns": as_float,
+            "why": "integers beyond int64 (parquet cannot store them)",
+        }
     df.attrs = {"preprocessing": pre}
     return df
 
