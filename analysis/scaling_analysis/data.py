@@ -83,6 +83,13 @@ def _column_docs() -> dict[str, str]:
         + d["launch"].split("; ")[-1],
         "ds_<task>_<mode>_<metric>": "downstream result per task and mode (`/` becomes `_`), metric "
         "`accuracy`, `macro_f1`, `loss`, `chance` or `n_test`. " + d["downstream"],
+        "ref_uniform_loss": "ln V, the test loss of a uniform prediction over the vocabulary (macro-mean "
+        "over the eval domains, like `test_loss`): where a loss curve starts, L0 of the envelope law; nats "
+        "per token. From `reference_losses` (" + d["reference_losses"] + ")",
+        "ref_unigram_loss": "macro-mean over the eval domains of the test set's unigram entropy (the loss of "
+        "a model that knows only its token frequencies); nats per token",
+        "ref_<kind>_<domain>": "per eval domain, test split: `ref_unigram_loss_<domain>` (nats per token), "
+        "`ref_uniform_bpb_<domain>` and `ref_unigram_bpb_<domain>` (bits per byte)",
         "condition": "a categorical condition (domain, mixture, quality level) for per-condition curves; "
         "external tables map it, `domain_long` builds it from the per-domain columns",
     }
@@ -203,7 +210,47 @@ def record_row(
         }
     )
     row.update(downstream_columns(rec.downstream))
+    row.update(reference_columns(rec.reference_losses))
     return row
+
+
+def reference_columns(
+    reference: Mapping[str, Mapping[str, Mapping[str, float]]] | None, split: str = "test"
+) -> dict[str, float]:
+    """``ref_*`` columns from a record's ``reference_losses`` (none for records written before it existed)."""
+    per = {str(d): v[split] for d, v in (reference or {}).items() if split in v}
+    if not per:
+        return {}
+    out = {
+        "ref_uniform_loss": float(np.mean([v["uniform_nats"] for v in per.values()])),
+        "ref_unigram_loss": float(np.mean([v["unigram_nats"] for v in per.values()])),
+    }
+    for domain, v in sorted(per.items()):
+        for key, prefix in (
+            ("unigram_nats", "unigram_loss"),
+            ("uniform_bpb", "uniform_bpb"),
+            ("unigram_bpb", "unigram_bpb"),
+        ):
+            out[f"ref_{prefix}_{_safe_name(domain)}"] = float(v[key])
+    return out
+
+
+def reference_loss(df: pd.DataFrame, column: str = "ref_uniform_loss") -> float | None:
+    """The one reference loss of a run table (L0 for ``envelope_U_fixed``), or None when the table has none.
+
+    Why one: runs of one study share tokenizer and held-out sets, so their references agree; runs that
+    disagree (two tokenizers in one table) have no single L0, which is an error, not something to average.
+    """
+    if column not in df.columns:
+        return None
+    values = pd.to_numeric(df[column], errors="coerce").dropna().unique()
+    if values.size == 0:
+        return None
+    if np.ptp(values) > 1e-9 * max(1.0, float(np.max(np.abs(values)))):
+        raise ValueError(
+            f"{column}: runs disagree ({sorted(map(float, values))[:5]}); fit one tokenizer at a time"
+        )
+    return float(values[0])
 
 
 def downstream_columns(downstream: Mapping[str, Mapping[str, Any]] | None) -> dict[str, float]:
@@ -219,7 +266,7 @@ def set_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     for col in _INT_COLUMNS:
         if col in df:
             df[col] = df[col].astype("int64" if df[col].notna().all() else "Int64")
-    per_domain = [str(c) for c in df.columns if re.match(r"(val_loss|test_loss|test_bpb|ds)_", str(c))]
+    per_domain = [str(c) for c in df.columns if re.match(r"(val_loss|test_loss|test_bpb|ds|ref)_", str(c))]
     float_cols = [*_FLOAT_COLUMNS, *per_domain]
     for col in float_cols:
         if col in df:
