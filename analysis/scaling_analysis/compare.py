@@ -631,6 +631,6 @@ def predictive_tournament(
         table=table,
         origins=origins,
         fits=fits,
-        held_out=_held_out_errors(fits, held_out),
+        held_out=_held_out_errors(fits, held_out).assign(chosen=lambda t: t["law"] == chosen),
         tie_abs=tie_abs,
     )

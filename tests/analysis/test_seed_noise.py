@@ -68,7 +68,12 @@ def test_bootstrap_draws_runs_within_cells_when_every_cell_repeats():
     moved, _, _ = _rescaled((Z, np.zeros(2), np.zeros(2)), z_hat, 2.0)
     np.testing.assert_allclose(moved[0], [0.7, 4.0, 0.32])
     assert np.isnan(moved[1, 0])
-    # one size with a single run: "auto" falls back to rows
+    # two seeds per size are too coarse to draw within (see MIN_RUNS_PER_CELL), and so is one size with a
+    # single run: "auto" falls back to rows
+    two = _runs(seeds=2)
+    fit2 = fit_law("saturating_power_D", two)
+    assert bootstrap(fit2, two, n_resamples=5, seed=0, n_jobs=1).resampled == "rows"
+    assert bootstrap(fit2, two, n_resamples=5, seed=0, n_jobs=1, resample="cells").within_cell_scale == 2**0.5
     single = df.drop(index=df.index[(df["D"] == df["D"].max()) & (df["seed"] > 0)])
     fit1 = fit_law("saturating_power_D", single)
     assert bootstrap(fit1, single, n_resamples=5, seed=0, n_jobs=1).resampled == "rows"

@@ -85,6 +85,7 @@ def test_default_study_losses():
     errors = res.held_out.set_index("law")
     assert errors.loc["saturating_power_D", "mape"] == pytest.approx(0.135, abs=0.002)
     assert errors.loc[res.chosen, "mape"] < 0.03 and (errors["note"] == NOT_USED).all()
+    assert errors["chosen"].sum() == 1 and errors.loc[res.chosen, "chosen"]
     assert errors.loc[res.chosen, "bias"] == pytest.approx(
         errors.loc[res.chosen, "mape"] * np.sign(errors.loc[res.chosen, "bias"])
     )
