@@ -52,6 +52,11 @@ class DataArtifacts:
     """Manifest of the downstream suite built from the held-out documents (tasks.json beside it); "": none."""
     subset_domains: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per domain of the subset: unique tokens, share of U, pool tokens, repeats (``*``: unstratified)."""
+    reference_losses: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """{domain: {"val"|"test": {uniform_nats, unigram_nats, uniform_bpb, unigram_bpb, n_tokens, n_bytes}}}:
+    the loss of a uniform prediction (ln V) and the entropy of the held-out set's own token frequencies, in
+    nats per token and bits per byte, over the targets evaluation scores
+    (:func:`datascale.data.token_cache.reference_losses`); {} in artifacts written before it existed."""
 
     @property
     def eval_domains(self) -> list[str]:

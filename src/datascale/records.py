@@ -175,6 +175,13 @@ class RunRecord:
         "sweeps --config-name <study_file> <overrides>` runs it again",
         default_factory=dict,
     )
+    reference_losses: dict[str, dict[str, dict[str, float]]] = _doc(
+        "per eval domain and split (`val`, `test`): `uniform_nats` (ln V, the loss of a uniform prediction "
+        "over the vocabulary: where a curve starts), `unigram_nats` (entropy of the held-out set's own token "
+        "frequencies), both also in bits per byte (`uniform_bpb`, `unigram_bpb`), over the evaluated targets "
+        "(`n_tokens`, their `n_bytes`); from the data stage, empty in older records",
+        default_factory=dict,
+    )
     error: str | None = _doc("one-line reason when status is `failed`", default=None)
     schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)
 

@@ -74,6 +74,8 @@ def test_record_is_complete_and_consistent(done_run: tuple[RunRecord, Path]) -> 
     assert record.converged == (record.stop_reason == "early_stopping")
     assert record.best_val_loss <= record.final_val_loss and math.isfinite(record.test_loss)
     assert record.best_val_loss < math.log(320) - 1.0  # it learned something
+    assert set(record.reference_losses) == {"code", "prose"}  # the data stage's floors travel with the run
+    assert record.reference_losses["code"]["test"]["uniform_nats"] == pytest.approx(math.log(320))
     assert record.val_loss_best.keys() == record.test_bpb.keys() == {"code", "prose"}
     assert record.best_val_loss == pytest.approx(np.mean(list(record.val_loss_best.values())))
     assert record.test_bpb_mean == pytest.approx(np.mean(list(record.test_bpb.values())))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -546,6 +547,106 @@ def _grid_broken(X, loss, fixed):
     return np.column_stack([e, b, c0, c1, ld1, lf1])
 
 
+# ================================================================================ shifted power, envelope
+
+_SHIFTED_EXPONENT_GRID = (*_EXPONENT_GRID, 3.0)
+_SHIFTED_E_FRACTIONS = (*_E_FRACTIONS[:-1], 0.95, 0.99)  # a bend can end close to E
+_B_SHIFTS = (0.0,)  # log B comes from least squares at each (E, exponent, shift) start, so one is enough
+
+
+def _lp_shifted(theta: np.ndarray, X: Mapping[str, np.ndarray], grad: bool, var: str):
+    """L = E + B·(x + x0)^-β, theta: log E, log B, beta, log x0.
+
+    Why: with x0 > 0 the log-log slope steepens from ~0 (x << x0) to -β (x >> x0), the bend a saturating
+    law cannot make. log(x + x0) = logaddexp(log x, log x0), so the prediction is an LSE as for the others.
+    """
+    logx = np.log(X[var])[None, :]
+    e, b, beta, lx0 = (_col(theta, i) for i in range(4))
+    g = np.logaddexp(logx, lx0)
+    lp, (we, wb) = _lse([np.broadcast_to(e, g.shape), b - beta * g])
+    if not grad:
+        return lp, None
+    frac0 = np.exp(lx0 - g)  # x0 / (x + x0) = d g / d log x0
+    return lp, [we, wb, -wb * g, -wb * beta * frac0]
+
+
+def _grid_shifted(X, loss, fixed, var: str, names: tuple[str, str, str, str]):
+    n_e, n_b, n_x, n_0 = names
+    logx = np.log(X[var])
+    lmin = float(np.min(loss))
+    lo, hi = float(np.min(logx)), float(np.max(logx))
+    shifts = [lo - 3.0, lo - 1.5, lo, lo + 1.5, hi, hi + 1.0]
+    base = _product(
+        _fixed_or(fixed, n_e, [np.log(f * lmin) for f in _SHIFTED_E_FRACTIONS]),
+        _fixed_or(fixed, n_x, _SHIFTED_EXPONENT_GRID),
+        _fixed_or(fixed, n_0, shifts),
+    )
+    g = np.logaddexp(logx[None, :], base[:, 2:3])
+    if n_b in fixed:
+        return np.column_stack([base[:, 0], np.full(len(base), fixed[n_b]), base[:, 1], base[:, 2]])
+    b = _lsq_log_scale(loss, np.exp(base[:, :1]), -base[:, 1:2] * g)
+    rows = [np.column_stack([base[:, 0], b + s, base[:, 1], base[:, 2]]) for s in _B_SHIFTS]
+    return np.vstack(rows)
+
+
+def _lp_envelope(theta: np.ndarray, X: Mapping[str, np.ndarray], grad: bool, var: str):
+    """Rosenfeld et al. (2020) envelope: L = E + (L0 − E)·h/(1 + h), h = B·x^-β; theta: log E, log B, beta,
+    log L0.
+
+    Why: L runs from L0 (the loss of a model that learnt nothing, e.g. ln V) at small x to E at large x, so
+    the log-log slope steepens in between. Written as L = (E + L0·h)/(1 + h):
+    log L = LSE(e, l0 + s) − softplus(s) with s = log h = b − β log x; finite for any theta.
+    """
+    logx = np.log(X[var])[None, :]
+    e, b, beta, l0 = (_col(theta, i) for i in range(4))
+    s = b - beta * logx
+    num, (we, wl) = _lse([np.broadcast_to(e, s.shape), l0 + s])
+    sp = np.logaddexp(0.0, s)
+    lp = num - sp
+    if not grad:
+        return lp, None
+    ds = wl - np.exp(s - sp)  # d lp / d s = w_L0 − h/(1+h)
+    return lp, [we, ds, -ds * logx, wl]
+
+
+def _envelope_log_b(loss: np.ndarray, logx: np.ndarray, e: float, beta: float, l0: float) -> float:
+    """log B from h_i = (L0 − L_i)/(L_i − E) at the points where that is positive (a seed, not a fit)."""
+    E, L0 = math.exp(e), math.exp(l0)
+    ok = (loss > E) & (loss < L0)
+    if not ok.any():
+        return 0.0
+    h = (L0 - loss[ok]) / (loss[ok] - E)
+    return float(np.mean(np.log(h) + beta * logx[ok]))
+
+
+def _grid_envelope(X, loss, fixed, var: str, names: tuple[str, str, str, str]):
+    n_e, n_b, n_x, n_l0 = names
+    logx = np.log(X[var])
+    lmin, lmax = float(np.min(loss)), float(np.max(loss))
+    base = _product(
+        _fixed_or(fixed, n_e, [np.log(f * lmin) for f in _SHIFTED_E_FRACTIONS]),
+        _fixed_or(fixed, n_x, _SHIFTED_EXPONENT_GRID),
+        _fixed_or(fixed, n_l0, [np.log(f * lmax) for f in (1.02, 1.2, 1.6, 2.5, 4.0)]),
+    )
+    rows = []
+    for e, beta, l0 in base:
+        if n_b in fixed:
+            rows.append((e, fixed[n_b], beta, l0))
+            continue
+        b = _envelope_log_b(loss, logx, e, beta, l0)
+        rows.extend((e, b + s, beta, l0) for s in _B_SHIFTS)
+    return np.array(rows)
+
+
+def _grid_envelope_fixed(X, loss, fixed, var: str, names: tuple[str, str, str, str]):
+    if names[3] not in fixed:
+        raise ValueError(
+            f"the envelope law with a fixed L0 needs fixed={{'L0': <reference loss>}} (e.g. ln(vocab size), "
+            f"the loss of a uniform prediction; run records carry it); got fixed={sorted(fixed)}"
+        )
+    return _grid_envelope(X, loss, fixed, var, names)
+
+
 # ====================================================================================== registry
 
 register_law(
@@ -674,5 +775,65 @@ register_law(
         start_grid_fn=_grid_broken,
         asymptote="E",
         description="Caballero et al. (2023) broken neural scaling law with one break",
+    )
+)
+
+
+register_law(
+    Law(
+        name="shifted_power_U",
+        variables=("U",),
+        params=("E", "B", "beta", "U0"),
+        formula="L(U) = E + B·(U + U0)^(−β)",
+        log_predict_fn=functools.partial(_lp_shifted, var="U"),
+        log_params=("E", "B", "U0"),
+        exponents=("beta",),
+        start_grid_fn=functools.partial(_grid_shifted, var="U", names=("log_E", "log_B", "beta", "log_U0")),
+        asymptote="E",
+        description="shifted power law in unique tokens: flat below U0, slope −β above (steepens in log-log)",
+    )
+)
+register_law(
+    Law(
+        name="shifted_power_D",
+        variables=("D",),
+        params=("E", "B", "beta", "D0"),
+        formula="L(D) = E + B·(D + D0)^(−β)",
+        log_predict_fn=functools.partial(_lp_shifted, var="D"),
+        log_params=("E", "B", "D0"),
+        exponents=("beta",),
+        start_grid_fn=functools.partial(_grid_shifted, var="D", names=("log_E", "log_B", "beta", "log_D0")),
+        asymptote="E",
+        description="shifted power law in data: flat below D0, slope −β above (steepens in log-log)",
+    )
+)
+_ENVELOPE_NAMES = ("log_E", "log_B", "beta", "log_L0")
+register_law(
+    Law(
+        name="envelope_U",
+        variables=("U",),
+        params=("E", "B", "beta", "L0"),
+        formula="L(U) = E + (L0 − E)·h/(1 + h), h = B·U^(−β)",
+        log_predict_fn=functools.partial(_lp_envelope, var="U"),
+        log_params=("E", "B", "L0"),
+        exponents=("beta",),
+        start_grid_fn=functools.partial(_grid_envelope, var="U", names=_ENVELOPE_NAMES),
+        asymptote="E",
+        description="Rosenfeld et al. (2020) envelope in unique tokens, L0 (loss with no data) fitted",
+    )
+)
+register_law(
+    Law(
+        name="envelope_U_fixed",
+        variables=("U",),
+        params=("E", "B", "beta", "L0"),
+        formula="L(U) = E + (L0 − E)·h/(1 + h), h = B·U^(−β), L0 fixed (e.g. ln V)",
+        log_predict_fn=functools.partial(_lp_envelope, var="U"),
+        log_params=("E", "B", "L0"),
+        exponents=("beta",),
+        start_grid_fn=functools.partial(_grid_envelope_fixed, var="U", names=_ENVELOPE_NAMES),
+        asymptote="E",
+        description="Rosenfeld et al. (2020) envelope in unique tokens with L0 fixed to a reference loss: "
+        "fit with fixed={'L0': ...} (e.g. the uniform loss ln V from the run records)",
     )
 )

@@ -23,8 +23,9 @@ TARGET = 0.03
 MIN_SIZES = 5
 #: the fit.json field this step fills and what it holds (rendered into the docs by `make docs`)
 FIELDS = {
-    "cutoff_scan": "the held-out check from each lower cutoff (`scaling_analysis.steps.cutoff`; one-variable fits "
-    "without conditions, 5+ sizes): {x, held_out, target (0.03), rows: [{cutoff, n_fit_sizes, predicted, "
+    "cutoff_scan": "the held-out check from each lower cutoff (`scaling_analysis.steps.cutoff`; "
+    "one-variable fits without conditions, 5+ sizes): {x, held_out, target (0.03), rows: [{cutoff, "
+    "n_fit_sizes, predicted, "
     "observed, rel_error}], first_within_target (the smallest cutoff predicting the largest size within the "
     "target, or null)}; or {skipped}",
 }

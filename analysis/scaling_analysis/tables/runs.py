@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,6 +82,13 @@ def _column_docs() -> dict[str, str]:
         + d["launch"].split("; ")[-1],
         "ds_<task>_<mode>_<metric>": "downstream result per task and mode (`/` becomes `_`), metric "
         "`accuracy`, `macro_f1`, `loss`, `chance` or `n_test`. " + d["downstream"],
+        "ref_uniform_loss": "ln V, the test loss of a uniform prediction over the vocabulary (macro-mean "
+        "over the eval domains, like `test_loss`): where a loss curve starts, L0 of the envelope law; nats "
+        "per token. From `reference_losses` (" + d["reference_losses"] + ")",
+        "ref_unigram_loss": "macro-mean over the eval domains of the test set's unigram entropy (the loss of "
+        "a model that knows only its token frequencies); nats per token",
+        "ref_<kind>_<domain>": "per eval domain, test split: `ref_unigram_loss_<domain>` (nats per token), "
+        "`ref_uniform_bpb_<domain>` and `ref_unigram_bpb_<domain>` (bits per byte)",
         "condition": "a categorical condition (domain, mixture, quality level) for per-condition curves; "
         "external tables map it, `domain_long` builds it from the per-domain columns",
     }
@@ -201,7 +209,47 @@ def record_row(
         }
     )
     row.update(downstream_columns(rec.downstream))
+    row.update(reference_columns(rec.reference_losses))
     return row
+
+
+def reference_columns(
+    reference: Mapping[str, Mapping[str, Mapping[str, float]]] | None, split: str = "test"
+) -> dict[str, float]:
+    """``ref_*`` columns from a record's ``reference_losses`` (none for records written before it existed)."""
+    per = {str(d): v[split] for d, v in (reference or {}).items() if split in v}
+    if not per:
+        return {}
+    out = {
+        "ref_uniform_loss": float(np.mean([v["uniform_nats"] for v in per.values()])),
+        "ref_unigram_loss": float(np.mean([v["unigram_nats"] for v in per.values()])),
+    }
+    for domain, v in sorted(per.items()):
+        for key, prefix in (
+            ("unigram_nats", "unigram_loss"),
+            ("uniform_bpb", "uniform_bpb"),
+            ("unigram_bpb", "unigram_bpb"),
+        ):
+            out[f"ref_{prefix}_{_safe_name(domain)}"] = float(v[key])
+    return out
+
+
+def reference_loss(df: pd.DataFrame, column: str = "ref_uniform_loss") -> float | None:
+    """The one reference loss of a run table (L0 for ``envelope_U_fixed``), or None when the table has none.
+
+    Why one: runs of one study share tokenizer and held-out sets, so their references agree; runs that
+    disagree (two tokenizers in one table) have no single L0, which is an error, not something to average.
+    """
+    if column not in df.columns:
+        return None
+    values = pd.to_numeric(df[column], errors="coerce").dropna().unique()
+    if values.size == 0:
+        return None
+    if np.ptp(values) > 1e-9 * max(1.0, float(np.max(np.abs(values)))):
+        raise ValueError(
+            f"{column}: runs disagree ({sorted(map(float, values))[:5]}); fit one tokenizer at a time"
+        )
+    return float(values[0])
 
 
 def downstream_columns(downstream: Mapping[str, Mapping[str, Any]] | None) -> dict[str, float]:
@@ -217,7 +265,7 @@ def set_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     for col in _INT_COLUMNS:
         if col in df:
             df[col] = df[col].astype("int64" if df[col].notna().all() else "Int64")
-    per_domain = [str(c) for c in df.columns if re.match(r"(val_loss|test_loss|test_bpb|ds)_", str(c))]
+    per_domain = [str(c) for c in df.columns if re.match(r"(val_loss|test_loss|test_bpb|ds|ref)_", str(c))]
     float_cols = [*_FLOAT_COLUMNS, *per_domain]
     for col in float_cols:
         if col in df:
@@ -309,7 +357,8 @@ def save_runs(df: pd.DataFrame, path: Path | str) -> Path:
     """Write the run table as parquet (``runs.parquet``); preprocessing travels in the file's metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = df.copy()
+    out, _ = big_ints_as_floats(df)  # a table that did not come through load_table may still hold them
+    out = out.copy()
     out.attrs = {"preprocessing": json.dumps(json_safe(preprocessing_of(df)))}
     out.to_parquet(path, index=False)
     return path
@@ -524,6 +573,36 @@ def collapse_min(
     return _with_step(out, pre, step)
 
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _overflows_int64(values: pd.Series) -> bool:
+    """True for a column of whole numbers some of which do not fit in int64 (pyarrow cannot store it)."""
+    if values.dtype == np.uint64:
+        return bool(len(values)) and int(values.max()) > _INT64_MAX
+    if values.dtype != object:
+        return False
+    present = values.dropna()
+    ints = [v for v in present if isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)]
+    return len(ints) == len(present) > 0 and any(abs(int(v)) > _INT64_MAX for v in ints)
+
+
+def big_ints_as_floats(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Columns of integers beyond int64 (FLOP counts such as 1.5e20) as float64, and their names.
+
+    Why: pandas keeps them as Python ints (object dtype), which pyarrow refuses to write (OverflowError in
+    ``save_runs``); as floats they keep 15-16 significant digits, far more than any fit uses.
+    """
+    columns = [str(c) for c in df.columns if _overflows_int64(df[c])]
+    if not columns:
+        return df, []
+    out = df.copy()
+    for col in columns:
+        out[col] = out[col].astype("float64")
+    out.attrs = dict(df.attrs)
+    return out, columns
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     """The file as a DataFrame; unreadable files raise a ValueError naming the file."""
     suffix = path.suffix.lower()
@@ -578,8 +657,16 @@ def dropped_rows(df: pd.DataFrame, mask: np.ndarray, columns: Sequence[str]) -> 
     for pos in np.nonzero(np.asarray(mask))[0][:MAX_LISTED_ROWS]:
         for col in columns:
             value = df[col].iloc[pos] if col in df.columns else None
-            rows.append({**row_id(df, int(pos)), "column": col, "value": json_safe(value)})
+            rows.append({**row_id(df, int(pos)), "column": col, "value": _cell_value(value)})
     return rows
+
+
+def _cell_value(value: Any) -> Any:
+    """A dropped cell's value for the record: ±inf as the strings 'inf' / '-inf' (json_safe turns every
+    non-finite float into null, which the record and the console would then show as an empty cell)."""
+    if isinstance(value, float | np.floating) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return json_safe(value)
 
 
 def describe_rows(rows: Sequence[Mapping[str, Any]], n_total: int, limit: int = 5) -> str:
@@ -590,7 +677,8 @@ def describe_rows(rows: Sequence[Mapping[str, Any]], n_total: int, limit: int = 
         if "row" in r and "run_id" in r:
             where += f" (run {r['run_id']})"
         value = r.get("value")
-        parts.append(f"{where}: {r.get('column')}=" + ("NaN/empty" if value is None else repr(value)))
+        shown = "NaN/empty" if value is None else value if value in ("inf", "-inf") else repr(value)
+        parts.append(f"{where}: {r.get('column')}=" + shown)
     more = n_total - min(len(rows), limit)
     return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
@@ -599,7 +687,7 @@ def _start_table(path: Path, columns: Mapping[str, str] | None, n_definition: st
     """The raw table with its columns mapped, a ``source_row`` column and a fresh (or continued) record."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    raw = _read_table(path)
+    raw, as_float = big_ints_as_floats(_read_table(path))
     # a runs.parquet written by save_runs carries its own preprocessing: continue from it
     prior = raw.attrs.get("preprocessing")
     columns = dict(columns or {})
@@ -620,6 +708,11 @@ def _start_table(path: Path, columns: Mapping[str, str] | None, n_definition: st
         pre = _new_preprocessing(
             "table", path, column_mapping=columns, n_definition=n_def, n_rows_raw=len(raw), n_rows=len(raw)
         )
+    if as_float:
+        pre["read_as_float"] = {
+            "columns": as_float,
+            "why": "integers beyond int64 (parquet cannot store them)",
+        }
     df.attrs = {"preprocessing": pre}
     return df
 

@@ -42,7 +42,7 @@ from datascale.data.downstream import DownstreamSuite, build_suite
 from datascale.data.sources import DocumentSource
 from datascale.data.splits import HeldoutSplit, SplitAssignment, assign_splits, deduplicate
 from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, write_subset_manifest
-from datascale.data.token_cache import TokenCache, build_token_cache, cache_key
+from datascale.data.token_cache import TokenCache, build_token_cache, cache_key, reference_losses
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer, token_byte_lengths
 from datascale.data.transforms import TRANSFORM_GROUPS, Identity, PoolTransform, TransformReport
 from datascale.storage import atomic_directory, atomic_write_json
@@ -395,6 +395,22 @@ def _token_cache_stage(
     return caches
 
 
+def _reference_losses(
+    caches: dict[str, TokenCache], token_bytes: Path, vocab_size: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per held-out domain and split: uniform (ln V) and unigram-entropy losses in nats/token and bits/byte.
+
+    Computed on every call rather than cached: one bincount over each held-out set, milliseconds.
+    """
+    lengths = np.load(token_bytes)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, cache in sorted(caches.items()):
+        if name != "pool" and cache.n_tokens >= 2:
+            domain, which = name.split("/")
+            out.setdefault(domain, {})[which] = reference_losses(cache.tokens, lengths, vocab_size)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- public
 
 
@@ -447,6 +463,7 @@ def _prepare(
         pool_transforms=pool.transforms,
         subset_domains=manifest.domains(),
         downstream_manifest=suite_manifest,
+        reference_losses=_reference_losses(caches, token_bytes, tok.vocab_size),
     )
     rows = summarize(caches, pool.domains)
     _log_summary(rows, start, corpus, tok, manifest)

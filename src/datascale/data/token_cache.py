@@ -206,3 +206,39 @@ def build_token_cache(
     cache = TokenCache.open(final)
     cache.built = True
     return cache
+
+
+def unigram_entropy(counts: np.ndarray) -> float:
+    """Entropy in nats of the distribution ``counts / counts.sum()`` (zero counts contribute nothing)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = float(counts.sum())
+    if total <= 0:
+        raise ValueError("unigram_entropy: no tokens")
+    p = counts[counts > 0] / total
+    return float(-np.sum(p * np.log(p)))
+
+
+def reference_losses(tokens: np.ndarray, token_bytes: np.ndarray, vocab_size: int) -> dict[str, float]:
+    """Losses of two models that learnt (almost) nothing, on the targets an evaluation scores (tokens 1..n-1).
+
+    Why: a loss means little without its floor and ceiling. ``uniform_nats`` = ln V is the loss of a uniform
+    prediction over the vocabulary (where every curve starts: L0 of an envelope law); ``unigram_nats`` is the
+    entropy of the set's own token frequencies, the loss of a model that knows only those (a model that
+    reads context must go below it). ``*_bpb``: the same in bits per byte with the byte lengths bits per byte
+    uses (nats · targets / (bytes · ln 2)). ``n_tokens``/``n_bytes``: the targets and their bytes.
+    """
+    targets = np.asarray(tokens[1:], dtype=np.int64)
+    if targets.size == 0:
+        raise ValueError("reference_losses: needs at least 2 tokens")
+    counts = np.bincount(targets, minlength=int(vocab_size))
+    n_bytes = int(np.dot(counts[: len(token_bytes)], np.asarray(token_bytes, dtype=np.int64)[: len(counts)]))
+    uniform, unigram = float(np.log(vocab_size)), unigram_entropy(counts)
+    per_byte = targets.size / (n_bytes * float(np.log(2.0))) if n_bytes > 0 else float("nan")
+    return {
+        "uniform_nats": uniform,
+        "unigram_nats": unigram,
+        "uniform_bpb": uniform * per_byte,
+        "unigram_bpb": unigram * per_byte,
+        "n_tokens": int(targets.size),
+        "n_bytes": n_bytes,
+    }

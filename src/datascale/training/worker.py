@@ -345,6 +345,7 @@ def build_data(ctx: RunContext, leaves: Leaves) -> tuple[TokenDataModule, dict[s
         train_domains=artifacts.train_domains,
         pool_transforms=artifacts.pool_transforms,
         subset_domains=artifacts.subset_domains,
+        reference_losses=artifacts.reference_losses,
         selection_domains=protocol.selection_domains(datamodule.domains, list(artifacts.subset_domains)),
         planned_steps=plan["planned_steps"],
         micro_batch_sequences=micro,
@@ -589,6 +590,7 @@ def make_record(
         precision=str(trainer.precision),
         **{k: known[k] for k in PERFORMANCE_FIELDS},
         **{k: known[k] for k in ("objective", "loss_unit", "downstream", "resumed_at_steps") if k in known},
+        reference_losses=known.get("reference_losses") or {},
     )
 
 

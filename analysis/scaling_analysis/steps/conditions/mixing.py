@@ -167,9 +167,8 @@ def launch_command(
         f"subset.unique_tokens={int(unique_tokens)}",
         *([f"seed={seed}"] if seed is not None else []),
     ]
-    return (
-        f"datascale --config-dir sweeps --config-name {shlex.quote(study_file)} "
-        + " ".join(shlex.quote(a) for a in args)
+    return f"datascale --config-dir sweeps --config-name {shlex.quote(study_file)} " + " ".join(
+        shlex.quote(a) for a in args
     )
 
 
