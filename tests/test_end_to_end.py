@@ -87,3 +87,31 @@ def test_default_study_gives_a_falling_scaling_curve(tmp_path):
     assert fit["params"]["beta"] > 0
     for name in OUTPUTS:
         assert (study_dir / name).exists()
+
+
+@pytest.mark.slow
+def test_pre_registered_prediction_is_written_before_the_target_starts(tmp_path):
+    """Three sizes, the largest a target, two jobs at once (the joblib launcher): the target job waits for the
+    non-target runs, the prediction is written (W&B offline run beside it) before the target trains, the
+    target's record carries it, and the report scores it."""
+    overrides = (
+        "subset.unique_tokens=2000,4000,8000", "+analysis.predict.targets=[largest]",
+        "+analysis.predict.resamples=50", "+analysis.predict.poll_s=1", "hydra/launcher=parallel",
+        "worker.num_threads=1", "logger=wandb_csv",
+    )  # fmt: skip
+    done = run_study("smoke", tmp_path, *overrides, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study_dir = tmp_path / "results" / "smoke"
+    records = {r.unique_tokens: r for r in find_records(study_dir)}
+    prediction = json.loads((study_dir / "prediction.json").read_text())
+    target = records[8000].preregistration
+    assert prediction["targets"] == [8000] and prediction["inputs"]["sizes"] == [2000, 4000]
+    assert target["prediction_file"] == f"predictions/{prediction['inputs']['sha256'][:12]}.json"
+    assert all(records[u].created_at < prediction["created_at"] for u in (2000, 4000)), "fitted after them"
+    assert prediction["created_at"] < target["started_at"] < records[8000].created_at, "before the target"
+    assert not records[2000].preregistration, "only targets carry a prediction"
+    assert (study_dir / target["prediction_file"]).with_suffix(".wandb.json").is_file(), "logged to W&B"
+    report = analyze(study_dir, "--resamples", "0")
+    assert report.returncode == 0, report.stderr[-2000:]
+    scored = json.loads((study_dir / "fit.json").read_text())["prediction"]
+    assert scored["summary"]["n_scored"] == 1 and scored["summary"]["all_created_before_start"]

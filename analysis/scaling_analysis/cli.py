@@ -50,7 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(p, LOSS_METRICS, LAWS)
     _add_table_args(p)
     _add_analysis_args(p)
+    _add_preregister_args(p)
     return p
+
+
+def _add_preregister_args(p: argparse.ArgumentParser) -> None:
+    """A pre-registered prediction (the launcher runs this before a study's target sizes train)."""
+    p.add_argument(
+        "--preregister",
+        action="store_true",
+        help="fit every run but those at the target sizes, choose the law by the predictive tournament and"
+        " write the prediction at the targets (prediction.json, write-once predictions/<hash12>.json); no"
+        " report",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        metavar="U,...",
+        help="target sizes (unique tokens) for --preregister (default: the study file's"
+        " analysis.predict.targets)",
+    )
 
 
 def _add_source_args(p: argparse.ArgumentParser, loss_metrics: Sequence[str], laws: Any) -> None:
@@ -62,7 +81,8 @@ def _add_source_args(p: argparse.ArgumentParser, loss_metrics: Sequence[str], la
         "--law",
         default=None,
         choices=sorted(laws),
-        help=f"law to fit (default: the study file's analysis.law, else {DEFAULT_LAW})",
+        help="law to fit and report (default: the study file's analysis.law, else the law the tournament "
+        f"decided in advance chooses among --candidates, else {DEFAULT_LAW})",
     )
     p.add_argument(
         "--budget",
@@ -148,9 +168,9 @@ def _add_analysis_args(p: argparse.ArgumentParser) -> None:
         "--candidates",
         default=None,
         metavar="LAW,...",
-        help="laws to compare on held-out error ('none' to skip; default: "
-        "saturating_power_D,broken_power_D,kaplan_D "
-        "for a law of D alone)",
+        help="laws of the tournament that chooses the law on the fitting points, held-out rows removed first "
+        "('none' to skip; default: scaling_analysis.engine.compare.TOURNAMENT_CANDIDATES for one-variable "
+        "studies)",
     )
     p.add_argument(
         "--holdout-by",
@@ -244,7 +264,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     if args.holdout_above is not None and args.holdout_fraction is not None:
         raise ValueError("--holdout-above and --holdout-fraction: give one of them")
     return dict(
-        law=args.law or DEFAULT_LAW,
+        law=args.law,  # None: not named, the tournament chooses
         n_resamples=args.resamples,
         seed=args.seed,
         n_jobs=args.jobs,
@@ -274,7 +294,7 @@ def _run_study(path: Path, args: argparse.Namespace) -> StudyAnalysis:
         raise ValueError(f"{', '.join(table_only)}: only for tables; {path} is a study directory")
     candidates = _candidates(args.candidates)
     defaults = study_analysis_defaults(path)
-    args.law = args.law or defaults.get("law") or DEFAULT_LAW
+    args.law = args.law or defaults.get("law")
     budgets = args.budget or defaults.get("budgets")
     return analyze_study(
         path,
@@ -389,7 +409,7 @@ def dropped_lines(fj: dict[str, Any], limit: int = 5) -> list[str]:
 
 
 def _checks_lines(fj: dict[str, Any]) -> list[str]:
-    """Held-out check and law comparison, one line each."""
+    """Held-out check, seed floor, law tournament and headline law, one line each."""
     from .render.text import pct, short
 
     ho = fj.get("holdout") or {}
@@ -401,11 +421,17 @@ def _checks_lines(fj: dict[str, Any]) -> list[str]:
             f"held-out extrapolation ({ho.get('n_test')} runs held out: {rule}; fit on {ho.get('n_train')}): "
             f"MAPE {pct(ho.get('mape'))}, max ARE {pct(ho.get('max_are'))}"
         ]
-    cmp = fj.get("comparison") or {}
-    if cmp.get("skipped"):
-        lines.append(f"law comparison: skipped ({cmp['skipped']})")
+    noise = fj.get("seed_noise") or {}
+    if noise.get("held_out_vs_floor"):
+        lines.append(noise["held_out_vs_floor"])
+    tour = fj.get("tournament") or {}
+    if tour.get("skipped"):
+        lines.append(f"law tournament: skipped ({tour['skipped']})")
     else:
-        lines.append(f"law comparison: chosen [bold]{cmp.get('chosen')}[/bold]: {cmp.get('reason')}")
+        chosen = f"[bold]{tour.get('chosen')}[/bold]"
+        lines.append(f"law tournament (decided in advance): chose {chosen}: {tour.get('reason')}")
+    if (tour.get("headline") or {}).get("why"):
+        lines.append(f"headline law: {tour['headline']['why']}")
     return lines
 
 
@@ -453,6 +479,31 @@ def print_summary(result: StudyAnalysis, console: Any = None) -> None:
         console.print(f"outputs in {Path(paths['report']).parent}: {', '.join(fj.get('outputs', []))}")
 
 
+def preregister_main(args: argparse.Namespace) -> int:
+    """``--preregister``: write (or keep) the study's prediction and say which, on stdout."""
+    from .report.prediction import preregister
+
+    path = Path(args.path)
+    if not path.is_dir():
+        raise ValueError(f"--preregister: {path} is not a study directory")
+    targets = [int(float(t)) for t in args.targets.split(",") if t.strip()] if args.targets else None
+    result = preregister(
+        path,
+        targets,
+        loss_metric=args.loss_metric,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        n_jobs=args.jobs,
+    )
+    what = "written" if result.created else "unchanged (same fitted inputs)"
+    for row in result.prediction["predictions"]:
+        lo, hi = row["interval"]
+        iv = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "[no interval]"
+        print(f"U={row['U']}: predicted {row['loss']:.4f} {iv} ({result.prediction['law']})", file=sys.stderr)
+    print(f"prediction {what}: {result.path} sha256 {result.sha256}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m scaling_analysis`` and the ``scaling-fit`` script."""
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -461,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .tables.runs import NoRecordsError
 
     try:
+        if args.preregister:
+            return preregister_main(args)
         result = run(args)
     except (NoRecordsError, FileNotFoundError, ValueError, KeyError) as exc:
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -1,13 +1,14 @@
 """One call from a study directory (or a results table) to ``runs.parquet``, ``fit.json``, plots and
 ``report.md``.
 
-The pipeline is a fixed spine of named steps: fit -> bootstrap CIs (parameters and predictions beyond the
-data) -> held-out extrapolation (largest sizes held out) -> law comparison on held-out error -> scaling check
--> plots, then the optional study steps of ``steps.STUDY_STEPS`` (conditions, downstream tasks, the
-learning-rate rule, regimes, the cutoff scan: each a ``StepResult``) -> fit.json -> report. Each step returns
-its result or the reason it was skipped (the data cannot support it, e.g. fewer distinct sizes than the law's
-parameters); the reasons land in ``fit.json["skipped"]`` and the report, and the four outputs are always
-written. ``analyze_frame`` returns a ``StudyAnalysis``.
+The pipeline is a fixed spine of named steps: the law tournament decided in advance (one-variable studies:
+the law chosen by rolling-origin validation on the fitting points, the held-out rows removed first) -> fit ->
+bootstrap CIs (parameters and predictions beyond the data) -> held-out extrapolation (largest sizes held out)
+-> seed-noise floor -> scaling check -> plots, then the optional study steps of ``steps.STUDY_STEPS``
+(conditions, downstream tasks, the learning-rate rule, regimes, the cutoff scan: each a ``StepResult``) ->
+fit.json -> report. Each step returns its result or the reason it was skipped (the data cannot support it,
+e.g. fewer distinct sizes than the law's parameters); the reasons land in ``fit.json["skipped"]`` and the
+report, and the four outputs are always written. ``analyze_frame`` returns a ``StudyAnalysis``.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ import pandas as pd
 
 from .engine import (
     BootstrapResult,
-    ComparisonResult,
     FitResult,
     HoldoutResult,
     Law,
     bootstrap,
-    compare_laws,
     derived_quantities,
     fit_law,
     get_law,
     holdout_extrapolation,
 )
+from .engine.compare import MIN_ORIGIN_SIZES, TOURNAMENT_CANDIDATES, TournamentResult, predictive_tournament
 from .engine.diagnostics import MIN_FRAC_AT_OPTIMUM
+from .engine.noise import seed_noise, seed_noise_floor
 from .engine.sensitivity import non_converged_variant, sensitivity_table
 from .report import fitjson, plots
 from .report.fitjson import FIT_JSON_FIELDS, study_summary
@@ -51,6 +52,7 @@ from .tables.runs import (
     load_records,
     load_table,
     preprocessing_of,
+    reference_loss,
     save_runs,
 )
 from .tables.runs import drop_highest as drop_highest_rows
@@ -58,6 +60,7 @@ from .tables.runs import drop_highest as drop_highest_rows
 __all__ = [
     "CONFIDENCE",
     "DEFAULT_CANDIDATES",
+    "DEFAULT_LAW",
     "FIT_JSON_FIELDS",
     "StudyAnalysis",
     "analysis_result_docs",
@@ -70,7 +73,10 @@ __all__ = [
     "study_variables",
 ]
 
-DEFAULT_CANDIDATES = ("saturating_power_D", "broken_power_D", "kaplan_D")
+#: The law fitted when none is named and the tournament cannot choose (two sizes, no candidates, ...).
+DEFAULT_LAW = "saturating_power_D"
+#: The laws of the tournament (``engine.compare.TOURNAMENT_CANDIDATES``: the bending laws included).
+DEFAULT_CANDIDATES = TOURNAMENT_CANDIDATES
 EXTRAPOLATION_FACTORS = (2.0, 10.0)
 PLOT_FILES = {
     "scaling_curve": "scaling_curve.png",
@@ -117,8 +123,11 @@ class StudyAnalysis:
             "held-out extrapolation (`HoldoutResult`): the law fitted without the largest sizes, or None"
         )
     )
-    comparison: ComparisonResult | None = field(
-        metadata=_doc("candidate laws ranked by held-out error (`ComparisonResult`), or None when skipped")
+    tournament: TournamentResult | None = field(
+        metadata=_doc(
+            "the law tournament decided in advance (`TournamentResult`: every law's fit on the fitting "
+            "points, rule score, choice; held-out errors computed after it), or None when skipped"
+        )
     )
     scaling_check: dict[str, Any] = field(
         metadata=_doc("the verdict: does loss fall with the scaling variable? (as in fit.json)")
@@ -132,6 +141,12 @@ class StudyAnalysis:
         default_factory=dict,
         metadata=_doc(
             "key exponents and predictions refitted with each exclusion rule off (fit.json `sensitivity`)"
+        ),
+    )
+    seed_noise: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "run-to-run spread per design cell and the pooled seed-noise floor (fit.json `seed_noise`)"
         ),
     )
     repeated_cells: dict[str, Any] = field(
@@ -176,7 +191,7 @@ class StudyOptions:
     exclusion_variants: Mapping[str, pd.DataFrame] | None = None
 
     def fit_kwargs(self, mapping: Mapping[str, str]) -> dict[str, Any]:
-        """Keyword arguments shared by every secondary fit (held-out, comparison)."""
+        """Keyword arguments shared by every secondary fit (held-out, sensitivity, study steps)."""
         return {"variables": dict(mapping), "huber_delta": self.huber_delta, "n_jobs": 1}
 
     def holdout_count(self, df: pd.DataFrame, by: str) -> int:
@@ -380,61 +395,139 @@ def step_holdout(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> Outco
 
 
 @dataclass
-class ComparisonStep:
-    """The comparison's outcome and which candidates took part (or why not)."""
+class TournamentStep:
+    """The tournament's outcome, the laws that took part, the split it saw, and the headline law (and why)."""
 
-    outcome: Outcome[ComparisonResult]
-    usable: list[str]
-    excluded: dict[str, str]
-
-
-def _comparison_holdout(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> int:
-    """Held-out values of the comparison (always by the law's first variable)."""
-    if opts.holdout_by in (None, plan.x):
-        return max(opts.holdout_count(df, plan.x), 1)
-    return opts.n_holdout_values
+    outcome: Outcome[TournamentResult]
+    candidates: list[str]
+    n_fitting: int = 0
+    n_held_out: int = 0
+    reference_loss: float | None = None
+    reference_note: str = ""
+    headline: dict[str, Any] = field(default_factory=dict)
 
 
-def _usable_candidates(
-    df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions
-) -> tuple[list[str], dict[str, str]]:
-    """Candidates of the fitted law's variable with enough distinct sizes to fit before the held-out ones."""
-    n_train_sizes = df[plan.x].nunique() - _comparison_holdout(df, plan, opts)
-    usable, excluded = [], {}
-    for c in opts.candidates:
-        cl = get_law(c)
-        if len(cl.variables) != 1 or cl.variables[0] not in plan.mapping:
-            excluded[c] = f"variables {list(cl.variables)} differ from the fitted law's {list(plan.mapping)}"
-        elif n_train_sizes < cl.n_params:
-            excluded[c] = (
-                f"{cl.n_params} parameters but only {max(n_train_sizes, 0)} distinct {plan.x} values to fit "
-                "before the held-out ones"
-            )
-        else:
-            usable.append(c)
-    return usable, excluded
+def held_out_mask(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> np.ndarray:
+    """Rows the held-out check predicts (the rule of ``step_holdout``); all False when nothing is held out."""
+    by = opts.holdout_by or plan.x
+    if by not in df:
+        return np.zeros(len(df), dtype=bool)
+    values = np.sort(df[by].unique())
+    n = opts.holdout_count(df, by)
+    if n < 1 or n >= len(values):
+        return np.zeros(len(df), dtype=bool)
+    return df[by].to_numpy() >= values[-n]
 
 
-def step_comparison(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> ComparisonStep:
-    """Rank the candidate laws by held-out error (needs at least two usable candidates)."""
-    usable, excluded = _usable_candidates(df, plan, opts)
+def _tournament_blocked(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> str:
+    """Why the tournament cannot run on this study (empty when it can)."""
     if not opts.candidates:
-        return ComparisonStep(Outcome(skipped="no candidate laws given"), usable, excluded)
-    if len(usable) < 2:
-        why = "; ".join(f"{k}: {v}" for k, v in excluded.items())
-        reason = (
-            f"fewer than 2 candidate laws can be fitted and held out on {df[plan.x].nunique()} distinct "
-            f"{plan.x} values ({why})"
+        return "no candidate laws given"
+    if len(plan.design_cols) != 1 or len(plan.law.variables) != 1 or plan.law.categorical:
+        return f"law {plan.law.name!r} has several variables: the tournament chooses among one-variable laws"
+    if any(s.get("rule") == "learning_curves" for s in preprocessing_of(df).get("steps") or []):
+        return (
+            "learning-curve points (--from-curves): points of one run are not independent, so predicting the "
+            "next size from them is no fair test; name the law (--law)"
         )
-        return ComparisonStep(Outcome(skipped=reason), usable, excluded)
-    kw = opts.fit_kwargs(plan.mapping)
+    n_sizes = df.loc[~held_out_mask(df, plan, opts), plan.x].nunique()
+    if n_sizes < MIN_ORIGIN_SIZES:
+        return (
+            f"{n_sizes} distinct {plan.x} values among the fitting points: too few to choose a law (the rule "
+            f"needs at least {MIN_ORIGIN_SIZES}; any two-parameter law passes through two sizes)"
+        )
+    return ""
+
+
+def step_tournament(df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions) -> TournamentStep:
+    """Choose the law by ``predictive_tournament`` on the fitting points; the held-out rows are removed first.
+
+    The held-out rows (``held_out_mask``: the rule of the held-out check) come in separately and are only
+    predicted after the choice, so perturbing their losses cannot move it.
+    """
+    step = TournamentStep(Outcome(), list(opts.candidates))
+    why = _tournament_blocked(df, plan, opts)
+    if why:
+        step.outcome = Outcome(skipped=why)
+        return step
+    held = held_out_mask(df, plan, opts)
+    fitting, held_out = df.loc[~held], df.loc[held]
+    step.n_fitting, step.n_held_out = len(fitting), len(held_out)
     try:
-        comparison = compare_laws(
-            df, usable, by=plan.x, n_holdout_values=_comparison_holdout(df, plan, opts), **kw
+        step.reference_loss = reference_loss(df)
+    except ValueError as exc:  # runs of two tokenizers: no single L0, so the fixed-L0 envelope sits out
+        step.reference_note = str(exc)
+    try:
+        res = predictive_tournament(
+            fitting.reset_index(drop=True),
+            step.candidates,
+            by=plan.x,
+            held_out=held_out.reset_index(drop=True) if len(held_out) else None,
+            reference_loss=step.reference_loss,
+            huber_delta=opts.huber_delta,
+            fixed=opts.fixed,
+            n_jobs=1,
         )
     except (ValueError, RuntimeError) as exc:
-        return ComparisonStep(Outcome(skipped=f"failed: {exc}"), usable, excluded)
-    return ComparisonStep(Outcome(comparison), usable, excluded)
+        step.outcome = Outcome(skipped=f"failed: {exc}")
+        return step
+    step.outcome = Outcome(res)
+    return step
+
+
+def headline_plan(
+    plan: StudyPlan, tstep: TournamentStep, named: bool, df: pd.DataFrame, opts: StudyOptions
+) -> StudyPlan:
+    """The plan of the law the study predicts with, and why it is that law (on ``tstep.headline``).
+
+    A law the user named (``law=``, ``--law``, the study file's ``analysis.law``) stays the headline, with the
+    tournament beside it; otherwise the tournament's choice is, so the held-out check, the bootstrap, the
+    derived predictions and the plots are those of the law a rule fixed before the held-out rows were seen.
+    """
+    res = tstep.outcome.value
+    if named or res is None:
+        source = "named" if named else "default"
+        why = (
+            f"`{plan.law.name}` was named (law=..., --law or the study file's analysis.law), so it is the "
+            "headline"
+            if named
+            else f"`{plan.law.name}` is the default law: the tournament did not run ({tstep.outcome.skipped})"
+        )
+        if res is not None and res.chosen != plan.law.name:
+            why += f"; the tournament, decided in advance, chose `{res.chosen}` (see *Law choice*)"
+        tstep.headline = {"law": plan.law.name, "source": source, "why": why}
+        _fix_reference_loss(plan.law, tstep, df, opts)
+        return plan
+    law = get_law(res.chosen)
+    new = plan_study(law, df, {law.variables[0]: plan.x}, opts.source)
+    new.variables_reason = plan.variables_reason if law.variables[0] != plan.x else ""
+    opts.fixed = dict(res.fits[res.chosen].fixed) or None
+    tstep.headline = {
+        "law": law.name,
+        "source": "tournament",
+        "why": f"no law was named, so the tournament's choice `{law.name}` is the headline: the rule read "
+        "only the fitting points (the held-out rows removed first), so the held-out check is out of sample",
+    }
+    return new
+
+
+def _fix_reference_loss(law: Law, tstep: TournamentStep, df: pd.DataFrame, opts: StudyOptions) -> None:
+    """A named ``envelope_U_fixed`` gets L0 from the records' reference loss unless L0 is fixed already."""
+    if law.name != "envelope_U_fixed" or "L0" in (opts.fixed or {}):
+        return
+    ref = tstep.reference_loss if tstep.reference_loss is not None else reference_loss(df)
+    if ref is not None:
+        opts.fixed = {**(opts.fixed or {}), "L0": ref}
+
+
+def step_seed_noise(df: pd.DataFrame, plan: StudyPlan) -> dict[str, Any]:
+    """Per design cell: runs, mean, std, relative spread; the pooled floor (every run, held-out ones too)."""
+    cells = list(dict.fromkeys([*plan.mapping.values(), *(c for c in ("condition",) if c in df)]))
+    floor = seed_noise_floor(df, cells)
+    if not floor["n_cells_with_repeats"]:
+        return {"skipped": f"no design cell ({', '.join(cells)}) holds two runs: nothing measures the noise"}
+    rows = seed_noise(df, cells).to_dict(orient="records")
+    return {**floor, "rows": rows}
 
 
 def derived_values(fit: FitResult, derived: DerivedFns, intervals: Mapping[str, Any]) -> dict[str, Any]:
@@ -470,7 +563,7 @@ class Figures:
 def step_plots(out: Path, df: pd.DataFrame, result: StudyAnalysis, x: str) -> Figures:
     """Every figure the data supports: per-domain curves, isoFLOP, scaling curve, residuals, law
     comparison."""
-    fit, boot, holdout, comparison = result.fit, result.bootstrap, result.holdout, result.comparison
+    fit, boot, holdout, tournament = result.fit, result.bootstrap, result.holdout, result.tournament
     bound = fit.bound_law
     figs = Figures()
     domain_cols = [c for c in df.columns if c.startswith("test_loss_")]
@@ -485,11 +578,11 @@ def step_plots(out: Path, df: pd.DataFrame, result: StudyAnalysis, x: str) -> Fi
         lambda p: plots.scaling_curve(df, fit, bootstrap=boot, holdout=holdout, x=x, path=p),
     )
     figs.save(out, "residuals", lambda p: plots.residuals(df, fit, holdout=holdout, x=x, path=p))
-    if comparison is not None:
-        figs.save(out, "law_comparison", lambda p: plots.law_comparison(df, comparison, x=x, path=p))
+    if tournament is not None:
+        figs.save(out, "law_comparison", lambda p: plots.law_comparison(df, tournament, x=x, path=p))
     else:
         # still one figure per output name: the runs with the main fit, titled with why nothing was compared
-        title = "law comparison skipped (see report)"
+        title = "law tournament skipped (see report)"
         figs.save(out, "law_comparison", lambda p: plots.scaling_curve(df, fit, x=x, title=title, path=p))
     return figs
 
@@ -539,9 +632,9 @@ def bootstrap_warnings(boot: BootstrapResult | None) -> list[tuple[str, str]]:
 def step_fit_json(
     df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, result: StudyAnalysis, parts: dict[str, Any]
 ) -> dict[str, Any]:
-    """Assemble fit.json from the step results (``parts``: derived, comparison step, plots)."""
+    """Assemble fit.json from the step results (``parts``: derived, tournament step, plots)."""
     fit, skipped, pre = result.fit, result.skipped, preprocessing_of(df)
-    cmp_step: ComparisonStep = parts["comparison"]
+    tstep: TournamentStep = parts["tournament"]
     excluded = excluded_fields(opts.scan, opts.failed_run_ids)
     n_unreadable = sum(e["kind"] == "unreadable" for e in excluded)
     fit_json = {
@@ -550,9 +643,8 @@ def step_fit_json(
         "holdout": fitjson.holdout_fields(
             result.holdout, plan.x, skipped.get("holdout"), parts["holdout_rule"]
         ),
-        "comparison": fitjson.comparison_fields(
-            result.comparison, cmp_step.usable, cmp_step.excluded, skipped.get("comparison")
-        ),
+        "seed_noise": fitjson.seed_noise_fields(result.seed_noise, result.holdout),
+        "tournament": fitjson.tournament_fields(tstep, skipped.get("tournament")),
         "derived": parts["derived"],
         "scaling_check": result.scaling_check,
         "summary": study_summary(df, plan.x, failed=opts.failed_run_ids, n_unreadable=n_unreadable),
@@ -616,50 +708,62 @@ def study_context(
 
 def _run_checks(
     df: pd.DataFrame, plan: StudyPlan, opts: StudyOptions, result: StudyAnalysis, derived: DerivedFns
-) -> ComparisonStep:
-    """Bootstrap, held-out check, law comparison and sensitivity; results and skip reasons onto ``result``."""
+) -> None:
+    """Bootstrap, held-out check, seed noise and sensitivity; results and skip reasons onto ``result``."""
     boot = step_bootstrap(result.fit, df, plan, opts, derived)
     holdout = step_holdout(df, plan, opts)
-    cmp_step = step_comparison(df, plan, opts)
     sensitivity = step_sensitivity(df, plan, opts, result.fit, derived)
-    steps = (("bootstrap", boot), ("holdout", holdout), ("comparison", cmp_step.outcome))
-    for name, outcome in (*steps, ("sensitivity", sensitivity)):
+    for name, outcome in (("bootstrap", boot), ("holdout", holdout), ("sensitivity", sensitivity)):
         if outcome.skipped is not None:
             result.skipped[name] = outcome.skipped
-    result.bootstrap, result.holdout, result.comparison = boot.value, holdout.value, cmp_step.outcome.value
+    result.bootstrap, result.holdout = boot.value, holdout.value
     result.sensitivity = sensitivity.value or {}
-    return cmp_step
+    result.seed_noise = step_seed_noise(df, plan)
+
+
+def choose_law(
+    df: pd.DataFrame, law: str | Law | None, variables: Mapping[str, str] | None, opts: StudyOptions
+) -> tuple[StudyPlan, TournamentStep]:
+    """The tournament on the fitting points, then the plan of the headline law (``headline_plan``)."""
+    plan = plan_study(get_law(law if law is not None else DEFAULT_LAW), df, variables, opts.source)
+    tstep = step_tournament(df, plan, opts)
+    return headline_plan(plan, tstep, law is not None, df, opts), tstep
 
 
 def analyze_frame(
     df: pd.DataFrame,
     out_dir: Path | str,
     *,
-    law: str | Law = "saturating_power_D",
+    law: str | Law | None = None,
     variables: Mapping[str, str] | None = None,
     candidates: Sequence[str] | None = DEFAULT_CANDIDATES,
     **options: Any,
 ) -> StudyAnalysis:
-    """Fit, bootstrap, hold out, compare, plot and report an already-loaded run table into ``out_dir``.
+    """Choose the law, fit, bootstrap, hold out, plot and report an already-loaded run table into ``out_dir``.
 
-    ``options`` are the fields of ``StudyOptions`` (``n_resamples``, ``seed``, ``n_jobs``, ``huber_delta``,
-    ``starts``, ``fixed``, ``n_holdout_values``, ``holdout_by``, ``derived_targets``, ``source``,
-    ``failed_run_ids``, ``scan``, ``title``, ``progress``). Results of skipped steps are None; why is in
-    ``skipped``. ``scan`` (``tables.excluded.scan_study``) lists the runs not fitted in ``excluded_runs``.
+    ``law``: the law to fit; None (not named) lets the tournament decided in advance choose it among
+    ``candidates`` on the fitting points (``DEFAULT_LAW`` when it cannot run); a named law stays the headline
+    and the tournament is shown beside it. ``options`` are the fields of ``StudyOptions`` (``n_resamples``,
+    ``seed``, ``n_jobs``, ``huber_delta``, ``starts``, ``fixed``, ``n_holdout_values``, ``holdout_by``,
+    ``derived_targets``, ``source``, ``failed_run_ids``, ``scan``, ``title``, ``progress``). Results of
+    skipped steps are None; why is in ``skipped``. ``scan`` (``tables.excluded.scan_study``) lists the runs
+    not fitted in ``excluded_runs``.
     """
     opts = StudyOptions(candidates=tuple(candidates or ()), **options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_study(get_law(law), df, variables, opts.source)
+    plan, tstep = choose_law(df, law, variables, opts)
     runs_path = save_runs(df, out / "runs.parquet")
     fit = step_fit(df, plan, opts)
     derived_fns = {
         **_prediction_derived(fit, df, plan.x),
         **_law_derived(fit.bound_law, opts.derived_targets),
     }
-    result = StudyAnalysis(df, fit, None, None, None, {}, {}, {"runs": runs_path}, "")
+    result = StudyAnalysis(df, fit, None, None, tstep.outcome.value, {}, {}, {"runs": runs_path}, "")
+    if tstep.outcome.skipped is not None:
+        result.skipped["tournament"] = tstep.outcome.skipped
     result.repeated_cells, cells_warning = step_repeated_cells(df, plan)
-    cmp_step = _run_checks(df, plan, opts, result, derived_fns)
+    _run_checks(df, plan, opts, result, derived_fns)
     intervals = fitjson.bootstrap_fields(result.bootstrap, None)["intervals"]
     identified = plan.n_design >= plan.n_free
     result.scaling_check = scaling_check(df, fit, plan.x, intervals, identified=identified)
@@ -673,7 +777,7 @@ def analyze_frame(
         warnings.append(("repeated_cells", cells_warning))
     parts = {
         "derived": derived_values(fit, derived_fns, intervals),
-        "comparison": cmp_step,
+        "tournament": tstep,
         "plots": figs.paths,
         "warnings": warnings,
         "steps": steps,
@@ -725,7 +829,7 @@ def analyze_study(
     study_dir: Path | str,
     *,
     out_dir: Path | str | None = None,
-    law: str = "saturating_power_D",
+    law: str | None = None,
     candidates: Sequence[str] | None = DEFAULT_CANDIDATES,
     loss_metric: str = "test_loss",
     n_definition: str = "total",
@@ -744,10 +848,11 @@ def analyze_study(
     a run trained to those tokens.
 
     Writes ``runs.parquet``, ``fit.json`` (fields in ``FIT_JSON_FIELDS``), ``report.md`` and the PNG plots
-    (``scaling_curve.png``, ``residuals.png``, ``law_comparison.png``). The law's D is fitted against unique
-    tokens U when the study varies U (a data-size study). The directory is read once (``scan_study``);
-    failed runs and unreadable (corrupt, half-written) records are never fitted: they are warned about and
-    listed with why (fit.json ``excluded_runs``, the report's "Excluded runs").
+    (``scaling_curve.png``, ``residuals.png``, ``law_comparison.png``). ``law`` None: the tournament
+    decided in advance chooses it (see ``analyze_frame``); a named law stays the headline. The law's D is
+    fitted against unique tokens U when the study varies U (a data-size study). The directory is read once
+    (``scan_study``); failed runs and unreadable (corrupt, half-written) records are never fitted: they are
+    warned about and listed with why (fit.json ``excluded_runs``, the report's "Excluded runs").
     ``exclude_query`` and ``drop_highest`` are recorded preprocessing steps (``tables.runs.exclude``), and the
     report shows what switching each off changes. A study directory always gets its outputs (``force=True``):
     a study with fewer sizes than the law's parameters is fitted, marked forced and called inconclusive.
@@ -781,7 +886,7 @@ def analyze_study(
 def analyze_table(
     path: Path | str,
     *,
-    law: str = "saturating_power_D",
+    law: str | None = None,
     columns: Mapping[str, str] | None = None,
     out_dir: Path | str | None = None,
     derived_columns: Mapping[str, str] | None = None,
@@ -798,9 +903,9 @@ def analyze_table(
     Preprocessing (``derived_columns``, ``exclude_query``, ``collapse_min_over``, ``drop_highest``) is applied
     by ``tables.runs.load_table`` and recorded in fit.json (``strict=True``: a non-numeric loss is an
     error, not a dropped row). Outputs go to ``out_dir`` (default: ``./<table stem>_analysis/``, since
-    reference tables often sit in read-only places). ``candidates`` defaults to the standard data laws for a
-    one-variable ``law`` and to none otherwise. A table that cannot identify the law raises
-    ``UnfittableError`` unless ``force=True``.
+    reference tables often sit in read-only places). ``candidates`` (the tournament's laws) defaults to
+    ``DEFAULT_CANDIDATES`` for a law of D or U or no law named, and to none otherwise. A table that cannot
+    identify the law raises ``UnfittableError`` unless ``force=True``.
     """
     path = Path(path)
     rules = {"exclude_query": exclude_query or "", "drop_highest": drop_highest}
@@ -817,9 +922,9 @@ def analyze_table(
             strict=strict,
         )
 
-    law_obj = get_law(law)
+    law_obj = get_law(law) if law is not None else None
     if candidates is None:
-        candidates = DEFAULT_CANDIDATES if law_obj.variables == ("D",) else ()
+        candidates = DEFAULT_CANDIDATES if law_obj is None or law_obj.variables in (("D",), ("U",)) else ()
     out = Path(out_dir) if out_dir is not None else Path.cwd() / f"{path.stem}_analysis"
     return analyze_frame(
         load(**rules),

@@ -7,8 +7,10 @@ records without importing the training stack.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,12 @@ log = logging.getLogger("datascale.records")
 
 SCHEMA_VERSION = 1
 RECORD_FILENAME = "record.json"
+#: pre-registered predictions (datascale.orchestration.preregister writes, scaling_analysis --preregister
+#: computes): the current one in the study dir, every one write-once below PREDICTIONS_DIR, and in a target
+#: run's dir the prediction it was started under (written once, before training)
+PREDICTION_FILENAME = "prediction.json"
+PREDICTIONS_DIR = "predictions"
+PREREGISTRATION_FILENAME = "preregistration.json"
 STATUSES = ("done", "failed")
 
 
@@ -182,6 +190,12 @@ class RunRecord:
         "(`n_tokens`, their `n_bytes`); from the data stage, empty in older records",
         default_factory=dict,
     )
+    preregistration: dict[str, Any] = _doc(
+        "a target run of a pre-registered prediction (`analysis.predict.targets`): `prediction_file` (below "
+        "the study dir), `prediction_sha256` (of that file), `prediction_created_at` and `started_at` (UTC: "
+        "the prediction was written before this run began training), `targets`; empty for other runs",
+        default_factory=dict,
+    )
     error: str | None = _doc("one-line reason when status is `failed`", default=None)
     schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)
 
@@ -289,3 +303,19 @@ def find_records(root: Path, status: str | None = "done") -> list[RunRecord]:
     for path, why in corrupt:
         log.warning("excluded %s: %s", path, why)
     return [r for r in records if status is None or r.status == status]
+
+
+def prediction_inputs(records: Iterable[RunRecord], loss_metric: str = "test_loss") -> list[list[Any]]:
+    """The rows a pre-registered prediction is fitted on: ``[run_id, unique_tokens, loss]`` of every finished
+    record given, sorted by run id (the caller leaves the target sizes out)."""
+    done = [r for r in records if r.status == "done"]
+    rows = [[r.run_id, int(r.unique_tokens), float(getattr(r, loss_metric))] for r in done]
+    return sorted(rows, key=lambda row: str(row[0]))
+
+
+def prediction_inputs_sha256(records: Iterable[RunRecord], loss_metric: str = "test_loss") -> str:
+    """sha256 of the fitted inputs (:func:`prediction_inputs` and the loss metric) as canonical JSON: the
+    launcher and the analysis compute it alike, so a prediction is known to match the finished runs."""
+    payload = {"loss_metric": loss_metric, "rows": prediction_inputs(records, loss_metric)}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -96,6 +96,8 @@ def test_table_with_mapping_and_preprocessing(tmp_path: Path, capsys: pytest.Cap
             "1",
             "--candidates",
             "saturating_power_D,kaplan_D",
+            "--law",  # named: the headline stays this law, the tournament is shown beside it
+            "saturating_power_D",
             "--out",
             str(out),
         ]
@@ -109,7 +111,8 @@ def test_table_with_mapping_and_preprocessing(tmp_path: Path, capsys: pytest.Cap
     assert fj["preprocessing"]["column_mapping"] == {"tokens": "D", "eval loss": "loss"}
     assert fj["n_points"] == 5 and fj["variables"] == {"D": "D"}
     assert 0.25 < fj["params"]["beta"] < 0.45
-    assert fj["holdout"]["n_test"] == 1 and fj["comparison"]["chosen"] in ("saturating_power_D", "kaplan_D")
+    assert fj["holdout"]["n_test"] == 1 and fj["tournament"]["chosen"] in ("saturating_power_D", "kaplan_D")
+    assert fj["law"] == "saturating_power_D" and fj["tournament"]["headline"]["source"] == "named"
     for name in ("runs.parquet", "report.md", "scaling_curve.png", "residuals.png", "law_comparison.png"):
         assert (out / name).is_file()
     assert "beta" in printed and "held-out extrapolation" in printed and str(out / "report.md") in printed

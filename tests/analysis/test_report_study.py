@@ -81,15 +81,21 @@ def test_recovers_the_known_law_within_its_ci(analyzed: dict) -> None:
     assert check["sentence"].startswith("Yes")
 
 
-def test_holdout_and_comparison_recorded(analyzed: dict) -> None:
+def test_holdout_and_tournament_recorded(analyzed: dict) -> None:
     fj = analyzed["fit_json"]
     ho = fj["holdout"]
     assert ho["by"] == "U" and ho["threshold"] == 8_000_000 and ho["n_test"] == 2 and ho["n_train"] == 12
     assert len(ho["points"]) == 2 and ho["mape"] < 0.02
     assert ho["max_are"] == pytest.approx(max(p["abs_rel_error"] for p in ho["points"]))
-    cmp = fj["comparison"]
-    assert cmp["chosen"] == "saturating_power_D" and cmp["reason"]
-    assert {row["law"] for row in cmp["table"]} == {"saturating_power_D", "kaplan_D"}
+    # the law is chosen in advance on the 12 fitting runs (the 2 held-out runs removed before the choice)
+    t = fj["tournament"]
+    assert t["chosen"] == "saturating_power_D" == fj["law"] and t["reason"]
+    assert t["headline"]["source"] == "tournament" and (t["n_fitting_rows"], t["n_held_out_rows"]) == (12, 2)
+    assert {row["law"] for row in t["laws"]} == {"saturating_power_D", "kaplan_D"}
+    assert all(row["held_out (not used for the choice)"]["n_held_out"] == 2 for row in t["laws"])
+    # two seeds per size: the seed-noise floor is measured, the bootstrap draws rows (cells need 3 runs)
+    assert len(fj["seed_noise"]["rows"]) == 7 and fj["seed_noise"]["floor"] > 0
+    assert fj["bootstrap"]["resampled"] == "rows"
 
 
 def test_report_has_fit_table_plots_and_glossary(analyzed: dict) -> None:
@@ -105,8 +111,11 @@ def test_report_has_fit_table_plots_and_glossary(analyzed: dict) -> None:
         assert f"]({png})" in md and (root / png).is_file()
     for section in (
         "## Held-out extrapolation",
-        "## Law comparison",
+        "## Law choice: a tournament decided in advance",
         "**Chosen:** `saturating_power_D`",
+        "held-out MAPE (not used for the choice)",
+        "## Seed noise",
+        "vs seed floor",
         "## Non-converged runs",
         "## Column glossary",
         "## Does this look like a scaling curve?",
@@ -124,11 +133,13 @@ def test_two_sizes_skip_gracefully_and_still_write_everything(tmp_path: Path) ->
         assert (root / name).is_file(), name
     fj = result.fit_json
     assert fj["skipped"] == result.skipped
-    assert result.bootstrap is None and result.holdout is None and result.comparison is None
-    assert set(fj["skipped"]) >= {"bootstrap", "holdout", "comparison"}
+    assert result.bootstrap is None and result.holdout is None and result.tournament is None
+    assert set(fj["skipped"]) >= {"bootstrap", "holdout", "tournament"}
+    assert "1 distinct U values among the fitting points" in fj["skipped"]["tournament"]
+    assert fj["law"] == study.DEFAULT_LAW and fj["tournament"]["headline"]["source"] == "default"
     assert "2 distinct U values" in fj["skipped"]["bootstrap"]
     assert fj["holdout"] == {"skipped": fj["skipped"]["holdout"]}
-    assert fj["intervals"] == {} and fj["comparison"]["skipped"]
+    assert fj["intervals"] == {} and fj["tournament"]["skipped"]
     assert any("not identified" in w for w in fj["diagnostics"]["warnings"])
     md = (root / "report.md").read_text()
     assert fj["scaling_check"]["identified"] is False
@@ -159,7 +170,7 @@ def test_render_report_from_a_minimal_fit_json() -> None:
         "intervals": {"alpha_D": [0.09, 0.1]},
         "std_errors": {"alpha_D": 0.0025},
         "holdout": {"skipped": "2 distinct U values"},
-        "comparison": {"skipped": "no candidate laws given"},
+        "tournament": {"skipped": "no candidate laws given"},
         "diagnostics": {"converged": True, "warnings": ["few points: 4 points for 2 free parameters"]},
         "summary": {"study": "s", "x": "U", "n_runs": 4, "n_sizes": 2, "sizes": [1e5, 1e6]},
         "preprocessing": {"source": "records", "steps": [{"rule": "drop_highest", "k": 1, "cutoff": 5.0}]},

@@ -16,8 +16,9 @@ from typing import Any
 import pandas as pd
 
 from ..engine import FitResult
-from ..engine.compare import holdout_test_rows, prediction_column
+from ..engine.compare import NOT_USED, holdout_test_rows, prediction_column
 from ..engine.jsonutil import json_safe
+from ..render.text import pct
 from ..steps import step_fields
 from ..tables.runs import non_converged, preprocessing_of
 
@@ -46,15 +47,27 @@ CORE_FIELDS: dict[str, str] = {
     "converged, "
     "warnings (plain-language: boundary solutions, weak identification, too few points, rugged landscape, "
     "bootstrap intervals that exclude the estimate, repeated cells ...) and their stable flags",
-    "bootstrap": "{n_resamples, seed, confidence, n_failed} of the run-level bootstrap, or {skipped: reason}",
+    "bootstrap": "{n_resamples, seed, confidence, n_failed, resampled, within_cell_scale} of the run-level "
+    "bootstrap (resampled: what one draw takes: `runs within cells` when every design cell holds >= 3 runs, "
+    "else `rows`), or {skipped: reason}",
     "holdout": "held-out extrapolation: "
     "{by, rule, x, threshold, n_train, n_test, mape, max_are, points: [{run_id, <x>, "
     "observed, predicted, "
     "abs_rel_error}], fit_params}: the law fitted on the smaller sizes predicts the largest; "
     "or {skipped: reason}",
-    "comparison": "law comparison on held-out error: "
-    "{candidates, excluded {law: reason}, table (one row per law), "
-    "chosen, reason}, or {skipped: reason}",
+    "seed_noise": "the run-to-run noise of repeated cells: {cells, rows: [{<cell columns>, n, mean, std, "
+    "rel_spread}] (every design cell; std NaN for one run), floor (pooled relative std over cells with "
+    "repeats), median_rel_spread, max_rel_spread, n_cells, n_cells_with_repeats, n_runs, held_out_mape "
+    "(the headline law's held-out error, or null), held_out_vs_floor (the sentence)}, or {skipped: reason} "
+    "when no cell holds two runs",
+    "tournament": "the law tournament decided in advance (one-variable studies): {rule (the rule in words), "
+    "by, candidates, n_fitting_rows, n_held_out_rows (removed before the choice), reference_loss (L0 of "
+    "envelope_U_fixed, ln V from the records, or null), tie_abs, chosen, reason, headline {law, source "
+    "(`tournament`, `named` or `default`), why}, laws: [{law, formula, eligible, error, n_params, params, "
+    "fixed, rule_score (mean |log error| over the shared rolling origins), own_origins_score, aicc, "
+    "degenerate, chosen, `held_out (not used for the choice)` {n_held_out, mape, bias, max_are, male}}], "
+    "origins: [{law, origin, train_max, predicted_sizes, male, shared}]}, or {skipped: reason, candidates, "
+    "headline}",
     "derived": "{name: {value, interval, description}}: predictions beyond the data (loss at 2x and 10x the "
     "largest size) and law-specific quantities (e.g. Chinchilla's a = β/(α+β)), with bootstrap CIs",
     "scaling_check": "{x, spearman_rho, spearman_p, exponents {name: value}, exponent_intervals, decreasing, "
@@ -228,6 +241,8 @@ def bootstrap_fields(boot: Any, skipped: str | None) -> dict[str, Any]:
             "seed": boot.seed,
             "confidence": boot.confidence,
             "n_failed": boot.n_failed,
+            "resampled": getattr(boot, "resampled", "rows"),
+            "within_cell_scale": getattr(boot, "within_cell_scale", 1.0),
         },
     }
 
@@ -250,20 +265,58 @@ def holdout_fields(holdout: Any, x: str, skipped: str | None, rule: str = "") ->
     }
 
 
-def comparison_fields(
-    comparison: Any, usable: Sequence[str], excluded: dict[str, str], skipped: str | None
-) -> dict[str, Any]:
-    """The law comparison's table, choice and reason (or why it was skipped)."""
-    if comparison is None:
-        return {"skipped": skipped or "not run", "excluded": excluded}
-    table = comparison.table
+#: The key of each law's held-out errors in fit.json's ``tournament``: they were computed after the choice.
+HELD_OUT_KEY = f"held_out ({NOT_USED})"
+
+
+def _tournament_laws(res: Any) -> list[dict[str, Any]]:
+    """One entry per law: the rule's table row, the full fit's parameters, its held-out errors (labelled)."""
+    held = res.held_out.set_index("law") if len(res.held_out) else None
+    laws = []
+    for row in res.table.to_dict(orient="records"):
+        fit = res.fits.get(row["law"])
+        entry = {**row, "params": dict(fit.params) if fit else {}, "fixed": dict(fit.fixed) if fit else {}}
+        errors = None
+        if held is not None and row["law"] in held.index:
+            errors = held.loc[row["law"], ["mape", "bias", "max_are", "male"]].astype(float).to_dict()
+            errors = {"n_held_out": int(held.loc[row["law"], "n_held_out"]), **errors}
+        laws.append({**entry, HELD_OUT_KEY: errors})
+    return laws
+
+
+def tournament_fields(tstep: Any, skipped: str | None) -> dict[str, Any]:
+    """The rule, every law's fit and score, the choice, and held-out errors marked as not used for it."""
+    res = tstep.outcome.value
+    base = {"candidates": list(tstep.candidates), "headline": dict(tstep.headline)}
+    if res is None:
+        return {"skipped": skipped or "not run", **base}
     return {
-        "candidates": list(usable),
-        "excluded": excluded,
-        "table": table.to_dict(orient="records") if isinstance(table, pd.DataFrame) else table,
-        "chosen": comparison.chosen,
-        "reason": comparison.reason,
+        "rule": res.rule,
+        "by": res.by,
+        **base,
+        "n_fitting_rows": tstep.n_fitting,
+        "n_held_out_rows": tstep.n_held_out,
+        "reference_loss": tstep.reference_loss,
+        **({"reference_note": tstep.reference_note} if tstep.reference_note else {}),
+        "tie_abs": res.tie_abs,
+        "chosen": res.chosen,
+        "reason": res.reason,
+        "laws": _tournament_laws(res),
+        "origins": res.origins.to_dict(orient="records"),
     }
+
+
+def seed_noise_fields(noise: dict[str, Any], holdout: Any) -> dict[str, Any]:
+    """The seed-noise rows and floor, with the headline law's held-out error beside the floor."""
+    if not noise or "skipped" in noise:
+        return dict(noise) or {"skipped": "not run"}
+    mape = getattr(holdout, "mape", None)
+    beside = (
+        f"held-out error {pct(mape)} vs seed floor {pct(noise['floor'])}"
+        if mape is not None
+        else f"seed floor {pct(noise['floor'])} (no held-out error: the held-out check did not run)"
+    )
+    return {**noise, "held_out_mape": mape, "held_out_vs_floor": beside}
 
 
 def dropped_fields(pre: dict[str, Any]) -> list[dict[str, Any]]:

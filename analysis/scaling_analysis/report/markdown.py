@@ -162,6 +162,9 @@ def fit_section(fj: Mapping[str, Any]) -> str:
     )
     if fj.get("variables_reason"):
         lines.append(f"\n*{fj['variables_reason']}*")
+    headline = (fj.get("tournament") or {}).get("headline") or {}
+    if headline.get("why"):
+        lines.append(f"\n**Why this law:** {headline['why']}.")
     lines.append("")
     lines.append(parameter_tables(fj))
     boot = fj.get("bootstrap") or {}
@@ -169,8 +172,8 @@ def fit_section(fj: Mapping[str, Any]) -> str:
         lines.append(f"\nBootstrap skipped: {boot['skipped']}")
     elif boot:
         lines.append(
-            f"\nBootstrap: {boot.get('n_resamples')} resamples of runs with replacement (seed "
-            f"{boot.get('seed')}), "
+            f"\nBootstrap: {boot.get('n_resamples')} resamples with replacement, each drawing "
+            f"{boot.get('resampled', 'rows')} (seed {boot.get('seed')}), "
             f"{boot.get('n_failed', 0)} failed; percentile intervals."
         )
     derived = fj.get("derived") or {}
@@ -214,7 +217,7 @@ def _holdout_rows(
     return header, rows
 
 
-def holdout_section(ho: Mapping[str, Any] | None) -> str:
+def holdout_section(ho: Mapping[str, Any] | None, noise: Mapping[str, Any] | None = None) -> str:
     lines = ["## Held-out extrapolation", ""]
     if not ho:
         return "\n".join([*lines, "Not run."])
@@ -227,6 +230,9 @@ def holdout_section(ho: Mapping[str, Any] | None) -> str:
         f"run(s): **MAPE {pct(ho.get('mape'))}, max ARE {pct(ho.get('max_are'))}**. This, not in-sample fit "
         "quality, is what says whether the law extrapolates."
     )
+    beside = (noise or {}).get("held_out_vs_floor")
+    if beside:
+        lines.append(f"\nAgainst the run-to-run noise: **{beside}** (see *Seed noise*).")
     pts = ho.get("points") or []
     if pts:
         header, rows = _holdout_rows(ho, pts)
@@ -234,24 +240,85 @@ def holdout_section(ho: Mapping[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def comparison_section(cmp: Mapping[str, Any] | None) -> str:
-    lines = ["## Law comparison", ""]
-    if not cmp:
+#: Column headers of the tournament table; the held-out ones say they were not used for the choice.
+HELD_OUT_MAPE = "held-out MAPE (not used for the choice)"
+HELD_OUT_BIAS = "held-out bias (not used for the choice)"
+
+
+def _params_text(params: Mapping[str, Any], fixed: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={readable(v)}" + (" (fixed)" if k in fixed else "") for k, v in params.items())
+
+
+def _tournament_rows(laws: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for r in laws:
+        held = next((v for k, v in r.items() if k.startswith("held_out (")), None) or {}
+        note = r.get("error") or r.get("degenerate") or ""
+        rows.append(
+            [
+                f"`{r.get('law')}`" + (" **chosen**" if r.get("chosen") else ""),
+                _fmt_cell(r.get("n_params")),
+                _params_text(r.get("params") or {}, r.get("fixed") or {}) or "—",
+                pct(r.get("rule_score")),
+                _fmt_cell(r.get("aicc")),
+                pct(held.get("mape")),
+                pct(held.get("bias")),
+                note,
+            ]
+        )
+    return rows
+
+
+def tournament_section(t: Mapping[str, Any] | None) -> str:
+    """Every law's fit on the fitting runs, its rule score, the choice, held-out errors not used for it."""
+    lines = ["## Law choice: a tournament decided in advance", ""]
+    t = t or {}
+    if t.get("skipped"):
+        return "\n".join([*lines, f"Skipped: {t['skipped']}"])
+    if not t:
         return "\n".join([*lines, "Not run."])
-    if cmp.get("skipped"):
-        return "\n".join([*lines, f"Skipped: {cmp['skipped']}"])
-    table = cmp.get("table") or []
-    if table:
-        wanted = ("law", "n_params", "holdout_mape", "holdout_max_are", "penalised_score", "aic", "bic", "r2")
-        cols = [c for c in wanted if c in table[0]] + [
-            c for c in ("converged", "degenerate", "chosen") if c in table[0]
-        ]
-        rows = [[_fmt_cell(r.get(c)) for c in cols] for r in table]
-        lines.append(markdown_table(cols, rows))
-    for name, why in (cmp.get("excluded") or {}).items():
-        lines.append(f"\n- `{name}` not compared: {why}")
-    lines.append(f"\n**Chosen:** `{cmp.get('chosen')}`. {cmp.get('reason', '')}")
+    lines.append(
+        f"The rule chose among {len(t.get('laws') or [])} laws using the {t.get('n_fitting_rows')} fitting "
+        f"runs only; the {t.get('n_held_out_rows')} held-out run(s) were removed before the call, and their "
+        "errors below were computed after the choice."
+    )
+    header = ["law", "k", "parameters (fit on the fitting runs)", "rule score (rolling origin)", "AICc"]
+    header += [HELD_OUT_MAPE, HELD_OUT_BIAS, "note"]
+    lines += ["", markdown_table(header, _tournament_rows(t.get("laws") or []))]
+    lines.append(f"\n**Chosen:** `{t.get('chosen')}`. {t.get('reason', '')}.")
+    if t.get("reference_note"):
+        lines.append(f"\n`envelope_U_fixed` had no reference loss: {t['reference_note']}")
+    lines += ["", f"<details><summary>the rule</summary>\n\n{t.get('rule', '')}\n\n</details>"]
     return "\n".join(lines)
+
+
+def seed_noise_section(noise: Mapping[str, Any] | None) -> str:
+    """Per design cell: runs, mean, std, relative spread; the pooled floor beside the held-out error."""
+    lines = ["## Seed noise", ""]
+    noise = noise or {}
+    if not noise:
+        return "\n".join([*lines, "Not run."])
+    if noise.get("skipped"):
+        return "\n".join([*lines, f"Not measured: {noise['skipped']}."])
+    cells = list(noise.get("cells") or [])
+    rows = [
+        [
+            *(short(r.get(c)) for c in cells),
+            r.get("n"),
+            readable(r.get("mean")),
+            short(r.get("std"), 3),
+            pct(r.get("rel_spread")),
+        ]
+        for r in noise.get("rows") or []
+    ]
+    lines.append(
+        f"Pooled relative std over the {noise.get('n_cells_with_repeats')} cell(s) with repeated runs "
+        f"(every run, held-out ones too): **seed floor {pct(noise.get('floor'))}** (median "
+        f"{pct(noise.get('median_rel_spread'))}, largest {pct(noise.get('max_rel_spread'))}); "
+        f"{noise.get('held_out_vs_floor', '')}. An error or a difference between laws below the floor is "
+        "not evidence."
+    )
+    return "\n".join([*lines, "", markdown_table([*cells, "n", "mean", "std", "rel. spread"], rows)])
 
 
 def _fmt_cell(v: Any) -> str:
@@ -359,7 +426,8 @@ def figures_section(plots: Mapping[str, str], x: str = "the scaling variable") -
         "scaling_curve": f"Loss vs {x}: runs, fit (dashed past the data), bootstrap band where computed, "
         "held-out points where held out",
         "residuals": "Residuals of every run (observed / predicted − 1)",
-        "law_comparison": "Candidate laws overlaid; the chosen one thick",
+        "law_comparison": "The tournament's laws, fitted without the held-out runs, overlaid; the chosen one "
+        "thick",
         "isoflop": "IsoFLOP curves and the compute-optimal frontier",
         "conditions": "Per-condition curves",
         "domains": "Test loss per evaluation domain (one curve per domain)",
@@ -436,8 +504,9 @@ def render_report(
     sections += [
         scaling_check_section(fit_json.get("scaling_check") or {}),
         fit_section(fit_json),
-        holdout_section(fit_json.get("holdout")),
-        comparison_section(fit_json.get("comparison")),
+        holdout_section(fit_json.get("holdout"), fit_json.get("seed_noise")),
+        seed_noise_section(fit_json.get("seed_noise")),
+        tournament_section(fit_json.get("tournament")),
         diagnostics_section(fit_json),
     ]
     for step in STUDY_STEPS:  # each step's sections, in the list's order, when its fields hold results

@@ -287,6 +287,27 @@ def residuals(
     return save(fig, path)
 
 
+def _pct_or_none(v: Any) -> str | None:
+    return f"{100 * float(v):.2f}%" if v is not None and np.isfinite(float(v)) else None
+
+
+def _comparison_labels(comparison: Any) -> dict[str, str]:
+    """Legend suffix per law: held-out MAPE (a ComparisonResult), or rule score and held-out MAPE marked as
+    not used for the choice (a TournamentResult)."""
+    out: dict[str, str] = {}
+    for name, ho in (getattr(comparison, "holdouts", None) or {}).items():
+        mape = _pct_or_none(getattr(ho, "mape", None))
+        out[name] = f" (held-out MAPE {mape})" if mape else ""
+    table, held = getattr(comparison, "table", None), getattr(comparison, "held_out", None)
+    if isinstance(held, pd.DataFrame) and isinstance(table, pd.DataFrame) and "rule_score" in table:
+        mapes = dict(zip(held["law"], held["mape"], strict=True)) if len(held) else {}
+        for _, row in table.iterrows():
+            parts = [f"score {s}" for s in [_pct_or_none(row["rule_score"])] if s]
+            parts += [f"held-out {m}, not used" for m in [_pct_or_none(mapes.get(row["law"]))] if m]
+            out[str(row["law"])] = f" ({'; '.join(parts)})" if parts else ""
+    return out
+
+
 def law_comparison(
     df: pd.DataFrame,
     comparison: Any,
@@ -298,10 +319,10 @@ def law_comparison(
     path: Path | str | None = None,
 ) -> Figure:
     """Every candidate law's fit overlaid on the runs; the chosen one drawn thick, legend with held-out
-    MAPE."""
+    MAPE (a tournament's: its rule score, and the held-out MAPE marked as not used for the choice)."""
     fits = dict(getattr(comparison, "fits", {}) or {})
-    holdouts = dict(getattr(comparison, "holdouts", {}) or {})
     chosen = getattr(comparison, "chosen", None)
+    labels = _comparison_labels(comparison)
     first = next(iter(fits.values()), None)
     x = x_column(first, df, x)
     fig, (ax,) = new_figure()
@@ -314,11 +335,7 @@ def law_comparison(
         groups = _other_groups(fit, df, x)
         if len(groups) > 1:
             continue  # a multi-variable candidate has no single curve against x
-        ho = holdouts.get(name)
-        mape = getattr(ho, "mape", None)
-        label = name + (
-            f" (held-out MAPE {100 * mape:.2f}%)" if mape is not None and np.isfinite(mape) else ""
-        )
+        label = name + labels.get(name, "")
         if name == chosen:
             label += "  [chosen]"
         ax.plot(

@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from datascale.config_errors import ConfigError, require, require_positive_int
 from datascale.configs import axis_values, instantiate_group
 from datascale.ladder_rules import apply_lr_rule, apply_tokens_per_param
 from datascale.orchestration.overrides import check_overrides
+from datascale.orchestration.preregister import PreregistrationError, await_prediction, write_plan
 from datascale.orchestration.supervise import (
     ForwardedSignals,
     acquire_lease,
@@ -328,6 +329,8 @@ class Job:
     """run id, run dir and axes: what the study table shows."""
     task: RankTask | None
     """This task's rank when the launcher started one task per rank (submitit), else None (torchrun)."""
+    preregistration: dict[str, Any] = field(default_factory=dict)
+    """A target run's pre-registered prediction (``preregister.await_prediction``), else empty."""
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -345,8 +348,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         return summary | {"status": "skipped"}
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # a target of a pre-registered prediction starts only once the prediction is written
+        preregistration = await_prediction(cfg, run_dir)
+    except PreregistrationError as err:
+        log.error("run %s not started: %s", run_id, err)
+        return summary | {"status": "failed", "reason": str(err)}
     task = RankTask.from_submitit()
-    job = Job(cfg, run_dir, resolved, artifacts, summary, task)
+    job = Job(cfg, run_dir, resolved, artifacts, summary, task, preregistration)
     if task is not None and task.rank > 0:  # one task per rank: rank 0 owns the lease and the record
         return summary | _train_rank(job)
     lease = acquire_lease(run_dir, float(cfg.study.get("lock_lease_s", 120)))
@@ -415,6 +423,7 @@ def _run_worker(job: Job) -> tuple[int, ForwardedSignals]:
         "axes": job.summary["axes"],
         "resume_from": resume,
         "launch": launch_context(),
+        "preregistration": job.preregistration,
     }
     resolved_path = run_dir / "resolved.yaml"
     tmp = resolved_path.with_name(f"resolved.{os.getpid()}.tmp")  # every rank may write it: same content
@@ -445,29 +454,18 @@ def _train_rank(job: Job) -> dict[str, Any]:
 
 
 def sweep_job_overrides(config: DictConfig, extra: Sequence[str] = ()) -> list[list[str]]:
-    """Expand a multirun config into each job's overrides, exactly as Hydra's basic sweeper does: the
-    study file's sweep, then the command line's overrides (``extra``: sweeps the compose API cannot take),
-    a later value of a key replacing an earlier one.
+    """Expand a multirun config into each job's overrides, exactly as its sweeper launches them
+    (:func:`datascale.orchestration.sweeper.expand_design`: Hydra's basic sweeper, or the design sweeper's
+    union of grids in its order): the study file's sweep, then the command line's overrides (``extra``: sweeps
+    the compose API cannot take), a later value of a key replacing an earlier one.
 
     A search space (``interval(a, b)``, Optuna's sweeper) is checked at its two ends: every value a search
     can draw lies between points that were validated.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import IntervalSweep
+    from datascale.orchestration.sweeper import expand_design
 
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += [*config.hydra.overrides.task, *extra]
-    parser = OverridesParser.create()
-    overrides = parser.parse_overrides(arguments)
-    for i, override in enumerate(overrides):
-        value = override.value()
-        if isinstance(value, IntervalSweep):
-            ends = f"{override.get_key_element()}={value.start!r},{value.end!r}"
-            overrides[i] = parser.parse_override(ends)
-    batches = BasicSweeper.split_arguments(overrides, None)
-    return [list(job) for batch in batches for job in batch]
+    arguments = [*config.hydra.overrides.task, *extra]
+    return expand_design(config.hydra.sweeper, arguments, search_ends=True)
 
 
 class StudyCallback(Callback):
@@ -480,14 +478,24 @@ class StudyCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         loader = GlobalHydra.instance().config_loader()
-        jobs = sweep_job_overrides(config)
+        try:
+            jobs = sweep_job_overrides(config)
+        except ConfigError as err:
+            raise SystemExit(f"config error in the sweep: {err}") from None
         log.info("study %s: checking %d runs before training", config.study.name, len(jobs))
+        points = []  # (unique tokens, run id) in sweep order: the pre-registration plan
         for overrides in jobs:
             job_cfg = loader.load_sweep_config(config, overrides)
             try:
-                validate_and_prepare(job_cfg)  # data cached; also verifies that the study's subsets nest
+                _, artifacts = validate_and_prepare(job_cfg)  # data cached; verifies the subsets nest
             except ConfigError as err:
                 raise SystemExit(f"config error in run [{' '.join(overrides)}]: {err}") from None
+            points.append((int(job_cfg.subset.unique_tokens), run_dir_of(job_cfg, artifacts.subset_hash)[0]))
+        sequential = "BasicLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        try:
+            write_plan(config, points, sequential)
+        except ConfigError as err:
+            raise SystemExit(f"config error: {err}") from None
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus

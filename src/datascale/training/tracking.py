@@ -21,25 +21,12 @@ from typing import Any
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from datascale.wandb_mode import WANDB_MODES as WANDB_MODES  # re-exported: its torch-free home
+from datascale.wandb_mode import resolve_wandb_mode
+
 log = logging.getLogger("datascale.training")
 
-WANDB_MODES = ("online", "offline", "disabled")
 METRICS_FILENAME = "metrics.csv"
-
-
-def resolve_wandb_mode(configured: str = "auto", env: Mapping[str, str] | None = None) -> str:
-    """``WANDB_MODE`` wins if set; then the config; ``auto`` means online with an API key, else offline.
-
-    Offline without a key because ``wandb.init`` in online mode without one fails the whole run.
-    """
-    env = os.environ if env is None else env
-    mode = env.get("WANDB_MODE") or configured
-    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
-    if mode == "auto":
-        mode = "online" if env.get("WANDB_API_KEY") else "offline"
-    if mode not in WANDB_MODES:
-        raise ValueError(f"W&B mode {mode!r}: must be auto or one of {list(WANDB_MODES)}")
-    return mode
 
 
 def axis_tags(axes: Mapping[str, Any]) -> list[str]:

@@ -129,6 +129,9 @@ class RunContext:
             config=OmegaConf.to_container(cfg, resolve=True),
             world_size=world,
             launch=OmegaConf.to_container(cfg.run.launch) if OmegaConf.select(cfg, "run.launch") else {},
+            preregistration=OmegaConf.to_container(cfg.run.preregistration)
+            if OmegaConf.select(cfg, "run.preregistration")
+            else {},
         )
         return ctx
 
@@ -558,6 +561,7 @@ def make_record(
         **{k: known[k] for k in ("params_total", "params_non_embedding", "planned_steps", "eval_domains")},
         selection_domains=known["selection_domains"],
         launch=known.get("launch") or {},
+        preregistration=known.get("preregistration") or {},
         pool_transforms=known["pool_transforms"],
         subset_domains=known["subset_domains"],
         status="done",
