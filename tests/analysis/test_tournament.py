@@ -33,6 +33,7 @@ def _study(law_truth: tuple[str, dict], seed: int, noise: float = 0.002) -> tupl
     return df[df["U"] < U.max()].reset_index(drop=True), df[df["U"] == U.max()].reset_index(drop=True)
 
 
+@pytest.mark.slow  # ~18 s; the same property through analyze_frame runs by default (test_study_tournament.py)
 def test_held_out_losses_cannot_move_the_choice():
     fitting, held_out = _study(SHIFTED, seed=0)
     cands = ["saturating_power_D", "shifted_power_U"]
@@ -59,7 +60,7 @@ def test_held_out_losses_cannot_move_the_choice():
     [(SHIFTED, BENDING), (SATURATING, {"saturating_power_D"})],
     ids=["shifted", "saturating"],
 )
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])  # a second draw: slow
 def test_the_choice_follows_the_shape_of_the_data(truth, expected, seed):
     fitting, held_out = _study(truth, seed)
     res = predictive_tournament(
