@@ -1,10 +1,12 @@
-"""Callbacks of a training run: a step-based progress bar, the time spent in training steps, and a stop on a
-non-finite training loss."""
+"""Callbacks of a training run: a step-based progress bar, the time spent in training steps, evaluation and
+checkpoint writes, and a stop on a non-finite training loss."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
@@ -56,6 +58,70 @@ class TrainThroughput(pl.Callback):
     def rate(self, tokens: int) -> float:
         """``tokens`` processed in the timed batches, per second (micro-batches of one step all count)."""
         return tokens / self.seconds if self.seconds else math.nan
+
+
+class PhaseClock(pl.Callback):
+    """Where a run's time goes besides training steps: evaluation loops (validation and test) and checkpoint
+    writes (best and resume, checksums included), and when the first training step began and the last one
+    ended, for the record's ``eval_time_s``, ``checkpoint_time_s``, ``startup_s`` and ``teardown_s``.
+
+    Evaluation and checkpoint seconds are saved in resume checkpoints (a resumed run sums its attempts);
+    start-up and teardown are the last attempt's. :meth:`attach` times the trainer's checkpoint writes.
+    """
+
+    def __init__(self) -> None:
+        self.eval_s = 0.0
+        self.checkpoint_s = 0.0
+        self.first_step_at: float | None = None
+        self.last_step_end: float | None = None
+        self._at_last_step = (0.0, 0.0)  # (eval_s, checkpoint_s) when the last step ended
+        self._eval_started = 0.0
+
+    def attach(self, trainer: pl.Trainer) -> None:
+        """Time every ``trainer.save_checkpoint`` (ModelCheckpoint's and the resume checkpoints')."""
+        save = trainer.save_checkpoint
+
+        def timed_save(*args: Any, **kwargs: Any) -> None:
+            with self.timing():
+                save(*args, **kwargs)
+
+        trainer.save_checkpoint = timed_save  # type: ignore[method-assign]
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """Count the block as checkpoint time."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.checkpoint_s += time.perf_counter() - started
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.last_step_end = time.time()
+        self._at_last_step = (self.eval_s, self.checkpoint_s)
+
+    def _start(self, *args: Any) -> None:
+        self._eval_started = time.perf_counter()
+
+    def _end(self, *args: Any) -> None:
+        self.eval_s += time.perf_counter() - self._eval_started
+
+    on_validation_start = on_test_start = _start
+    on_validation_end = on_test_end = _end
+
+    def since_last_step(self) -> tuple[float, float]:
+        """(evaluation, checkpoint) seconds after the last training step ended."""
+        return self.eval_s - self._at_last_step[0], self.checkpoint_s - self._at_last_step[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"eval_s": self.eval_s, "checkpoint_s": self.checkpoint_s}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.eval_s, self.checkpoint_s = float(state_dict["eval_s"]), float(state_dict["checkpoint_s"])
 
 
 class NonFiniteLossError(FloatingPointError):
