@@ -54,9 +54,9 @@ class CheckpointSettings:
     identity: the cadence never changes what a run computes)."""
 
     every_tokens: int | None = None
-    """Also save every this many training tokens between evaluations (None: only at evaluations)."""
-    every_minutes: float | None = 10.0
-    """Also save when this many minutes passed since the last save (None: never by time)."""
+    """Save every this many training tokens (None: by time only); never just because an evaluation ran."""
+    every_minutes: float | None = 5.0
+    """Save when this many minutes passed since the last save (None: never by time)."""
     keep: int = 2
     """Complete resume checkpoints kept (newest first); an older one is the fallback for a damaged newest."""
 
