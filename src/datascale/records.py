@@ -124,7 +124,17 @@ class RunRecord:
     )
     mfu: float | None = _doc("model FLOPs utilisation: achieved_flops_per_s / peak_flops_per_s", default=None)
     # where the wall time went (datascale.training.clock, PhaseClock); None: not measured (older records)
-    threads: int | None = _doc("torch threads per rank", default=None)
+    threads: int | None = _doc(
+        "torch threads per rank at the start (peak_flops_per_s is for these)", default=None
+    )
+    threads_mean: float | None = _doc(
+        "torch threads per rank over the training loop, time-weighted (`worker.adaptive_threads` may change "
+        "them)",
+        default=None,
+    )
+    thread_changes: list[list[int]] = _doc(
+        "[step, threads] of each change made by `worker.adaptive_threads` (empty: none)", default_factory=list
+    )
     cores: int | None = _doc("CPU cores the worker could run on (its affinity mask)", default=None)
     job_setup_s: float | None = _doc(
         "seconds the Hydra job spent on this attempt before starting the worker (validation, cached data "
@@ -161,8 +171,8 @@ class RunRecord:
     )
     eval_precision: dict[str, Any] = _doc(
         "what evaluation measured to what precision (`datascale.training.precision`): `target` "
-        "(`training.eval_se_target`, nats), `subset` (the choice at the second validation: `chosen_at_step`, "
-        "`pair_se` = paired SE of the selection loss's change between the first two full validations, "
+        "(`training.eval_se_target`, nats), `subset` (the choice at the third validation: `chosen_at_step`, "
+        "`pair_se` = paired SE of the selection loss's change from the second to the third, on every window, "
         "`fraction` of each domain's windows kept, `windows`, difference-estimator offsets), "
         "`val_tokens_by_domain` (scored per validation after the choice), `delta_se_median` (the paired SE "
         "of each validation's change, median over the run), `best_loss_se` and `test_loss_se` (clustered SE "

@@ -5,7 +5,7 @@ only then divides: ``loss = nats / tokens`` and ``bpb = nats / (bytes * ln 2)`` 
 means, and the per-window sums give each loss its clustered standard error. ``val/loss`` is the macro mean
 over domains (each domain counts the same); ``val/selection_loss``, the early-stopping and checkpoint monitor,
 is the macro mean over the selection domains (``training.select_on``: all of them by default, or the run's
-training domains). With ``training.eval_se_target`` the validations after the second score the windows that
+training domains). With ``training.eval_se_target`` the validations after the third score the windows that
 precision needs (``datascale.training.precision``); the test set is always scored whole.
 """
 
@@ -22,7 +22,13 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from datascale.model import GPT, GPTConfig
 from datascale.training.datamodule import IGNORE_INDEX
-from datascale.training.precision import WINDOW_ROWS, EvalSubset, choose_subset, summarize
+from datascale.training.precision import (
+    CHOICE_EVALUATION,
+    WINDOW_ROWS,
+    EvalSubset,
+    choose_subset,
+    summarize,
+)
 from datascale.training.schedule import WarmupCosine
 
 #: Checkpoint key of this module's own resume state.
@@ -111,7 +117,7 @@ class GPTLightningModule(pl.LightningModule):
         self.eval_history: list[dict[str, Any]] = []  # one entry per validation (rank 0 and others alike)
         self.test_results: dict[str, Any] | None = None
         self.eval_se_target = eval_se_target  # None: every validation scores every window
-        self.eval_subset: EvalSubset | None = None  # the validation windows chosen at the second evaluation
+        self.eval_subset: EvalSubset | None = None  # the validation windows chosen at the third evaluation
         self._sums: list[torch.Tensor] | None = None
         self._previous_val: dict[str, np.ndarray] | None = None  # the last validation's per-window sums
         self.resumed_tokens: int | None = None  # tokens_seen saved in the checkpoint this run resumed from
@@ -258,7 +264,8 @@ class GPTLightningModule(pl.LightningModule):
     def _finish_eval(self, stage: str) -> dict[str, Any]:
         sums, self._sums = self._reduced_sums(), None
         previous = self._previous_val if stage == "val" else None
-        if stage == "val" and self.eval_se_target and self.eval_subset is None and previous is not None:
+        choosing = len(self.eval_history) + 1 >= CHOICE_EVALUATION and previous is not None
+        if stage == "val" and self.eval_se_target and self.eval_subset is None and choosing:
             self._choose_subset(sums, previous)
         subset = self.eval_subset if stage == "val" else None
         result = summarize(sums, self.selection_domains, subset, previous)
@@ -286,7 +293,7 @@ class GPTLightningModule(pl.LightningModule):
         }
 
     def _choose_subset(self, sums: dict[str, np.ndarray], previous: dict[str, np.ndarray]) -> None:
-        """At the second evaluation: the validation windows ``training.eval_se_target`` needs, used from the
+        """At the third evaluation: the validation windows ``training.eval_se_target`` needs, used from the
         next evaluation on (``datascale.training.precision``)."""
         assert self.eval_se_target is not None
         self.eval_subset = choose_subset(

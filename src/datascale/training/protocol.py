@@ -44,8 +44,8 @@ class TrainingProtocol:
     warmup_max_fraction: float = 0.1  # ... but at most this fraction of the planned steps
     eval_tokens_per_domain: int | None = None  # first tokens of each domain's val set used (None: all);
     #                                          test sets are always evaluated whole (once per run)
-    eval_se_target: float | None = 0.004  # SE (nats) asked of a change of the selection loss between
-    #                                     evaluations: the first two score every window, then the share
+    eval_se_target: float | None = 0.006  # SE (nats) asked of a change of the selection loss between
+    #                                     evaluations: the first three score every window, then the share
     #                                     of windows it needs (datascale.training.precision); None: all
     eval_batch_sequences: int = 32  # sequences per evaluation batch (per rank)
     select_on: str = "train_domains"  # the val loss that picks the best checkpoint and stops early: the
