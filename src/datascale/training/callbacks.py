@@ -4,8 +4,9 @@ checkpoint writes, and a stop on a non-finite training loss."""
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -122,6 +123,79 @@ class PhaseClock(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.eval_s, self.checkpoint_s = float(state_dict["eval_s"]), float(state_dict["checkpoint_s"])
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every process of this machine has been busy since boot (``/proc/stat``); None elsewhere."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class ThreadGovernor(pl.Callback):
+    """A packed run's torch threads follow the machine: all usable cores while nothing else uses them (a
+    packed study's last run, alone), one as soon as something does (another run, another user).
+
+    Why: a multi-threaded run stalls whenever it shares a core (every matmul waits for its descheduled
+    thread), a one-thread run keeps its fair share; but one thread leaves the other cores idle once a study's
+    last run is alone. Every ``every`` optimizer steps the CPU time the rest of the machine used over the
+    interval (``/proc/stat`` less this process's own) decides: below ``quiet`` cores twice in a row, all
+    ``most`` threads; above ``busy`` cores, ``base`` again. ``mean_threads`` (time-weighted) goes into the
+    record; the thread count changes float summation order only (like the world size), not what is computed.
+    """
+
+    def __init__(
+        self,
+        base: int,
+        most: int,
+        every: int = 10,
+        quiet: float = 0.3,
+        busy: float = 0.6,
+        sample: Callable[[], float | None] = machine_busy_seconds,
+    ) -> None:
+        self.base, self.most, self.every = base, most, every
+        self.quiet, self.busy, self.sample = quiet, busy, sample
+        self.threads = base
+        self.changes: list[tuple[int, int]] = []  # (step, threads) after each change
+        self._last: tuple[float, float, float] | None = None  # (wall, machine busy s, own CPU s)
+        self._quiet_checks = 0
+        self._checked_step = -1
+        self._thread_seconds = 0.0
+        self._seconds = 0.0
+
+    def others(self) -> float | None:
+        """Cores the rest of the machine kept busy since the last call (None on the first or without
+        ``/proc/stat``)."""
+        busy, now, own = self.sample(), time.monotonic(), time.process_time()
+        last, self._last = self._last, (None if busy is None else (now, busy, own))
+        if busy is None or last is None or now <= last[0]:
+            return None
+        self._thread_seconds += self.threads * (now - last[0])
+        self._seconds += now - last[0]
+        return max(0.0, (busy - last[1] - (own - last[2])) / (now - last[0]))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every or step == self._checked_step:  # not a check step, or a later micro-batch of it
+            return
+        self._checked_step = step
+        others = self.others()
+        if others is None:
+            return
+        self._quiet_checks = self._quiet_checks + 1 if others < self.quiet else 0
+        want = self.base if others > self.busy else self.most if self._quiet_checks >= 2 else self.threads
+        if want != self.threads:
+            torch.set_num_threads(want)
+            self.threads = want
+            self.changes.append((trainer.global_step, want))
+
+    @property
+    def mean_threads(self) -> float:
+        return self._thread_seconds / self._seconds if self._seconds else float(self.threads)
 
 
 class NonFiniteLossError(FloatingPointError):

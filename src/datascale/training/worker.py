@@ -52,6 +52,7 @@ from datascale.training.callbacks import (
     NonFiniteLossError,
     PhaseClock,
     StopOnNonFiniteLoss,
+    ThreadGovernor,
     TrainThroughput,
     progress_bar,
 )
@@ -119,6 +120,8 @@ class RunContext:
     resume_from: Path | None = None
     """The complete resume checkpoint the launcher chose (``run.resume_from``), or None: a fresh start."""
     preemption: PreemptionFlag = field(default_factory=PreemptionFlag)
+    governor: ThreadGovernor | None = None
+    """Adapts the torch threads to the machine's load (``worker.adaptive_threads``), or None."""
     job_started: float | None = None
     """When the Hydra job began this attempt (before validation and data preparation); None by hand."""
     clock: PhaseClock = field(default_factory=PhaseClock)
@@ -282,11 +285,14 @@ def performance(
         accelerator,
         str(trainer.precision),
         leaves.settings.matmul_precision,
-        torch.get_num_threads(),
+        int(ctx.learned["threads"]),  # the run's own threads (a governor may have changed them since)
         Path(cache) / "machine",
     )
     peak = peak_per_device * trainer.world_size
+    governor = ctx.governor
     return evaluation_cost(ctx, fitted, flops_per_token) | {
+        "threads_mean": governor.mean_threads if governor else float(ctx.learned["threads"]),
+        "thread_changes": [list(c) for c in governor.changes] if governor else [],
         "step_time_s": throughput.seconds,
         "num_nodes": int(trainer.num_nodes),
         "device_name": device_name,
@@ -465,6 +471,9 @@ def build_trainer(
     )
     callbacks: list[pl.Callback] = [early_stop, checkpoint, throughput, ctx.clock, resume]
     callbacks.append(StopOnNonFiniteLoss())
+    ctx.governor = thread_governor(ctx, leaves.settings, str(cfg.trainer.get("accelerator", "auto")))
+    if ctx.governor is not None:
+        callbacks.append(ctx.governor)
     if bool(cfg.trainer.get("enable_progress_bar", True)):
         settings = leaves.settings
         callbacks.append(progress_bar(settings.progress_bar, settings.progress_refresh_rate))
@@ -488,6 +497,17 @@ def build_trainer(
     check_world_size(trainer, ctx.world)
     ctx.clock.attach(trainer)
     return trainer, early_stop, checkpoint, throughput
+
+
+def thread_governor(ctx: RunContext, settings: WorkerSettings, accelerator: str) -> ThreadGovernor | None:
+    """With ``worker.adaptive_threads`` on a CPU: threads up to this node's cores per rank while the machine
+    is otherwise idle, back to ``worker.num_threads`` when it is not (``ThreadGovernor``)."""
+    most = max(1, usable_cores() // max(1, ctx.local_world))
+    base = int(ctx.learned["threads"])
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    if not (settings.adaptive_threads and on_cpu and most > base):
+        return None
+    return ThreadGovernor(base, most)
 
 
 def start_tracking(ctx: RunContext) -> None:
@@ -692,6 +712,8 @@ PERFORMANCE_FIELDS = (
     "peak_memory_mib",
     "best_checkpoint",
     "threads",
+    "threads_mean",
+    "thread_changes",
     "cores",
     "step_time_s",
     "eval_time_s",
