@@ -146,6 +146,11 @@ class RunRecord:
         "model, Trainer, loggers); a resumed run: its last attempt's",
         default=None,
     )
+    startup_cpu_s: float | None = _doc(
+        "CPU seconds the worker process (all its threads) used before the first training step: start-up as "
+        "work, whatever else shares the machine (W&B's service process not included)",
+        default=None,
+    )
     step_time_s: float | None = _doc(
         "seconds inside training steps (forward, backward, optimizer: the clock of step_tokens_per_s)",
         default=None,

@@ -89,6 +89,7 @@ def test_record_says_where_the_wall_time_went(done_run: tuple[RunRecord, Path]) 
     wall time; evaluation FLOPs are a forward pass (a third of a training token) over every scored window."""
     record, _ = done_run
     assert record.startup_s is not None and 0 < record.startup_s < record.wall_time_s
+    assert record.startup_cpu_s is not None and record.startup_cpu_s > 0
     assert record.step_time_s is not None and 0 < record.step_time_s < record.train_time_s
     assert record.eval_time_s is not None and record.checkpoint_time_s is not None
     assert record.teardown_s is not None and record.teardown_s >= 0

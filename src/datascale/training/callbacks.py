@@ -74,6 +74,7 @@ class PhaseClock(pl.Callback):
         self.eval_s = 0.0
         self.checkpoint_s = 0.0
         self.first_step_at: float | None = None
+        self.first_step_cpu: float | None = None
         self.last_step_end: float | None = None
         self._at_last_step = (0.0, 0.0)  # (eval_s, checkpoint_s) when the last step ended
         self._eval_started = 0.0
@@ -100,6 +101,7 @@ class PhaseClock(pl.Callback):
     def on_train_batch_start(self, *args: Any) -> None:
         if self.first_step_at is None:
             self.first_step_at = time.time()
+            self.first_step_cpu = time.process_time()  # CPU seconds of this process (all threads) so far
 
     def on_train_batch_end(self, *args: Any) -> None:
         self.last_step_end = time.time()

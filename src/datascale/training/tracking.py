@@ -62,7 +62,7 @@ def build_loggers(
     if not wandb_cfg.get("enabled", False):
         return loggers, None
     mode = resolve_wandb_mode(str(wandb_cfg.get("mode", "auto")))
-    wandb_logger = WandbLogger(
+    wandb_logger = StartedWandbLogger(
         name=run_id,
         id=run_id,
         save_dir=str(run_dir),
@@ -142,10 +142,25 @@ def define_token_axis(wandb_logger: WandbLogger | None) -> None:
     run.define_metric("*", step_metric="tokens_seen", step_sync=True)
 
 
+class StartedWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose run may be created in another thread (:class:`WandbStart`): whoever asks
+    for the run first creates it, the other waits, so training starts while ``wandb.init`` runs and blocks
+    only if it logs before the run exists."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_lock = threading.Lock()
+
+    @property
+    def experiment(self) -> Any:
+        with self._start_lock:
+            return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+
+
 class WandbStart:
     """The W&B run created in a thread (:func:`define_token_axis`: ``wandb.init``, about a second offline,
-    mostly waiting for its service process), so the worker's set-up goes on meanwhile. :meth:`wait` joins it
-    and re-raises what it raised; nothing may touch the run before that."""
+    mostly waiting for its service process), so the worker's set-up and first steps go on meanwhile (the
+    logger's lock makes a log call wait for it). :meth:`wait` joins it and re-raises what it raised."""
 
     def __init__(self, wandb_logger: WandbLogger | None) -> None:
         self.error: BaseException | None = None

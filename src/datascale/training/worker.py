@@ -512,7 +512,8 @@ def thread_governor(ctx: RunContext, settings: WorkerSettings, accelerator: str)
 
 def start_tracking(ctx: RunContext) -> None:
     """The run directory, then the loggers; the W&B run starts in a thread (``wandb.init`` takes about a
-    second, offline too), overlapping data, model and Trainer set-up; ``fit_and_test`` waits for it."""
+    second, offline too), overlapping data, model and Trainer set-up and the first steps (a log call before
+    it is up waits for it: ``StartedWandbLogger``)."""
     prepare_run_dir(ctx)
     ctx.loggers, ctx.wandb_logger = build_loggers(
         ctx.cfg.get("logger") or {},
@@ -570,11 +571,11 @@ def fit_and_test(
 ) -> Fitted:
     """Train (from the resume checkpoint, if any) until early stopping or the token cap, then test the
     best-validation checkpoint. Checkpoints are loaded with ``weights_only=True``: nothing is unpickled."""
-    if ctx.wandb_start is not None:
-        ctx.wandb_start.wait()  # Lightning logs the hyper-parameters as fit starts
     fit_started = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.resume_from, weights_only=True)
     train_time = time.time() - fit_started
+    if ctx.wandb_start is not None:
+        ctx.wandb_start.wait()  # up long since; re-raises a failed start
     ctx.learned["resumed_at_steps"] = list(module.resumed_at_steps)
     if ctx.resume_from is not None and datamodule.stream_start_step != checkpoint_step(ctx.resume_from):
         raise RuntimeError(
@@ -691,6 +692,7 @@ def overheads(ctx: RunContext) -> dict[str, float | None]:
     evaluating, saving = clock.since_last_step()
     return {
         "startup_s": None if first is None else first - ctx.started,
+        "startup_cpu_s": clock.first_step_cpu,
         "job_setup_s": None if ctx.job_started is None else ctx.started - ctx.job_started,
         "teardown_s": None if last is None else now - last - evaluating - saving,
     }
