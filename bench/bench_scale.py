@@ -144,7 +144,7 @@ def study_figures(study_dir: Path) -> dict[str, Any]:
         "efficiency": round(out["efficiency"], 4),
         "step_mfu": round(out["step_mfu"], 4),
         "shares": {k: round(v, 3) for k, v in out["shares"].items()},
-        "per_run_s": {k: round(v, 2) for k, v in out["per_run"].items()},
+        "per_run_s": {k: None if v is None else round(v, 2) for k, v in out["per_run"].items()},
     }
 
 

@@ -66,7 +66,12 @@ def test_two_packed_runs_efficiency_and_breakdown(tmp_path: Path) -> None:
     assert out["slot_seconds"]["start_up"] == pytest.approx(5.0)
     assert out["slot_seconds"]["teardown"] == pytest.approx(2 * (0.5 + 0.25))
     assert out["slot_seconds"]["idle"] == pytest.approx(0.0, abs=1e-2)
-    assert out["per_run"] == {"startup_s": 2.0, "teardown_s": 0.5, "exit_after_record_s": 0.25}
+    assert out["per_run"] == {
+        "startup_s": 2.0,
+        "startup_cpu_s": None,  # not in these records
+        "teardown_s": 0.5,
+        "exit_after_record_s": 0.25,
+    }
     # the same two runs one after the other: half the machine idle
     later = dataclasses.replace(timed_record(8000, T0 + wall, **TIMES, checkpoint_time_s=0.0), run_id="later")
     files = [(write_run(tmp_path / "seq", r, 0.25), r) for r in (first, later)]

@@ -32,7 +32,7 @@ FIELDS = {
     "training_flops, efficiency = training_flops / (peak x wall), step_mfu (training FLOPs over the "
     "peak of the slot-seconds spent in training steps), shares and slot_seconds of training_steps, "
     "evaluation, checkpoints, start_up, teardown, loop_other, idle (fractions of slots x wall), "
-    "eval_and_checkpoint_share (of the wall), eval_flops, per_run {startup_s, teardown_s, "
+    "eval_and_checkpoint_share (of the wall), eval_flops, per_run {startup_s, startup_cpu_s, teardown_s, "
     "exit_after_record_s: medians}, runs}; or {skipped}",
 }
 PARTS = ("training_steps", "evaluation", "checkpoints", "start_up", "teardown", "loop_other", "idle")
@@ -99,9 +99,12 @@ def study_efficiency(files: Sequence[tuple[Path | None, RunRecord]]) -> dict[str
     flops = sum(r.tokens_seen * (r.model_flops_per_token or 0.0) for r in records)
     per_slot = peak / slots
 
-    def median(key: str) -> float:
-        values = sorted(c[key] for c in costs) if key == "exit" else sorted(getattr(r, key) for r in records)
-        return values[len(values) // 2]
+    def median(key: str) -> float | None:
+        if key == "exit":
+            values = sorted(c[key] for c in costs)
+        else:
+            values = sorted(v for r in records if (v := getattr(r, key)) is not None)
+        return values[len(values) // 2] if values else None
 
     return {
         "wall_s": wall,
@@ -117,6 +120,7 @@ def study_efficiency(files: Sequence[tuple[Path | None, RunRecord]]) -> dict[str
         "eval_flops": sum(r.eval_flops or 0.0 for r in records),
         "per_run": {
             "startup_s": median("startup_s"),
+            "startup_cpu_s": median("startup_cpu_s"),
             "teardown_s": median("teardown_s"),
             "exit_after_record_s": median("exit"),
         },
@@ -138,6 +142,7 @@ def efficiency_section(fields: Mapping[str, Any]) -> str:
     rows = [[name.replace("_", " "), f"{seconds[name]:,.0f}", pct(shares[name])] for name in PARTS]
     per_run = fields["per_run"]
     startup, teardown = short(per_run["startup_s"], 3), short(per_run["teardown_s"], 3)
+    cpu = short(per_run.get("startup_cpu_s"), 3)
     return "\n".join([
         "## Study efficiency",
         "",
@@ -146,7 +151,8 @@ def efficiency_section(fields: Mapping[str, Any]) -> str:
         f"**{pct(fields['efficiency'])}**; inside training steps the model ran at "
         f"{pct(fields['step_mfu'])} of the peak. Evaluation and checkpoints took "
         f"{pct(fields['eval_and_checkpoint_share'])} of the machine. Per run (median): start-up {startup} s, "
-        f"teardown {teardown} s, exit after the record {short(per_run['exit_after_record_s'], 3)} s.",
+        f"teardown {teardown} s, exit after the record {short(per_run['exit_after_record_s'], 3)} s; "
+        f"start-up used {cpu} CPU seconds (the rest of it waited for a shared core).",
         "",
         markdown_table(["where the machine's time went", f"{unit[:-1]}-seconds", "share"], rows),
     ])  # fmt: skip
