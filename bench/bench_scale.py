@@ -5,9 +5,11 @@
 (d) launch-to-first-step overhead: seconds from starting ``torchrun`` to the first training batch (process
     start, imports, process-group set-up, model and Trainer set-up), 1 and 2 ranks;
 (e) a whole study (the smoke study's tiny model on 4 sizes, 2k-16k unique tokens, data prepared beforehand)
-    with one job at a time (Hydra's basic launcher) vs 2 parallel single-thread jobs
-    (``hydra/launcher=parallel worker.num_threads=1``). The default study (about 10 minutes a pass) would
-    make ``make bench`` take half an hour, so the smaller study stands in for it.
+    one job at a time with every core (Hydra's basic launcher, ``worker.num_threads=null``) vs packed as the
+    default study is (``hydra/launcher=parallel`` and one thread per run: ``datascale.packing``), with each
+    study's efficiency (training FLOPs / (peak x wall) and its breakdown, ``scaling_analysis.steps.
+    efficiency``) and the per-run start-up, teardown and exit-after-record medians of its records. The default
+    study would make ``make bench`` take ten minutes more, so the smaller study stands in for it.
 
 With 2 or more CUDA devices, (c) also runs on them with the ~124M model in bf16-mixed; otherwise the GPU
 figures say they were not measured. ``python -m bench.bench_scale --child ...`` is the per-rank entry point.
@@ -130,18 +132,35 @@ def strategies(steps: int, warmup: int, gpu: bool = False) -> dict[str, Any]:
     return results
 
 
+def study_figures(study_dir: Path) -> dict[str, Any]:
+    """Efficiency and per-run overheads of a finished study from its records, as the report computes them."""
+    from scaling_analysis.steps.efficiency import study_efficiency
+    from scaling_analysis.tables.excluded import scan_study
+
+    out = study_efficiency(scan_study(study_dir).files)
+    if "skipped" in out:
+        return out
+    return {
+        "efficiency": round(out["efficiency"], 4),
+        "step_mfu": round(out["step_mfu"], 4),
+        "shares": {k: round(v, 3) for k, v in out["shares"].items()},
+        "per_run_s": {k: None if v is None else round(v, 2) for k, v in out["per_run"].items()},
+    }
+
+
 def study(repeats: int = 1) -> dict[str, Any]:
-    """(e): wall seconds of the same study, sequential vs 2 parallel single-thread jobs (fresh results)."""
+    """(e): wall seconds of the same study one job at a time (all cores each) vs packed (fresh results)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = [sys.executable, "-m", "datascale.launch", "--config-dir", "sweeps", "--config-name", "smoke"]
         base += [f"subset.unique_tokens={STUDY_SIZES}", f"paths.cache_dir={root / 'cache'}"]
         env = {**os.environ, "WANDB_MODE": "disabled"}
         walls: dict[str, float] = {}
+        figures: dict[str, Any] = {}
         runs = {
             "prepare": ["training.cap_epochs=0.01"],  # builds the data once, trains next to nothing
-            "sequential": [],
-            "parallel_2x1_thread": ["hydra/launcher=parallel", "worker.num_threads=1"],
+            "one_at_a_time": ["hydra/launcher=basic", "worker.num_threads=null"],
+            "packed": ["hydra/launcher=parallel", "worker.num_threads=${datascale.threads:}"],
         }
         for name, extra in runs.items():
             started = time.perf_counter()
@@ -150,11 +169,17 @@ def study(repeats: int = 1) -> dict[str, Any]:
             if proc.returncode != 0:
                 return {"error": f"{name}: {proc.stderr.strip().splitlines()[-1:]}"}
             walls[name] = round(time.perf_counter() - started, 1)
+            figures[name] = study_figures(root / name / "smoke")
+    from datascale.packing import packed_jobs, packed_threads
+
     return {
         "study": f"smoke (gpt_tiny), unique_tokens={STUDY_SIZES}",
-        "sequential_wall_s": walls["sequential"],
-        "parallel_2x1_thread_wall_s": walls["parallel_2x1_thread"],
-        "parallel_speedup": round(walls["sequential"] / walls["parallel_2x1_thread"], 2),
+        "packed_jobs_x_threads": f"{packed_jobs()} x {packed_threads()}",
+        "one_at_a_time_wall_s": walls["one_at_a_time"],
+        "packed_wall_s": walls["packed"],
+        "packed_speedup": round(walls["one_at_a_time"] / walls["packed"], 2),
+        "one_at_a_time": figures["one_at_a_time"],
+        "packed": figures["packed"],
     }
 
 

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("bench.bench_fit", "bench.bench_train", "bench.bench_scale")
+BENCHMARKS = ("bench.bench_fit", "bench.bench_train", "bench.bench_scale", "bench.bench_pack")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
 
@@ -107,12 +107,56 @@ def summary_rows(results: dict) -> list[tuple[str, Any, str]]:
         overhead = _get(scale, "strategies", name, "launch_to_first_step_s")
         rows.append((f"(d) launch to first step, {name}, s", overhead, ""))
     study = scale.get("study") if isinstance(scale.get("study"), dict) else {}
-    rows.append(("(e) study, 1 job at a time, s", _get(study, "sequential_wall_s"), _get(study, "study")))
-    speedup = f"speed-up {_get(study, 'parallel_speedup')}"
-    rows.append(
-        ("(e) study, 2 parallel 1-thread jobs, s", _get(study, "parallel_2x1_thread_wall_s"), speedup)
-    )
+    pack = results.get("bench.bench_pack")
+    rows += study_rows(study) + pack_rows(pack if isinstance(pack, dict) else {})
     return rows + gpu_rows(_get(train, "gpu"))
+
+
+def study_rows(study: dict) -> list[tuple[str, Any, str]]:
+    """(e): the stand-in study one at a time vs packed: wall, efficiency, per-run overheads."""
+    rows = [
+        (
+            "(e) study, 1 job at a time (all cores), s",
+            _get(study, "one_at_a_time_wall_s"),
+            _get(study, "study"),
+        )
+    ]
+    jobs = _get(study, "packed_jobs_x_threads")
+    speedup = f"{jobs} jobs x threads, speed-up {_get(study, 'packed_speedup')}"
+    rows.append(("(e) study, packed (the default), s", _get(study, "packed_wall_s"), speedup))
+    for name in ("one_at_a_time", "packed"):
+        shares = _get(study, name, "shares")
+        note = ", ".join(f"{k} {v}" for k, v in shares.items()) if isinstance(shares, dict) else ""
+        rows.append(
+            (f"(e) study efficiency, {name.replace('_', ' ')}", _get(study, name, "efficiency"), note)
+        )
+    for key in ("startup_s", "startup_cpu_s", "teardown_s", "exit_after_record_s"):
+        value = _get(study, "packed", "per_run_s", key)
+        rows.append((f"(d) per run (packed study, median): {key}", value, "goal: start-up + teardown <= 3 s"))
+    return rows
+
+
+def pack_rows(pack: dict) -> list[tuple[str, Any, str]]:
+    """(f), (g): threads per run alone and beside a CPU-bound process; packed vs one job."""
+    speeds = _get(pack, "contention", "tokens_per_s")
+    load = f"load {_get(pack, 'load_avg_1min')}"
+    rows = [
+        (f"(f) tokens/s, {k.replace('_', ' ')}", v, load)
+        for k, v in (speeds if isinstance(speeds, dict) else {}).items()
+    ]
+    for threads in sorted({1, int(pack.get("cores", 2) or 2)}):
+        slowdown = _get(pack, "contention", f"threads_{threads}_slowdown_beside_a_hog")
+        rows.append((f"(f) slowdown beside a CPU hog, {threads} thread(s)", slowdown, "goal: no 3x collapse"))
+    for size in (8, 4):
+        micro = _get(pack, "micro_batches", f"micro_{size}_over_16")
+        rows.append(
+            (f"(h) 1-thread step in {size}-sequence / 16-sequence micro-batches", micro, "same gradient")
+        )
+    ratio = _get(pack, "packing", "packed_over_one_job")
+    rows.append(
+        ("(g) packed 1-thread jobs / one all-core job", ratio, str(_get(pack, "packing", "jobs_x_threads")))
+    )
+    return rows
 
 
 def gpu_rows(gpu: Any) -> list[tuple[str, Any, str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -102,6 +104,14 @@ def test_worker_environment_drops_an_enclosing_distributed_job(monkeypatch, tmp_
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
     assert "--nproc_per_node=2" in cmd
     assert cmd[-3:] == ["-m", "datascale.training.worker", str(tmp_path / "resolved.yaml")]
+    assert worker_command(tmp_path / "resolved.yaml", 2, 1, None) == cmd
+
+
+def test_a_one_process_run_starts_the_worker_without_torchrun(tmp_path):
+    """A world of one has nothing to rendezvous: the worker itself, one interpreter and one torch import."""
+    cmd = worker_command(tmp_path / "resolved.yaml", 1, 1, None)
+    assert cmd[1:] == ["-m", "datascale.training.worker", str(tmp_path / "resolved.yaml")]
+    assert worker_env(1).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")  # threads: the worker
 
 
 def test_a_bad_point_stops_the_sweep_before_anything_trains(tmp_path):

@@ -18,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from datascale.config_errors import ConfigError
+from datascale.packing import register as register_resolvers
+
+register_resolvers()  # ${datascale.cores:}, ${datascale.threads:}, ${datascale.jobs:} wherever configs go
 
 
 def _config_error_in_chain(exc: BaseException) -> ConfigError | None:

@@ -91,8 +91,13 @@ class RunRecord:
     test_bpb: dict[str, float] = _doc("per-domain test bits per byte of the best checkpoint")
     test_bpb_mean: float = _doc("macro-mean test bits per byte")
     # cost
-    wall_time_s: float = _doc("seconds from worker start to record")
-    train_time_s: float = _doc("seconds inside Trainer.fit")
+    wall_time_s: float = _doc(
+        "seconds from the worker command's start (the launcher's spawn: interpreter and imports included; by "
+        "hand: the worker process's start) to the record"
+    )
+    train_time_s: float = _doc(
+        "seconds inside Trainer.fit (training steps, evaluations and checkpoint writes)"
+    )
     tokens_per_s: float = _doc("training tokens per second during fit (global)")
     # execution
     world_size: int = _doc("processes (ranks)")
@@ -126,6 +131,67 @@ class RunRecord:
         default="",
     )
     mfu: float | None = _doc("model FLOPs utilisation: achieved_flops_per_s / peak_flops_per_s", default=None)
+    # where the wall time went (datascale.training.clock, PhaseClock); None: not measured (older records)
+    threads: int | None = _doc(
+        "torch threads per rank at the start (peak_flops_per_s is for these)", default=None
+    )
+    threads_mean: float | None = _doc(
+        "torch threads per rank over the training loop, time-weighted (`worker.adaptive_threads` may change "
+        "them)",
+        default=None,
+    )
+    thread_changes: list[list[int]] = _doc(
+        "[step, threads] of each change made by `worker.adaptive_threads` (empty: none)", default_factory=list
+    )
+    cores: int | None = _doc("CPU cores the worker could run on (its affinity mask)", default=None)
+    job_setup_s: float | None = _doc(
+        "seconds the Hydra job spent on this attempt before starting the worker (validation, cached data "
+        "loaded and verified, run id, lease); None when the worker was started by hand",
+        default=None,
+    )
+    startup_s: float | None = _doc(
+        "seconds from the worker command's start to the first training step (interpreter, imports, data, "
+        "model, Trainer, loggers); a resumed run: its last attempt's",
+        default=None,
+    )
+    startup_cpu_s: float | None = _doc(
+        "CPU seconds the worker process (all its threads) used before the first training step: start-up as "
+        "work, whatever else shares the machine (W&B's service process not included)",
+        default=None,
+    )
+    step_time_s: float | None = _doc(
+        "seconds inside training steps (forward, backward, optimizer: the clock of step_tokens_per_s)",
+        default=None,
+    )
+    eval_time_s: float | None = _doc(
+        "seconds in evaluation loops: every validation and the test (a resumed run sums its attempts)",
+        default=None,
+    )
+    checkpoint_time_s: float | None = _doc(
+        "seconds writing checkpoints: the best one and resume ones, checksums included", default=None
+    )
+    teardown_s: float | None = _doc(
+        "seconds from the end of the last training step to the record, less the evaluations and checkpoint "
+        "writes in between (Trainer teardown, best-checkpoint load, downstream tasks, metrics merge); W&B's "
+        "finish and the process exit come after the record (`status.json`: `exit_after_record_s`)",
+        default=None,
+    )
+    eval_tokens: int | None = _doc(
+        "held-out positions fed forward: every window of every validation and of the test", default=None
+    )
+    eval_flops: float | None = _doc(
+        "forward FLOPs of evaluation: eval_tokens x model_flops_per_token / 3", default=None
+    )
+    eval_precision: dict[str, Any] = _doc(
+        "what evaluation measured to what precision (`datascale.training.precision`): `target` "
+        "(`training.eval_se_target`, nats), `subset` (the choice at the third validation: `chosen_at_step`, "
+        "`pair_se` = paired SE of the selection loss's change from the second to the third, on every window, "
+        "`fraction` of each domain's windows kept, `windows`, difference-estimator offsets), "
+        "`val_tokens_by_domain` (scored per validation after the choice), `delta_se_median` (the paired SE "
+        "of each validation's change, median over the run), `best_loss_se` and `test_loss_se` (clustered SE "
+        "of the macro loss at the best validation and of the test)",
+        default_factory=dict,
+    )
     peak_memory_mib: list[float] = _doc(
         "peak memory per rank in MiB (CUDA: max allocated; CPU: max resident set size)", default_factory=list
     )
@@ -162,7 +228,8 @@ class RunRecord:
     )
     val_curve: list[dict[str, Any]] = _doc(
         "the learning curve: every evaluation's `step`, `tokens_seen`, `lr`, macro validation `loss` and "
-        "`selection_loss` (over `selection_domains`); "
+        "`selection_loss` (over `selection_domains`), `loss_se` (clustered SE of that loss) and `delta_se` "
+        "(paired SE of the selection loss's change since the evaluation before); "
         "under `schedule=warmup_cosine` intermediate points are not losses of runs trained to those tokens "
         "(the LR has not decayed), so fit them only with `schedule=wsd`, and they all share one run",
         default_factory=list,

@@ -23,6 +23,8 @@ NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
         "trainer.enable_progress_bar",
         "worker.progress_bar",
         "worker.progress_refresh_rate",
+        "worker.num_threads",  # how many cores a run uses, not what it computes (datascale.packing)
+        "worker.adaptive_threads",
         "trainer.log_every_n_steps",
         "data.num_workers",
         "study.max_attempts",

@@ -64,3 +64,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def canonical_json_hash(payload: Any) -> str:
+    """sha256 of canonical JSON: the cache key of a config-like object (here, not in the data stage's
+    documents module, so that reading a subset manifest does not import the datasets library)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()

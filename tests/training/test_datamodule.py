@@ -124,8 +124,22 @@ def test_eval_windows_predict_every_token_once_with_its_bytes() -> None:
     capped = EvalWindows(tokens, token_bytes, L, max_tokens=20)
     assert (capped.targets != IGNORE_INDEX).sum() == 20
     parts = [EvalWindows(tokens, token_bytes, L, rank=r, world_size=2) for r in range(2)]
-    both = torch.cat([p.targets for p in parts])
+    both = torch.stack([part[i][1] for part in parts for i in range(len(part))])
     assert sorted(both[both != IGNORE_INDEX].tolist()) == list(range(1, n))
+    assert sorted(part[i][3] for part in parts for i in range(len(part))) == list(range(6))
+
+
+def test_eval_windows_subset_is_split_over_ranks_and_keeps_window_indices() -> None:
+    """A chosen subset of windows (the precision target's) is what every rank evaluates, evenly shared."""
+    tokens, token_bytes = positions(45), np.ones(100, dtype=np.int64)
+    parts = [EvalWindows(tokens, token_bytes, L, rank=r, world_size=2) for r in range(2)]
+    for part in parts:
+        part.select(np.array([0, 2, 3, 5]))
+    assert [[part[i][3] for i in range(len(part))] for part in parts] == [[0, 3], [2, 5]]
+    window = parts[1][1]
+    assert torch.equal(window[1], parts[1].targets[5])  # item = the window it names
+    parts[0].select(None)
+    assert len(parts[0]) == 3
 
 
 def test_datamodule_loaders_and_vocab_check() -> None:

@@ -128,7 +128,8 @@ def test_sigterm_saves_at_the_next_step_exits_75_and_resumes(
     reference: tuple[RunRecord, Path], artifacts: DataArtifacts, tmp_path: Path
 ) -> None:
     ref, _ = reference
-    path = run_config(tmp_path / "run", artifacts, **{"checkpoint.every_tokens": None})
+    # one resume checkpoint per evaluation interval (2048 tokens = 8 steps), saved after its evaluation
+    path = run_config(tmp_path / "run", artifacts, **{"checkpoint.every_tokens": 2048})
     folder = tmp_path / "run" / RESUME_DIR
     proc = start_worker(path)
     first = wait_for_checkpoint_after(proc, folder, 0)  # the first evaluation's checkpoint (step 8)

@@ -63,8 +63,9 @@ def test_record_is_complete_and_consistent(done_run: tuple[RunRecord, Path]) -> 
     record, run_dir = done_run
     on_disk = read_record(run_dir / "record.json")
     assert on_disk == record and record.status == "done" and record.error is None
-    for f in dataclasses.fields(RunRecord):
-        assert getattr(record, f.name) is not None or f.name == "error", f.name
+    for f in dataclasses.fields(RunRecord):  # job_setup_s: the Hydra job's, and no job started this one
+        assert getattr(record, f.name) is not None or f.name in ("error", "job_setup_s"), f.name
+    assert record.job_setup_s is None
     batch = TINY_TRAINING["batch_tokens"]
     assert record.unique_tokens == U and record.tokens_seen == record.steps * batch
     assert record.epochs == pytest.approx(record.tokens_seen / U)
@@ -85,6 +86,25 @@ def test_record_is_complete_and_consistent(done_run: tuple[RunRecord, Path]) -> 
     assert record.code_version and record.subset_hash and record.config["run"]["id"] == "run_a"
 
 
+def test_record_says_where_the_wall_time_went(done_run: tuple[RunRecord, Path]) -> None:
+    """Start-up, training steps, evaluation, checkpoint writes and teardown: measured, and they fit inside the
+    wall time; evaluation FLOPs are a forward pass (a third of a training token) over every scored window."""
+    record, _ = done_run
+    assert record.startup_s is not None and 0 < record.startup_s < record.wall_time_s
+    assert record.startup_cpu_s is not None and record.startup_cpu_s > 0
+    assert record.step_time_s is not None and 0 < record.step_time_s < record.train_time_s
+    assert record.eval_time_s is not None and record.checkpoint_time_s is not None
+    assert record.teardown_s is not None and record.teardown_s >= 0
+    parts = record.startup_s + record.step_time_s + record.eval_time_s + record.checkpoint_time_s
+    assert parts + record.teardown_s <= record.wall_time_s
+    assert record.threads and record.cores
+    scored = sum(len(c) for c in record.eval_precision["subset"]["windows"].values())
+    assert record.eval_tokens is not None and record.eval_tokens > scored * 32
+    assert record.eval_flops == pytest.approx(record.eval_tokens * record.model_flops_per_token / 3)
+    assert [c["delta_se"] is None for c in record.val_curve] == [True] + [False] * (len(record.val_curve) - 1)
+    assert record.eval_precision["target"] == 0.02 and record.eval_precision["delta_se_median"] > 0
+
+
 def test_metrics_csv_has_the_contract_metrics(done_run: tuple[RunRecord, Path]) -> None:
     record, run_dir = done_run
     rows = metrics_rows(run_dir)
@@ -102,17 +122,20 @@ def test_metrics_csv_has_the_contract_metrics(done_run: tuple[RunRecord, Path]) 
 
 
 def _manual_eval(
-    module: GPTLightningModule, artifacts: DataArtifacts, split: str
+    module: GPTLightningModule, artifacts: DataArtifacts, split: str, windows: dict[str, list[int]] | None
 ) -> dict[str, tuple[float, int, int]]:
-    """(nats, target tokens, target bytes) per domain, recomputed without Lightning."""
+    """(nats, target tokens, target bytes) per domain over the given windows (None: all), without
+    Lightning."""
     token_bytes = np.load(artifacts.token_bytes_path)
     out = {}
     for domain, paths in artifacts.eval_caches.items():
         cap = TINY_TRAINING["eval_tokens_per_domain"] if split == "val" else None
         ds = EvalWindows(TokenCache.open(paths[split]).tokens, token_bytes, 32, cap)
+        kept = slice(None) if windows is None else windows[domain]
+        inputs, targets, nbytes = ds.inputs[kept], ds.targets[kept], ds.target_bytes[kept]
         with torch.no_grad():
-            nats = module.model(ds.inputs, ds.targets).double().sum().item()
-        out[domain] = (nats, int((ds.targets != IGNORE_INDEX).sum()), int(ds.target_bytes.sum()))
+            nats = module.model(inputs, targets).double().sum().item()
+        out[domain] = (nats, int((targets != IGNORE_INDEX).sum()), int(nbytes.sum()))
     return out
 
 
@@ -128,18 +151,23 @@ def test_test_loss_is_the_best_checkpoint_and_bpb_is_exact(
     module.model = GPT(GPTConfig(**ckpt["hyper_parameters"]["model"]))
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
-    for split, losses, bpbs in (
-        ("test", record.test_loss_by_domain, record.test_bpb),
-        ("val", record.val_loss_best, record.val_bpb_best),
-    ):
-        for domain, (nats, tokens, nbytes) in _manual_eval(module, artifacts, split).items():
-            whole = TokenCache.open(artifacts.eval_caches[domain][split]).n_tokens - 1
-            # val: the cap; test: the whole set; each target once
-            assert tokens == (TINY_TRAINING["eval_tokens_per_domain"] if split == "val" else whole)
-            assert losses[domain] == pytest.approx(nats / tokens, rel=1e-5)
-            assert bpbs[domain] == pytest.approx(nats / (nbytes * math.log(2)), rel=1e-5)
-            # bpb = loss * tokens / (bytes * ln 2)
-            assert bpbs[domain] == pytest.approx(losses[domain] * tokens / (nbytes * math.log(2)), rel=1e-9)
+    for domain, (nats, tokens, nbytes) in _manual_eval(module, artifacts, "test", None).items():
+        whole = TokenCache.open(artifacts.eval_caches[domain]["test"]).n_tokens - 1
+        assert tokens == whole  # the whole test set, each target once
+        assert record.test_loss_by_domain[domain] == pytest.approx(nats / tokens, rel=1e-5)
+        assert record.test_bpb[domain] == pytest.approx(nats / (nbytes * math.log(2)), rel=1e-5)
+    # validation after the precision target's choice: the kept windows' loss plus the offset measured at the
+    # choice (the full set's loss minus theirs), exactly
+    subset = record.eval_precision["subset"]
+    assert record.best_step > subset["chosen_at_step"] and 0 < subset["fraction"] < 1
+    kept = subset["windows"]
+    for domain, (nats, tokens, nbytes) in _manual_eval(module, artifacts, "val", kept).items():
+        assert tokens < TINY_TRAINING["eval_tokens_per_domain"]  # the cap, less the windows left out
+        assert tokens == record.eval_precision["val_tokens_by_domain"][domain]
+        offset, bpb_offset = subset["loss_offset"][domain], subset["bpb_offset"][domain]
+        assert record.val_loss_best[domain] == pytest.approx(nats / tokens + offset, rel=1e-5)
+        bpb = nats / (nbytes * math.log(2)) + bpb_offset
+        assert record.val_bpb_best[domain] == pytest.approx(bpb, rel=1e-5)
 
 
 def test_same_seed_gives_identical_results(

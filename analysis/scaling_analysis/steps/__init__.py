@@ -10,7 +10,7 @@ without conditions.
 
 from __future__ import annotations
 
-from . import cutoff, downstream, lr_rule, prediction, regimes
+from . import cutoff, downstream, efficiency, lr_rule, prediction, regimes
 from .base import Step, StepResult, StudyContext
 from .conditions import step as conditions
 
@@ -21,6 +21,7 @@ STUDY_STEPS: tuple[Step, ...] = (
     regimes.STEP,  # data- or model-limited runs (Chinchilla-type fits)
     cutoff.STEP,  # from which size on the law extrapolates (reads the conditions step)
     prediction.STEP,  # the pre-registered prediction scored on its target runs (analysis.predict)
+    efficiency.STEP,  # training FLOPs / (peak x wall) and where the machine's time went (the records)
 )
 
 #: fit.json's field order (and its documented table's) predates the step list: the steps named here keep

@@ -129,8 +129,3 @@ def domain_stats(ds: datasets.Dataset) -> dict[str, dict[str, Any]]:
             "content_hash": content_hash([ids[i] for i in idx], [domain] * len(idx), [texts[i] for i in idx]),
         }
     return stats
-
-
-def canonical_json_hash(payload: Any) -> str:
-    """sha256 of canonical JSON: the cache key of a config-like object."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from datascale.config_errors import require, require_in_range, require_positive_int
-from datascale.data.documents import canonical_json_hash
+from datascale.storage import canonical_json_hash
 
 SPLITS = ("train", "val", "test")
 #: Where each built-in domain keeps its label in a document's ``meta``.

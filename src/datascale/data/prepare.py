@@ -31,7 +31,6 @@ from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import instantiate_group
 from datascale.data.documents import (
-    canonical_json_hash,
     column,
     content_hash,
     dataset_content_hash,
@@ -45,7 +44,7 @@ from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, wr
 from datascale.data.token_cache import TokenCache, build_token_cache, cache_key, reference_losses
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer, token_byte_lengths
 from datascale.data.transforms import TRANSFORM_GROUPS, Identity, PoolTransform, TransformReport
-from datascale.storage import atomic_directory, atomic_write_json
+from datascale.storage import atomic_directory, atomic_write_json, canonical_json_hash
 
 log = logging.getLogger("datascale.data")
 

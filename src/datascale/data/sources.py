@@ -22,8 +22,8 @@ import datasets
 
 from datascale.config_errors import ConfigError, require, require_choice, require_positive_int
 from datascale.data import builtin_corpus
-from datascale.data.documents import canonical_json_hash, documents_from_rows, make_document
-from datascale.storage import file_sha256
+from datascale.data.documents import documents_from_rows, make_document
+from datascale.storage import canonical_json_hash, file_sha256
 
 log = logging.getLogger("datascale.data")
 

@@ -26,9 +26,8 @@ import numpy as np
 from filelock import FileLock
 
 from datascale.config_errors import ConfigError, require, require_positive_int
-from datascale.data.documents import canonical_json_hash
 from datascale.data.token_cache import TokenCache
-from datascale.storage import atomic_write_json
+from datascale.storage import atomic_write_json, canonical_json_hash
 
 log = logging.getLogger("datascale.data")
 

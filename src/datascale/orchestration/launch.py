@@ -1,9 +1,11 @@
-"""The Hydra job: validate the config, prepare the data, and launch training as a ``torchrun`` subprocess.
+"""The Hydra job: validate the config, prepare the data, and launch training as a worker subprocess.
 
 Lightning's ``ddp`` inside a Hydra multirun re-executes the whole sweep in every rank (upstream bug), so a
 Hydra job never hosts training ranks. It resolves the config once, derives the run id from it and the data
-manifest, skips runs that are already done, writes ``resolved.yaml`` and runs
-``torchrun -m datascale.training.worker resolved.yaml``. The same path serves one process, DDP and FSDP.
+manifest, skips runs that are already done, writes ``resolved.yaml`` and runs the worker on it: a one-process
+run as ``python -m datascale.training.worker resolved.yaml`` (a world of one needs no rendezvous: torchrun's
+agent cost a second interpreter with torch and a polling process per run), several ranks on one node under
+``torchrun -m datascale.training.worker resolved.yaml``. One worker serves one process, DDP and FSDP.
 
 Usage (console script ``datascale``; ``python -m datascale.launch`` is the same)::
 
@@ -50,6 +52,7 @@ from datascale.records import RECORD_FILENAME, is_done, read_record
 from datascale.run_id import run_identity
 from datascale.secrets import check_no_secrets
 from datascale.training.checkpoint_files import EXIT_PREEMPTED
+from datascale.training.clock import JOB_STARTED_ENV, SPAWNED_ENV
 from datascale.training.objective import check_objective
 from datascale.training.strategy import strategy_spec
 
@@ -284,8 +287,14 @@ class RankTask:
         }
 
 
+def direct_command(resolved_path: Path) -> list[str]:
+    """The worker itself in this interpreter: one rank (a world of one, or a task of a task-per-rank job)."""
+    return [sys.executable, "-m", "datascale.training.worker", str(resolved_path)]
+
+
 def worker_command(resolved_path: Path, devices: int, num_nodes: int, task: RankTask | None) -> list[str]:
-    """torchrun on one node, or (one task per rank) this rank's worker; the layout must match the tasks."""
+    """The worker directly for one process (no torchrun: nothing to rendezvous), torchrun for several ranks
+    on one node, or (one task per rank) this rank's worker; the layout must match the tasks."""
     if task is None:
         require(
             num_nodes == 1,
@@ -293,7 +302,7 @@ def worker_command(resolved_path: Path, devices: int, num_nodes: int, task: Rank
             num_nodes,
             "needs one task per rank on every node: hydra/launcher=slurm (tasks_per_node=devices, nodes)",
         )
-        return torchrun_command(resolved_path, devices)
+        return direct_command(resolved_path) if devices == 1 else torchrun_command(resolved_path, devices)
     if task.world_size != devices * num_nodes or task.local_world_size != devices:
         raise LaunchError(
             f"the launcher started {task.world_size} tasks ({task.local_world_size} per node) but "
@@ -329,6 +338,8 @@ class Job:
     """run id, run dir and axes: what the study table shows."""
     task: RankTask | None
     """This task's rank when the launcher started one task per rank (submitit), else None (torchrun)."""
+    started: float
+    """When this job began the current attempt (the first: before validation and data preparation)."""
     preregistration: dict[str, Any] = field(default_factory=dict)
     """A target run's pre-registered prediction (``preregister.await_prediction``), else empty."""
 
@@ -339,6 +350,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     Statuses: ``trained``, ``skipped`` (done before), ``locked`` (another process trains it), ``failed``
     (with the reason; the study goes on), ``preempted`` (saved; resumes when the study runs again).
     """
+    started = time.time()
     _, artifacts = validate_and_prepare(cfg)
     resolved = resolved_config(cfg)
     run_id, run_dir = run_dir_of(cfg, artifacts.subset_hash)
@@ -353,8 +365,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except PreregistrationError as err:
         log.error("run %s not started: %s", run_id, err)
         return summary | {"status": "failed", "reason": str(err)}
+    if preregistration:  # the wait for the prediction is not this run's start-up
+        started = time.time()
     task = RankTask.from_submitit()
-    job = Job(cfg, run_dir, resolved, artifacts, summary, task, preregistration)
+    job = Job(cfg, run_dir, resolved, artifacts, summary, task, started, preregistration)
     if task is not None and task.rank > 0:  # one task per rank: rank 0 owns the lease and the record
         return summary | _train_rank(job)
     lease = acquire_lease(run_dir, float(cfg.study.get("lock_lease_s", 120)))
@@ -378,7 +392,8 @@ def _attempts(job: Job) -> dict[str, Any]:
         started = time.time()
         returncode, signals = _run_worker(job)
         outcome = outcome_of(job.run_dir, returncode, signals.received, started)
-        record_attempt(job.run_dir, attempts, outcome | {"seconds": round(time.time() - started, 1)})
+        record_attempt(job.run_dir, attempts, outcome | attempt_times(job.run_dir, started))
+        job.started = time.time()  # a next attempt's set-up counts from here
         if outcome["outcome"] == "done":
             return _trained(job.run_dir, time.time() - started)
         if outcome["outcome"] == "preempted":
@@ -392,6 +407,16 @@ def _attempts(job: Job) -> dict[str, Any]:
     reason = f"gave up after {failures(attempts)} failed attempts (study.max_attempts={limit}); last: {last}"
     log.error("run %s %s", run_id, reason)
     return {"status": "failed", "reason": reason}
+
+
+def attempt_times(run_dir: Path, started: float) -> dict[str, float]:
+    """The attempt's seconds, and (when it wrote a record) the seconds its worker took to exit after the
+    record: W&B's finish and the interpreter's teardown, which no record can hold."""
+    now, path = time.time(), Path(run_dir) / RECORD_FILENAME
+    times = {"seconds": round(now - started, 1)}
+    if path.exists() and path.stat().st_mtime >= started:
+        times["exit_after_record_s"] = round(now - path.stat().st_mtime, 2)
+    return times
 
 
 def _trained(run_dir: Path, elapsed: float) -> dict[str, Any]:
@@ -434,7 +459,8 @@ def _run_worker(job: Job) -> tuple[int, ForwardedSignals]:
     where = "" if task is None else f" as rank {task.rank}/{task.world_size}"
     resuming = f" (resuming from {resume})" if resume else ""
     log.info("train %s %s%s -> %s%s", job.summary["run_id"], job.summary["axes"], where, run_dir, resuming)
-    return run_worker(cmd, worker_env(devices, task))
+    env = worker_env(devices, task) | {JOB_STARTED_ENV: repr(job.started), SPAWNED_ENV: repr(time.time())}
+    return run_worker(cmd, env)
 
 
 def _train_rank(job: Job) -> dict[str, Any]:

@@ -51,8 +51,13 @@ def _closest(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {match[0]}?" if match else ""
 
 
+#: Options Hydra itself provides for a group we also extend (Hydra's own config path is not searched here).
+HYDRA_OPTIONS = {"hydra/launcher": ("basic",), "hydra/sweeper": ("basic",)}
+
+
 def _options(config_dirs: Sequence[Path], group: str) -> list[str]:
-    return sorted({p.stem for d in config_dirs for p in (d / group).glob("*.yaml")})
+    ours = {p.stem for d in config_dirs for p in (d / group).glob("*.yaml")}
+    return sorted(ours | set(HYDRA_OPTIONS.get(group, ())) if ours else ours)
 
 
 def _check_group(override: Override, config_dirs: Sequence[Path]) -> bool:

@@ -46,7 +46,8 @@ from datascale.training.throughput import (
 ASSUMED_CPU_MFU = 0.6
 #: MFU assumed on a GPU for these small models (large models reach 0.4-0.5; small ones less).
 ASSUMED_GPU_MFU = 0.3
-#: Start-up of one run (torchrun, imports, data loading, first evaluation), seconds.
+#: Per-run overhead outside training (Hydra job, worker start-up: imports and set-up, test, exit), seconds:
+#: 7.4-8.1 s measured on the project's 2-core machine (docs/studies.md, measurement 18).
 LAUNCH_SECONDS = 8.0
 
 
@@ -173,7 +174,8 @@ def seconds(run: PlannedRun, flops_per_s: float | CpuRate) -> float:
 
 def evaluation_flops(protocol: TrainingProtocol, artifacts: DataArtifacts, per_token: float) -> float:
     """Forward passes (a third of a training token's FLOPs) over the val sets at every planned evaluation
-    and once over the test sets: on small subsets they cost as much as the training steps."""
+    and once over the test sets: on small subsets they cost as much as the training steps. An upper bound
+    with ``training.eval_se_target``: evaluations after the third score the share of windows it needs."""
     val = test = 0
     for caches in artifacts.eval_caches.values():
         val_tokens, test_tokens = (len(TokenCache.open(Path(caches[s])).tokens) for s in ("val", "test"))

@@ -1,10 +1,13 @@
-"""Callbacks of a training run: a step-based progress bar, the time spent in training steps, and a stop on a
-non-finite training loss."""
+"""Callbacks of a training run: a step-based progress bar, the time spent in training steps, evaluation and
+checkpoint writes, and a stop on a non-finite training loss."""
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
@@ -56,6 +59,154 @@ class TrainThroughput(pl.Callback):
     def rate(self, tokens: int) -> float:
         """``tokens`` processed in the timed batches, per second (micro-batches of one step all count)."""
         return tokens / self.seconds if self.seconds else math.nan
+
+
+class PhaseClock(pl.Callback):
+    """Where a run's time goes besides training steps: evaluation loops (validation and test) and checkpoint
+    writes (best and resume, checksums included), and when the first training step began and the last one
+    ended, for the record's ``eval_time_s``, ``checkpoint_time_s``, ``startup_s`` and ``teardown_s``.
+
+    Evaluation and checkpoint seconds are saved in resume checkpoints (a resumed run sums its attempts);
+    start-up and teardown are the last attempt's. :meth:`attach` times the trainer's checkpoint writes.
+    """
+
+    def __init__(self) -> None:
+        self.eval_s = 0.0
+        self.checkpoint_s = 0.0
+        self.first_step_at: float | None = None
+        self.first_step_cpu: float | None = None
+        self.last_step_end: float | None = None
+        self._at_last_step = (0.0, 0.0)  # (eval_s, checkpoint_s) when the last step ended
+        self._eval_started = 0.0
+
+    def attach(self, trainer: pl.Trainer) -> None:
+        """Time every ``trainer.save_checkpoint`` (ModelCheckpoint's and the resume checkpoints')."""
+        save = trainer.save_checkpoint
+
+        def timed_save(*args: Any, **kwargs: Any) -> None:
+            with self.timing():
+                save(*args, **kwargs)
+
+        trainer.save_checkpoint = timed_save  # type: ignore[method-assign]
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """Count the block as checkpoint time."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.checkpoint_s += time.perf_counter() - started
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+            self.first_step_cpu = time.process_time()  # CPU seconds of this process (all threads) so far
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.last_step_end = time.time()
+        self._at_last_step = (self.eval_s, self.checkpoint_s)
+
+    def _start(self) -> None:
+        self._eval_started = time.perf_counter()
+
+    def _end(self) -> None:
+        self.eval_s += time.perf_counter() - self._eval_started
+
+    def on_validation_start(self, *args: Any) -> None:
+        self._start()
+
+    def on_test_start(self, *args: Any) -> None:
+        self._start()
+
+    def on_validation_end(self, *args: Any) -> None:
+        self._end()
+
+    def on_test_end(self, *args: Any) -> None:
+        self._end()
+
+    def since_last_step(self) -> tuple[float, float]:
+        """(evaluation, checkpoint) seconds after the last training step ended."""
+        return self.eval_s - self._at_last_step[0], self.checkpoint_s - self._at_last_step[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"eval_s": self.eval_s, "checkpoint_s": self.checkpoint_s}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.eval_s, self.checkpoint_s = float(state_dict["eval_s"]), float(state_dict["checkpoint_s"])
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every process of this machine has been busy since boot (``/proc/stat``); None elsewhere."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class ThreadGovernor(pl.Callback):
+    """A packed run's torch threads follow the machine: all usable cores while nothing else uses them (a
+    packed study's last run, alone), one as soon as something does (another run, another user).
+
+    Why: a multi-threaded run stalls whenever it shares a core (every matmul waits for its descheduled
+    thread), a one-thread run keeps its fair share; but one thread leaves the other cores idle once a study's
+    last run is alone. Every ``every`` optimizer steps the CPU time the rest of the machine used over the
+    interval (``/proc/stat`` less this process's own) decides: below ``quiet`` cores twice in a row, all
+    ``most`` threads; above ``busy`` cores, ``base`` again. ``mean_threads`` (time-weighted) goes into the
+    record; the thread count changes float summation order only (like the world size), not what is computed.
+    """
+
+    def __init__(
+        self,
+        base: int,
+        most: int,
+        every: int = 10,
+        quiet: float = 0.3,
+        busy: float = 0.6,
+        sample: Callable[[], float | None] = machine_busy_seconds,
+    ) -> None:
+        self.base, self.most, self.every = base, most, every
+        self.quiet, self.busy, self.sample = quiet, busy, sample
+        self.threads = base
+        self.changes: list[tuple[int, int]] = []  # (step, threads) after each change
+        self._last: tuple[float, float, float] | None = None  # (wall, machine busy s, own CPU s)
+        self._quiet_checks = 0
+        self._checked_step = -1
+        self._thread_seconds = 0.0
+        self._seconds = 0.0
+
+    def others(self) -> float | None:
+        """Cores the rest of the machine kept busy since the last call (None on the first or without
+        ``/proc/stat``)."""
+        busy, now, own = self.sample(), time.monotonic(), time.process_time()
+        last, self._last = self._last, (None if busy is None else (now, busy, own))
+        if busy is None or last is None or now <= last[0]:
+            return None
+        self._thread_seconds += self.threads * (now - last[0])
+        self._seconds += now - last[0]
+        return max(0.0, (busy - last[1] - (own - last[2])) / (now - last[0]))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every or step == self._checked_step:  # not a check step, or a later micro-batch of it
+            return
+        self._checked_step = step
+        others = self.others()
+        if others is None:
+            return
+        self._quiet_checks = self._quiet_checks + 1 if others < self.quiet else 0
+        want = self.base if others > self.busy else self.most if self._quiet_checks >= 2 else self.threads
+        if want != self.threads:
+            torch.set_num_threads(want)
+            self.threads = want
+            self.changes.append((trainer.global_step, want))
+
+    @property
+    def mean_threads(self) -> float:
+        return self._thread_seconds / self._seconds if self._seconds else float(self.threads)
 
 
 class NonFiniteLossError(FloatingPointError):

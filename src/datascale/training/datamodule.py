@@ -104,10 +104,13 @@ class TrainStream(IterableDataset):
 
 
 class EvalWindows(Dataset):
-    """Consecutive windows over one eval token stream: ``(inputs, targets, target_bytes)`` per window.
+    """Consecutive windows over one eval token stream: ``(inputs, targets, target_bytes, window)`` per item.
 
     Targets are tokens ``1 .. n-1`` of the (capped) stream, each exactly once; padding targets are -100 with 0
-    bytes. ``rank``/``world_size`` keep windows ``r::w`` so ranks split the set without padding duplicates.
+    bytes. ``window`` is the item's index among all windows of the stream (per-window sums give clustered
+    standard errors, ``datascale.training.precision``). The evaluated windows are all of them, or the subset
+    given to :meth:`select`; ``rank``/``world_size`` keep every ``w``-th of those from the ``r``-th, so ranks
+    split the set (or subset) evenly without padding duplicates.
     """
 
     def __init__(
@@ -127,7 +130,7 @@ class EvalWindows(Dataset):
         padded = np.full(n_windows * seq_len + 1, IGNORE_INDEX, dtype=np.int64)
         padded[:n] = stream
         idx = np.arange(n_windows)[:, None] * seq_len + np.arange(seq_len + 1)
-        windows = padded[idx][rank::world_size]
+        windows = padded[idx]
         inputs = windows[:, :-1].copy()
         inputs[inputs == IGNORE_INDEX] = 0  # padded inputs only feed masked targets (causal attention)
         targets = windows[:, 1:].copy()
@@ -135,13 +138,22 @@ class EvalWindows(Dataset):
         self.inputs = torch.from_numpy(inputs)
         self.targets = torch.from_numpy(targets)
         self.target_bytes = torch.from_numpy(nbytes.astype(np.int64))
-        self.n_targets = n - 1  # over all ranks
+        self.n_targets = n - 1  # over all ranks and windows
+        self.n_windows = n_windows
+        self.rank, self.world_size = rank, world_size
+        self.order = np.arange(n_windows)[rank::world_size]  # the windows this rank evaluates
+
+    def select(self, windows: np.ndarray | None) -> None:
+        """Evaluate only these windows (indices into all windows; None: all of them), split over ranks."""
+        chosen = np.arange(self.n_windows) if windows is None else np.asarray(windows, dtype=np.int64)
+        self.order = chosen[self.rank :: self.world_size]
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.order)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.inputs[i], self.targets[i], self.target_bytes[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        w = int(self.order[i])
+        return self.inputs[w], self.targets[w], self.target_bytes[w], w
 
 
 class TokenDataModule(pl.LightningDataModule):
@@ -243,10 +255,17 @@ class TokenDataModule(pl.LightningDataModule):
         return DataLoader(self.train_stream(start), batch_size=None, num_workers=0)
 
     def eval_dataset(self, domain: str, split: str) -> EvalWindows:
-        """Validation sets are capped (they run many times); a test set is evaluated whole, once."""
+        """Validation sets are capped (they run many times) and, once the module chose the windows its
+        precision target needs (a resumed run: before its first validation), restricted to them; a test set
+        is evaluated whole, once."""
         rank, world = self._rank_world()
         cap = self.protocol.eval_tokens_per_domain if split == "val" else None
-        return EvalWindows(self.eval_sets[domain][split], self.token_bytes, self.seq_len, cap, rank, world)
+        dataset = EvalWindows(self.eval_sets[domain][split], self.token_bytes, self.seq_len, cap, rank, world)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        subset = getattr(module, "eval_subset", None) if split == "val" else None
+        if subset is not None:
+            dataset.select(np.asarray(subset.windows[domain]))
+        return dataset
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         return [

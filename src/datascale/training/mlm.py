@@ -103,16 +103,12 @@ class MLMLightningModule(GPTLightningModule):
             self._train_generator.set_state(state)
 
     def _eval_step(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int) -> None:
-        _, targets, target_bytes = batch
+        _, targets, target_bytes, windows = batch
         valid = targets != IGNORE_INDEX
         generator = eval_generator(self.objective, dataloader_idx, self._eval_batch_idx)
         masked, labels = self._masked(targets.masked_fill(~valid, 0), valid, generator)
         losses = self.model(masked, labels)
-        selected = labels != IGNORE_INDEX
-        assert self._sums is not None
-        self._sums[0, dataloader_idx] += losses.double().sum()
-        self._sums[1, dataloader_idx] += selected.sum()
-        self._sums[2, dataloader_idx] += target_bytes[selected].sum()
+        self._add_windows(dataloader_idx, windows, losses, labels != IGNORE_INDEX, target_bytes)
 
     def validation_step(
         self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0

@@ -1,15 +1,16 @@
 """The Lightning module: next-token loss, exact per-domain nats and bits per byte, AdamW with warmup+cosine.
 
-Evaluation sums nats, target tokens and target bytes per domain over the whole (capped) eval set, reduces the
-sums over ranks, and only then divides: ``loss = nats / tokens`` and ``bpb = nats / (bytes * ln 2)`` are
-exact, not means of batch means. ``val/loss`` is the macro mean over domains (each domain counts the same);
-``val/selection_loss``, the early-stopping and checkpoint monitor, is the macro mean over the selection
-domains (``training.select_on``: all of them by default, or the run's training domains).
+Evaluation sums nats, target tokens and target bytes per held-out window, reduces the sums over ranks, and
+only then divides: ``loss = nats / tokens`` and ``bpb = nats / (bytes * ln 2)`` are exact, not means of batch
+means, and the per-window sums give each loss its clustered standard error. ``val/loss`` is the macro mean
+over domains (each domain counts the same); ``val/selection_loss``, the early-stopping and checkpoint monitor,
+is the macro mean over the selection domains (``training.select_on``: all of them by default, or the run's
+training domains). With ``training.eval_se_target`` the validations after the third score the windows that
+precision needs (``datascale.training.precision``); the test set is always scored whole.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,6 +22,13 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from datascale.model import GPT, GPTConfig
 from datascale.training.datamodule import IGNORE_INDEX
+from datascale.training.precision import (
+    CHOICE_EVALUATION,
+    WINDOW_ROWS,
+    EvalSubset,
+    choose_subset,
+    summarize,
+)
 from datascale.training.schedule import WarmupCosine
 
 #: Checkpoint key of this module's own resume state.
@@ -78,6 +86,7 @@ class GPTLightningModule(pl.LightningModule):
         compile_blocks: bool = False,
         selection_domains: list[str] | None = None,
         shard_parameters: bool = False,
+        eval_se_target: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -107,7 +116,10 @@ class GPTLightningModule(pl.LightningModule):
         self._configured = False  # configure_model ran (sharding and compiling happen once)
         self.eval_history: list[dict[str, Any]] = []  # one entry per validation (rank 0 and others alike)
         self.test_results: dict[str, Any] | None = None
-        self._sums: torch.Tensor | None = None
+        self.eval_se_target = eval_se_target  # None: every validation scores every window
+        self.eval_subset: EvalSubset | None = None  # the validation windows chosen at the third evaluation
+        self._sums: list[torch.Tensor] | None = None
+        self._previous_val: dict[str, np.ndarray] | None = None  # the last validation's per-window sums
         self.resumed_tokens: int | None = None  # tokens_seen saved in the checkpoint this run resumed from
         self.resumed_at_steps: list[int] = []  # every step this run was resumed at, oldest first
 
@@ -175,11 +187,14 @@ class GPTLightningModule(pl.LightningModule):
     # ---- resume --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """What Lightning does not save itself: the evaluation history, tokens seen and the RNG states."""
+        previous = self._previous_val or {}
         checkpoint[RESUME_KEY] = {
             "eval_history": self.eval_history,
             "tokens_seen": self.tokens_seen(),
             "rng": rng_states(),
             "resumed_at_steps": self.resumed_at_steps,
+            "eval_subset": None if self.eval_subset is None else self.eval_subset.to_dict(),
+            "previous_val": {d: torch.from_numpy(a) for d, a in previous.items()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -189,6 +204,9 @@ class GPTLightningModule(pl.LightningModule):
         self.eval_history = list(state["eval_history"])
         self.resumed_tokens = int(state["tokens_seen"])
         self.resumed_at_steps = [*state["resumed_at_steps"], int(checkpoint["global_step"])]
+        subset, previous = state.get("eval_subset"), state.get("previous_val") or {}
+        self.eval_subset = None if subset is None else EvalSubset.from_dict(subset)
+        self._previous_val = {d: t.numpy() for d, t in previous.items()} or None
         set_rng_states(state["rng"])
 
     def on_train_start(self) -> None:
@@ -200,27 +218,60 @@ class GPTLightningModule(pl.LightningModule):
             )
 
     # ---- evaluation ---------------------------------------------------------------------------------------
-    def _start_eval(self) -> None:
-        # rows: summed nats, target tokens, target bytes; one column per domain
-        self._sums = torch.zeros(3, len(self.domains), dtype=torch.float64, device=self.device)
+    def _eval_datasets(self, stage: str) -> list[Any]:
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        if loaders is None:
+            return []
+        return [loader.dataset for loader in (loaders if isinstance(loaders, list) else [loaders])]
+
+    def _start_eval(self, stage: str) -> None:
+        """Per domain, one column per held-out window: rows nats, scored tokens, bytes, evaluated
+        (``datascale.training.precision``); ranks fill their windows and sum the arrays."""
+        sizes = [ds.n_windows for ds in self._eval_datasets(stage)]
+        self._sums = [torch.zeros(WINDOW_ROWS, n, dtype=torch.float64, device=self.device) for n in sizes]
 
     def _eval_step(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int) -> None:
-        inputs, targets, target_bytes = batch
+        inputs, targets, target_bytes, windows = batch
         losses = self.model(inputs, targets)
+        self._add_windows(dataloader_idx, windows, losses, targets != IGNORE_INDEX, target_bytes)
+
+    def _add_windows(
+        self,
+        dataloader_idx: int,
+        windows: torch.Tensor,
+        losses: torch.Tensor,
+        scored: torch.Tensor,
+        target_bytes: torch.Tensor,
+    ) -> None:
+        """Add a batch's per-window nats, scored tokens and their bytes (the objective's hook: MLM scores
+        the masked tokens only)."""
         assert self._sums is not None
-        self._sums[0, dataloader_idx] += losses.double().sum()
-        self._sums[1, dataloader_idx] += (targets != IGNORE_INDEX).sum()
-        self._sums[2, dataloader_idx] += target_bytes.sum()
+        rows = torch.stack(
+            [
+                (losses.double() * scored).sum(1),
+                scored.sum(1).double(),
+                (target_bytes * scored).sum(1).double(),
+                torch.ones(len(windows), dtype=torch.float64, device=losses.device),
+            ]
+        )
+        self._sums[dataloader_idx].index_add_(1, windows.to(losses.device), rows)
+
+    def _reduced_sums(self) -> dict[str, np.ndarray]:
+        assert self._sums is not None
+        sizes = [t.shape[1] for t in self._sums]
+        summed = self.trainer.strategy.reduce(torch.cat(self._sums, dim=1), reduce_op="sum")
+        parts = torch.split(summed.cpu(), sizes, dim=1)
+        return {d: part.numpy() for d, part in zip(self.domains, parts, strict=True)}
 
     def _finish_eval(self, stage: str) -> dict[str, Any]:
-        assert self._sums is not None
-        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum")
-        nats, tokens, nbytes = (sums[i].tolist() for i in range(3))
-        by_domain = {d: nats[i] / tokens[i] if tokens[i] else math.nan for i, d in enumerate(self.domains)}
-        bpb = {
-            d: nats[i] / (nbytes[i] * math.log(2)) if nbytes[i] else math.nan
-            for i, d in enumerate(self.domains)
-        }
+        sums, self._sums = self._reduced_sums(), None
+        previous = self._previous_val if stage == "val" else None
+        choosing = len(self.eval_history) + 1 >= CHOICE_EVALUATION and previous is not None
+        if stage == "val" and self.eval_se_target and self.eval_subset is None and choosing and previous:
+            self._choose_subset(sums, previous)
+        subset = self.eval_subset if stage == "val" else None
+        result = summarize(sums, self.selection_domains, subset, previous)
+        by_domain, bpb = result["loss_by_domain"], result["bpb_by_domain"]
         macro = sum(by_domain.values()) / len(by_domain)
         metrics = {}
         for d in self.domains:
@@ -228,26 +279,33 @@ class GPTLightningModule(pl.LightningModule):
             metrics[f"{stage}/{d}/bpb"] = bpb[d]
         self.log_dict(metrics, prog_bar=False)
         self.log(f"{stage}/loss", macro, prog_bar=True)
+        self.log(f"{stage}/loss_se", result["loss_se"])
         selection = sum(by_domain[d] for d in self.selection_domains) / len(self.selection_domains)
         if stage == "val":
             self.log(SELECTION_METRIC, selection)
+            self._previous_val = sums
         optimizers = self.trainer.optimizers if self._trainer is not None else []
-        result = {
+        return result | {
             "step": self.global_step,
             "tokens_seen": self.tokens_seen(),
             "lr": float(optimizers[0].param_groups[0]["lr"]) if optimizers else None,
             "loss": macro,
             "selection_loss": selection,
-            "loss_by_domain": by_domain,
-            "bpb_by_domain": bpb,
-            "tokens_by_domain": dict(zip(self.domains, map(int, tokens), strict=True)),
-            "bytes_by_domain": dict(zip(self.domains, map(int, nbytes), strict=True)),
+            "positions": result["windows"] * self.model.cfg.seq_len,
         }
-        self._sums = None
-        return result
+
+    def _choose_subset(self, sums: dict[str, np.ndarray], previous: dict[str, np.ndarray]) -> None:
+        """At the third evaluation: the validation windows ``training.eval_se_target`` needs, used from the
+        next evaluation on (``datascale.training.precision``)."""
+        assert self.eval_se_target is not None
+        self.eval_subset = choose_subset(
+            sums, previous, self.selection_domains, self.eval_se_target, self.global_step
+        )
+        for domain, dataset in zip(self.domains, self._eval_datasets("val"), strict=True):
+            dataset.select(np.asarray(self.eval_subset.windows[domain]))
 
     def on_validation_epoch_start(self) -> None:
-        self._start_eval()
+        self._start_eval("val")
 
     def validation_step(
         self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0
@@ -262,7 +320,7 @@ class GPTLightningModule(pl.LightningModule):
             self.eval_history.append(result)
 
     def on_test_epoch_start(self) -> None:
-        self._start_eval()
+        self._start_eval("test")
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)

@@ -42,8 +42,11 @@ class TrainingProtocol:
     max_tokens: int | None = None  # ... and at most this (None: no upper bound)
     warmup_tokens: int = 65536  # linear warmup length ...
     warmup_max_fraction: float = 0.1  # ... but at most this fraction of the planned steps
-    eval_tokens_per_domain: int | None = 24576  # first tokens of each domain's val set used (None: all);
-    #                                           test sets are always evaluated whole (once per run)
+    eval_tokens_per_domain: int | None = None  # first tokens of each domain's val set used (None: all);
+    #                                          test sets are always evaluated whole (once per run)
+    eval_se_target: float | None = 0.006  # SE (nats) asked of a change of the selection loss between
+    #                                     evaluations: the first three score every window, then the share
+    #                                     of windows it needs (datascale.training.precision); None: all
     eval_batch_sequences: int = 32  # sequences per evaluation batch (per rank)
     select_on: str = "train_domains"  # the val loss that picks the best checkpoint and stops early: the
     #                                 macro mean over train_domains (held-out sets of the domains with tokens
@@ -101,6 +104,8 @@ class TrainingProtocol:
         require_in_range("warmup_max_fraction", self.warmup_max_fraction, 0.0, 1.0)
         if self.eval_tokens_per_domain is not None:
             require_positive_int("eval_tokens_per_domain", self.eval_tokens_per_domain)
+        if self.eval_se_target is not None:
+            require_positive("eval_se_target", self.eval_se_target)
         require_positive_int("eval_batch_sequences", self.eval_batch_sequences)
         require_choice("select_on", self.select_on, SELECT_ON)
         if self.grad_clip is not None:

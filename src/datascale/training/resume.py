@@ -1,10 +1,12 @@
 """Kill-safe training: resume checkpoints with checksums, the latest complete one found again, preemption.
 
-A run writes ``<run_dir>/resume/step=<s>.ckpt`` (a file, or FSDP's sharded directory) after every
-evaluation and, between evaluations, every ``every_tokens`` tokens or ``every_minutes`` minutes, always at an
-optimizer-step boundary. Lightning writes the file atomically (``fsspec`` transaction); rank 0 then writes its
-checksums (``datascale.training.checkpoint_files``: only a checkpoint whose checksums match is loaded). The
-newest ``keep`` checkpoints are kept.
+A run writes ``<run_dir>/resume/step=<s>.ckpt`` (a file, or FSDP's sharded directory) every ``every_tokens``
+tokens or ``every_minutes`` minutes (after an evaluation when one is due there, so the evaluation is saved
+with it) and on preemption, always at an optimizer-step boundary; not after every evaluation: a short run
+writes none unless it is preempted (a hard kill then costs it at most the cadence). Lightning writes the file
+atomically (``fsspec`` transaction); rank 0 then writes its checksums
+(``datascale.training.checkpoint_files``: only a checkpoint whose checksums match is loaded). The newest
+``keep`` checkpoints are kept.
 
 What a checkpoint restores (Lightning: model, optimizer, LR schedule position, loops, EarlyStopping and
 ModelCheckpoint state; ours: the evaluation history, RNG states, ``tokens_seen``) makes a resumed run continue
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,6 +31,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
+from datascale.training.callbacks import PhaseClock
 from datascale.training.checkpoint_files import (
     checksum_path,
     remove_checkpoint,
@@ -75,7 +79,7 @@ class PreemptionFlag:
 
 # ---- writing them ----------------------------------------------------------------------------------------
 class ResumeCheckpoint(Checkpoint):
-    """Saves resume checkpoints after each evaluation, on the token/time cadence, and on preemption.
+    """Saves resume checkpoints on the token/time cadence and on preemption.
 
     A :class:`~pytorch_lightning.callbacks.Checkpoint`, so Lightning runs it after EarlyStopping and the
     best-checkpoint callback: the state it saves includes this evaluation's bookkeeping.
@@ -94,8 +98,10 @@ class ResumeCheckpoint(Checkpoint):
         batch_tokens: int,
         eval_interval_steps: int,
         flag: PreemptionFlag,
+        clock: PhaseClock | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.clock = clock  # checksum writes count as checkpoint time (the saves are timed by the trainer)
         self.settings = settings
         self.batch_tokens = batch_tokens
         self.eval_interval_steps = eval_interval_steps  # a step that evaluates saves after its evaluation
@@ -126,9 +132,12 @@ class ResumeCheckpoint(Checkpoint):
         self.complete(trainer)  # SIGTERM (Lightning's SIGTERMException) after a preemption save
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:  # after EarlyStopping and the best checkpoint have seen this step
-            self._pending = self.save(trainer, again=True)
-            self.complete(trainer)
+        """A save due at an evaluating step waits for the evaluation (after EarlyStopping and the best
+        checkpoint have seen it), so the evaluation is part of the saved state."""
+        if trainer.sanity_checking or not (self._due(trainer.global_step) or self._pending):
+            return
+        self._pending = self.save(trainer, again=True)
+        self.complete(trainer)
 
     def _due(self, step: int) -> bool:
         every_tokens, every_minutes = self.settings.every_tokens, self.settings.every_minutes
@@ -161,8 +170,9 @@ class ResumeCheckpoint(Checkpoint):
         path, step = self._pending
         self._pending = None
         if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.save()
-            write_checksums(path, step, step * self.batch_tokens)
-            for _, old in resume_checkpoints(self.folder)[self.settings.keep :]:
-                remove_checkpoint(old)
+            with self.clock.timing() if self.clock else nullcontext():
+                for logger in trainer.loggers:
+                    logger.save()
+                write_checksums(path, step, step * self.batch_tokens)
+                for _, old in resume_checkpoints(self.folder)[self.settings.keep :]:
+                    remove_checkpoint(old)

@@ -20,6 +20,9 @@ class WorkerSettings:
     """Steps between progress-bar updates."""
     num_threads: int | None = None
     """torch threads per process; None: the CPU cores of this node divided by its ranks."""
+    adaptive_threads: bool = False
+    """Raise the threads to this node's cores (divided by its ranks) while nothing else on the machine uses
+    them, back to ``num_threads`` as soon as something does (``ThreadGovernor``; packed studies)."""
     matmul_precision: str = "high"
     """``torch.set_float32_matmul_precision`` on CUDA (``high`` allows TF32)."""
     max_micro_batch_tokens: int | None = None
@@ -46,6 +49,12 @@ class WorkerSettings:
         if self.max_micro_batch_tokens is not None:
             require_positive_int("max_micro_batch_tokens", self.max_micro_batch_tokens)
         require(isinstance(self.compile, bool), "compile", self.compile, "must be true or false")
+        require(
+            isinstance(self.adaptive_threads, bool),
+            "adaptive_threads",
+            self.adaptive_threads,
+            "must be true or false",
+        )
 
 
 @dataclass
@@ -54,9 +63,9 @@ class CheckpointSettings:
     identity: the cadence never changes what a run computes)."""
 
     every_tokens: int | None = None
-    """Also save every this many training tokens between evaluations (None: only at evaluations)."""
-    every_minutes: float | None = 10.0
-    """Also save when this many minutes passed since the last save (None: never by time)."""
+    """Save every this many training tokens (None: by time only); never just because an evaluation ran."""
+    every_minutes: float | None = 5.0
+    """Save when this many minutes passed since the last save (None: never by time)."""
     keep: int = 2
     """Complete resume checkpoints kept (newest first); an older one is the fallback for a damaged newest."""
 

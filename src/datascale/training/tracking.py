@@ -14,6 +14,7 @@ import csv
 import logging
 import math
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def build_loggers(
     if not wandb_cfg.get("enabled", False):
         return loggers, None
     mode = resolve_wandb_mode(str(wandb_cfg.get("mode", "auto")))
-    wandb_logger = WandbLogger(
+    wandb_logger = StartedWandbLogger(
         name=run_id,
         id=run_id,
         save_dir=str(run_dir),
@@ -126,6 +127,53 @@ def define_token_axis(wandb_logger: WandbLogger | None) -> None:
     run = wandb_logger.experiment  # creating the run makes Lightning define its step metric first
     run.define_metric("tokens_seen")
     run.define_metric("*", step_metric="tokens_seen", step_sync=True)
+
+
+class StartedWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose run may be created in another thread (:class:`WandbStart`): whoever asks
+    for the run first creates it, the other waits, so training starts while ``wandb.init`` runs and blocks
+    only if it logs before the run exists."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_lock = threading.Lock()
+
+    @property
+    def experiment(self) -> Any:
+        with self._start_lock:
+            return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+
+
+class WandbStart:
+    """The W&B run created in a thread (:func:`define_token_axis`: ``wandb.init``, about a second offline,
+    mostly waiting for its service process), so the worker's set-up and first steps go on meanwhile (the
+    logger's lock makes a log call wait for it). :meth:`wait` joins it and re-raises what it raised."""
+
+    def __init__(self, wandb_logger: WandbLogger | None) -> None:
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        if wandb_logger is None or wandb_mode_of(wandb_logger) == "disabled":
+            return
+        self.thread = threading.Thread(
+            target=self._start, args=(wandb_logger,), name="wandb-init", daemon=True
+        )
+        self.thread.start()
+
+    def _start(self, wandb_logger: WandbLogger) -> None:
+        try:
+            define_token_axis(wandb_logger)
+        except BaseException as exc:  # handed to the main thread by wait()
+            self.error = exc
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def wait(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 def wandb_info(wandb_logger: WandbLogger | None, run_dir: Path) -> dict[str, Any]:
