@@ -19,7 +19,6 @@ import math
 import os
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from datascale.training.schedule import WarmupCosine
 from datascale.training.throughput import (
     cached_cpu_peak,
     compute_dtype,
+    machine_cache_dir,
     matmul_parameters,
     mfu,
     table_peak,
@@ -195,7 +195,7 @@ def compare(cfg: GPTConfig, threads: int, steps: int, warmup: int, repeats: int)
         lightning.append(lightning_path(cfg, steps, warmup)["tokens_per_s_wall"])
     best_plain, best_lightning = max(plain), max(lightning)
     flops = training_flops_per_token(cfg.n_layer, cfg.d_model, cfg.vocab_size, cfg.seq_len)
-    peak = cached_cpu_peak(Path.home() / ".cache" / "datascale" / "machine", threads)
+    peak = cached_cpu_peak(machine_cache_dir(), threads)
     ceiling = linear_gemm_ceiling(cfg)
     linear_share = 6 * matmul_parameters(cfg.n_layer, cfg.d_model, cfg.vocab_size) / flops
     return {

@@ -9,8 +9,17 @@ from pathlib import Path
 import pytest
 
 from datascale.config_errors import ConfigError
+from datascale.data.prepare import prepare_from_config
+from datascale.data.token_cache import TokenCache
 from datascale.model_config import GPTConfig
-from datascale.orchestration.plan import LAUNCH_SECONDS, PlannedRun, gpu_flops_per_s, plan_study, seconds
+from datascale.orchestration.plan import (
+    LAUNCH_SECONDS,
+    PlannedRun,
+    compose_study,
+    gpu_flops_per_s,
+    plan_study,
+    seconds,
+)
 from datascale.training.throughput import training_flops_per_token
 
 
@@ -34,7 +43,12 @@ def test_smoke_plan_costs_every_run(tmp_path: Path) -> None:
     val = (runs[1].eval_flops - runs[0].eval_flops) / (3 * forward)  # val tokens of one evaluation
     test = runs[0].eval_flops / forward - val  # test tokens, evaluated once
     assert val == round(val) and test == round(test), "whole tokens: forward FLOPs x tokens evaluated"
-    assert 0 < val <= 2 * cfg.training.eval_tokens_per_domain and test > 0  # two domains, val sets capped
+    # every domain's whole val set (no cap: training.eval_tokens_per_domain is null), every window: an upper
+    # bound under training.eval_se_target
+    assert cfg.training.eval_tokens_per_domain is None
+    artifacts = prepare_from_config(compose_study("smoke", [*_paths(tmp_path), "subset.unique_tokens=2000"]))
+    caches = artifacts.eval_caches.values()
+    assert val == sum(len(TokenCache.open(Path(c["val"])).tokens) for c in caches) and test > 0
     assert runs[0].params_non_embedding == model.parameter_counts()["non_embedding"] == 12_384
     assert len({r.run_id for r in runs}) == 2 and cfg.study.name == "smoke"
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datascale.training.callbacks import ThreadGovernor, machine_busy_seconds
+from datascale.training.callbacks import PhaseClock, ThreadGovernor, TrainThroughput, machine_busy_seconds
 
 
 class FakeMachine:
@@ -59,3 +59,18 @@ def test_quiet_machine_gets_every_core_and_a_busy_one_a_single_thread(restore_th
 def test_the_machine_counter_reads_proc_stat() -> None:
     first = machine_busy_seconds()
     assert first is None or first > 0
+
+
+def test_clocks_restore_on_resume_but_not_when_the_best_checkpoint_is_tested() -> None:
+    """Lightning restores callback states in ``trainer.test(ckpt_path=best)`` too: the clocks must not rewind
+    to the best step (step_tokens_per_s and MFU read high whenever the best step was not the last)."""
+    throughput, clock = TrainThroughput(), PhaseClock()
+    throughput.load_state_dict({"seconds": 5.0, "batches": 10})  # a resume
+    clock.load_state_dict({"eval_s": 2.0, "checkpoint_s": 0.5})
+    assert (throughput.seconds, clock.eval_s) == (5.0, 2.0)
+    throughput.seconds, clock.eval_s = 9.0, 4.0  # trained and evaluated on
+    for callback in (throughput, clock):
+        callback.on_fit_end()
+    throughput.load_state_dict({"seconds": 7.0, "batches": 14})  # the best checkpoint's, while testing
+    clock.load_state_dict({"eval_s": 3.0, "checkpoint_s": 0.5})
+    assert (throughput.seconds, clock.eval_s) == (9.0, 4.0)

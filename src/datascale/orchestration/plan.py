@@ -38,6 +38,7 @@ from datascale.training.protocol import TrainingProtocol
 from datascale.training.throughput import (
     GPU_PEAK_FLOPS,
     cached_cpu_peak,
+    machine_cache_dir,
     table_peak,
     training_flops_per_token,
 )
@@ -236,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg, runs = plan_study(args.study, args.overrides)
         gpu_flops_per_s(args.gpu)
         threads = int(OmegaConf.select(cfg, "worker.num_threads", default=None) or 0) or _cores()
-        here = cpu_rate(Path(cfg.paths.results_dir), threads, Path(cfg.paths.cache_dir))
+        here = cpu_rate(Path(cfg.paths.results_dir), threads, machine_cache_dir())
         print_plan(cfg, runs, here, args.gpu)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)

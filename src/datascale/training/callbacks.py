@@ -30,7 +30,26 @@ def progress_bar(kind: str, refresh_rate: int) -> pl.Callback:
     return StepProgressBar(refresh_rate=refresh_rate)
 
 
-class TrainThroughput(pl.Callback):
+class FitState(pl.Callback):
+    """A callback whose state is saved in resume checkpoints and restored when a run resumes, but not when
+    ``trainer.test(ckpt_path=...)`` loads the best checkpoint afterwards: Lightning restores callback states
+    then too, which rewound the clocks to the best step (step_tokens_per_s and MFU read high whenever the best
+    step was not the last)."""
+
+    _fit_ended = False
+
+    def on_fit_end(self, *args: Any) -> None:
+        self._fit_ended = True
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._fit_ended:
+            self.restore(state_dict)
+
+    def restore(self, state_dict: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class TrainThroughput(FitState):
     """Time spent in training batches only (evaluation excluded), for tokens/s of the training step."""
 
     def __init__(self) -> None:
@@ -49,7 +68,7 @@ class TrainThroughput(pl.Callback):
         """Saved in resume checkpoints, so a resumed run's training time counts every segment."""
         return {"seconds": self.seconds, "batches": self.batches}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def restore(self, state_dict: dict[str, Any]) -> None:
         self.seconds, self.batches = float(state_dict["seconds"]), int(state_dict["batches"])
 
     def tokens_per_s(self, batch_tokens: int) -> float:
@@ -61,7 +80,7 @@ class TrainThroughput(pl.Callback):
         return tokens / self.seconds if self.seconds else math.nan
 
 
-class PhaseClock(pl.Callback):
+class PhaseClock(FitState):
     """Where a run's time goes besides training steps: evaluation loops (validation and test) and checkpoint
     writes (best and resume, checksums included), and when the first training step began and the last one
     ended, for the record's ``eval_time_s``, ``checkpoint_time_s``, ``startup_s`` and ``teardown_s``.
@@ -132,7 +151,7 @@ class PhaseClock(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"eval_s": self.eval_s, "checkpoint_s": self.checkpoint_s}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def restore(self, state_dict: dict[str, Any]) -> None:
         self.eval_s, self.checkpoint_s = float(state_dict["eval_s"]), float(state_dict["checkpoint_s"])
 
 

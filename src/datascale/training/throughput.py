@@ -107,6 +107,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Where this machine's measured peaks are kept (a property of the machine, not of a project's data cache):
+#: ``DATASCALE_MACHINE_CACHE``, else ``~/.cache/datascale/machine`` (the same file ``make bench`` fills).
+MACHINE_CACHE_ENV = "DATASCALE_MACHINE_CACHE"
+
+
+def machine_cache_dir() -> Path:
+    """The per-machine cache of measured peaks (one measurement serves every run, study and benchmark)."""
+    return Path(os.environ.get(MACHINE_CACHE_ENV) or Path.home() / ".cache" / "datascale" / "machine")
+
+
 def cached_cpu_peak(cache_dir: Path, threads: int) -> float:
     """fp32 matmul peak of this CPU with ``threads`` torch threads: measured once, then read from cache."""
     import torch

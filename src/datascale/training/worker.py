@@ -73,7 +73,7 @@ from datascale.training.run_logging import setup_logging, teardown_logging
 from datascale.training.schedule import WarmupCosine
 from datascale.training.settings import CheckpointSettings, WorkerSettings
 from datascale.training.strategy import StrategySpec, strategy_spec
-from datascale.training.throughput import device_peak, mfu, training_flops_per_token
+from datascale.training.throughput import device_peak, machine_cache_dir, mfu, training_flops_per_token
 from datascale.training.tracking import (
     WandbStart,
     build_loggers,
@@ -283,13 +283,12 @@ def performance(
     step_tokens_per_s = throughput.rate(fitted.steps * leaves.protocol.batch_tokens)
     flops_per_token = training_flops_per_token(model.n_layer, model.d_model, model.vocab_size, model.seq_len)
     accelerator = accelerator_name(trainer)
-    cache = OmegaConf.select(ctx.cfg, "paths.cache_dir", default=None) or Path.home() / ".cache" / "datascale"
     device_name, peak_per_device, source = device_peak(
         accelerator,
         str(trainer.precision),
         leaves.settings.matmul_precision,
         int(ctx.learned["threads"]),  # the run's own threads (a governor may have changed them since)
-        Path(cache) / "machine",
+        machine_cache_dir(),  # measured once per machine (a run in a fresh project cache does not re-measure)
     )
     peak = peak_per_device * trainer.world_size
     governor = ctx.governor
