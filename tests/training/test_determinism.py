@@ -18,6 +18,9 @@ VARYING = {
     "created_at", "wall_time_s", "train_time_s", "tokens_per_s", "step_tokens_per_s", "achieved_flops_per_s",
     "mfu", "peak_flops_per_s", "peak_flops_source", "peak_memory_mib", "best_checkpoint", "wandb", "run_id",
     "config", "code_version",
+    # where the wall clock went: measured times, not results
+    "startup_s", "startup_cpu_s", "job_setup_s", "teardown_s", "step_time_s", "eval_time_s",
+    "checkpoint_time_s",
 }  # fmt: skip
 
 
