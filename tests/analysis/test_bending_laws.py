@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from jacobians import fd_jacobian
 from scaling_analysis.engine import bootstrap, fit_law, holdout_extrapolation
 from scaling_analysis.engine.derived import size_for_loss
 from scaling_analysis.engine.laws import LAWS, Law, get_law
@@ -39,18 +40,6 @@ def _data(name: str, noise: float, seed: int, seeds: int = 1) -> pd.DataFrame:
     return pd.DataFrame({**X, "loss": loss})
 
 
-def _fd_jacobian(law: Law, theta: np.ndarray, X: dict) -> np.ndarray:
-    n = len(next(iter(X.values())))
-    J = np.zeros((n, theta.size))
-    for p in range(theta.size):
-        h = 1e-6 * max(1.0, abs(theta[p]))
-        tp, tm = theta.copy(), theta.copy()
-        tp[p] += h
-        tm[p] -= h
-        J[:, p] = (law.log_predict(tp[None], X)[0][0] - law.log_predict(tm[None], X)[0][0]) / (2 * h)
-    return J
-
-
 def test_registered_with_log_scale_positives():
     for name in CASES:
         law = LAWS[name]
@@ -65,7 +54,7 @@ def test_analytic_jacobian_matches_finite_differences(name):
     theta = np.array(THETAS[name], dtype=float)
     lp, jac = law.log_predict(theta[None], X, grad=True)
     J = np.stack([np.broadcast_to(j, lp.shape)[0] for j in jac], axis=1)
-    np.testing.assert_allclose(J, _fd_jacobian(law, theta, X), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(J, fd_jacobian(law, theta, X), rtol=1e-5, atol=1e-7)
 
 
 def test_predictions_match_closed_forms():

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from jacobians import fd_jacobian
 from scaling_analysis.engine.laws import (
     HOFFMANN_GRID,
     LAWS,
@@ -54,17 +55,6 @@ def _inputs(n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
     return X
 
 
-def _fd_jacobian(law: Law, theta: np.ndarray, X: dict) -> np.ndarray:
-    J = np.zeros((len(X["D"]), theta.size))
-    for p in range(theta.size):
-        h = 1e-6 * max(1.0, abs(theta[p]))
-        tp, tm = theta.copy(), theta.copy()
-        tp[p] += h
-        tm[p] -= h
-        J[:, p] = (law.log_predict(tp[None], X)[0][0] - law.log_predict(tm[None], X)[0][0]) / (2 * h)
-    return J
-
-
 def test_registry_has_every_law_and_rejects_bad_names():
     assert set(LAWS) >= EXPECTED
     with pytest.raises(ValueError, match=r"law='chinchila': must be one of \[") as err:
@@ -81,7 +71,7 @@ def test_analytic_jacobian_matches_finite_differences(name):
     lp, jac = law.log_predict(theta[None], X, grad=True)
     assert lp.shape == (1, len(X["D"]))
     J = np.stack([np.broadcast_to(j, lp.shape)[0] for j in jac], axis=1)
-    J_fd = _fd_jacobian(law, theta, X)
+    J_fd = fd_jacobian(law, theta, X)
     np.testing.assert_allclose(J, J_fd, rtol=1e-5, atol=1e-7)
 
 
@@ -91,7 +81,7 @@ def test_effective_data_jacobian_and_levels():
     theta = np.array([0.5, 5.0, 0.3, np.log(2.0), np.log(0.5)])
     lp, jac = law.log_predict(theta[None], X, grad=True)
     J = np.stack([np.broadcast_to(j, lp.shape)[0] for j in jac], axis=1)
-    np.testing.assert_allclose(J, _fd_jacobian(law, theta, X), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(J, fd_jacobian(law, theta, X), rtol=1e-5, atol=1e-7)
     assert law.params == ("E", "B", "beta", "k_hq", "k_web")
 
 
