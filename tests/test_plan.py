@@ -35,7 +35,9 @@ def test_smoke_plan_costs_every_run(tmp_path: Path) -> None:
     assert [r.planned_tokens for r in runs] == [16_384, 65_536]
     per_token = 6 * (12 * 32 * 32 + 32 * 512) + 12 * 1 * 128 * 32  # by hand: matmul weights, attention
     assert per_token == training_flops_per_token(1, 32, 512, 128)
-    assert [r.flops for r in runs] == [per_token * 16_384, per_token * 65_536]
+    # the cap plus at most a cooldown of 0.2 x the cap (schedule=wsd_cooldown, the default)
+    assert cfg.schedule.cooldown_fraction == 0.2
+    assert [r.flops for r in runs] == pytest.approx([per_token * 16_384 * 1.2, per_token * 65_536 * 1.2])
     # a forward pass is a third of a training token; 1 evaluation per epoch of U (at least 8 steps) + the test
     evaluations = [r.planned_tokens // 16_384 for r in runs]
     assert evaluations == [1, 4]

@@ -51,3 +51,19 @@ def test_paths_logging_and_display_do_not_change_the_id():
     assert run_identity(with_(BASE, "paths.results_dir", "/elsewhere"), "h1") == ref
     assert run_identity(with_(BASE, "logger.wandb.mode", "disabled"), "h1") == ref
     assert run_identity(with_(BASE, "trainer.enable_progress_bar", False), "h1") == ref
+
+
+def test_protocol_hash_ignores_the_grid_point_and_sees_the_protocol() -> None:
+    """Runs of one study share a protocol hash whatever their axes and seed; a changed schedule (or any key
+    that is not an axis) makes another protocol, and ``differing_keys`` names it."""
+    from datascale.run_id import differing_keys, protocol_hash, protocol_view
+
+    axes = BASE["study"]["axes"]
+    point = with_(with_(BASE, "subset.unique_tokens", 64000), "seed", 3)
+    assert protocol_hash(point, axes) == protocol_hash(BASE, axes)
+    assert run_identity(point, "s") != run_identity(BASE, "s")
+    other = with_(BASE, "model.d_model", 256)
+    assert protocol_hash(other, axes) != protocol_hash(BASE, axes)
+    assert differing_keys(protocol_view(BASE, axes), protocol_view(other, axes)) == ["model.d_model"]
+    moved = with_(BASE, "paths.results_dir", "/b")  # not part of what a run computes
+    assert protocol_hash(moved, axes) == protocol_hash(BASE, axes)

@@ -178,3 +178,29 @@ def test_real_slurm_preemption_saves_requeues_and_resumes(
         a["outcome"] for a in __import__("json").loads((run_dir / "status.json").read_text())["attempts"]
     ]
     assert outcomes == ["preempted", "done"]
+
+
+@pytest.mark.slow
+def test_real_slurm_pre_registers_the_target_before_it_starts(
+    slurm: slurm_cluster.SlurmCluster, tmp_path: Path
+) -> None:
+    """The three sizes of the smoke study as one sbatch array, the largest a target: the target's job waits
+    on the cluster for the other two runs, the prediction is written before it trains, and its record holds
+    the prediction's file, sha256 and both times."""
+    import json
+
+    records = run_study(
+        tmp_path / "results", tmp_path / "cache",
+        "hydra/launcher=slurm", "hydra.launcher.timeout_min=10", "subset.unique_tokens=2000,4000,8000",
+        "+analysis.predict.targets=[largest]", "+analysis.predict.resamples=50", "+analysis.predict.poll_s=1",
+        env={**os.environ, "WANDB_MODE": "disabled", **slurm.env()},
+    )  # fmt: skip
+    study_dir = tmp_path / "results" / "smoke"
+    prediction = json.loads((study_dir / "prediction.json").read_text())
+    target = records[8000].preregistration
+    assert prediction["targets"] == [8000] and prediction["inputs"]["sizes"] == [2000, 4000]
+    assert target["prediction_file"] == f"predictions/{prediction['inputs']['sha256'][:12]}.json"
+    assert all(records[u].created_at < prediction["created_at"] for u in (2000, 4000))
+    assert prediction["created_at"] < target["started_at"] < records[8000].created_at
+    log = (study_dir / "runs" / records[8000].run_id / "worker.log").read_text()
+    assert "cluster environment SLURMEnvironment" in log  # it ran as a SLURM task

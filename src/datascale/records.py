@@ -68,23 +68,37 @@ class RunRecord:
     params_non_embedding: int = _doc("parameters without token/position embeddings")
     # data exposure
     unique_tokens: int = _doc("U: tokens in the training subset")
-    tokens_seen: int = _doc("D: training tokens processed (steps x global batch tokens)")
+    tokens_seen: int = _doc(
+        "D: training tokens processed (steps x global batch tokens), the cooldown's included"
+    )
     epochs: float = _doc("D / U")
-    steps: int = _doc("optimizer steps taken")
-    planned_steps: int = _doc("steps of the token cap; the LR schedule spans them")
-    best_step: int = _doc("step of the checkpoint with the best validation loss")
-    tokens_at_best: int = _doc("tokens seen at the best checkpoint")
+    steps: int = _doc("optimizer steps taken (the stable phase's and the cooldown's)")
+    planned_steps: int = _doc(
+        "steps of the token cap: the stable phase's limit; the planned schedules (`warmup_cosine`, `wsd`) "
+        "span them"
+    )
+    best_step: int = _doc(
+        "step of the checkpoint with the best validation loss: the length early stopping chose (a cooldown "
+        "ends there, or starts there with `schedule.anchor=start_at_best`)"
+    )
+    tokens_at_best: int = _doc(
+        "tokens the reported (tested) model was trained on: the best checkpoint's, plus its cooldown's"
+    )
     epochs_at_best: float = _doc("tokens_at_best / U")
     converged: bool = _doc("True if early stopping fired; False if the token cap was hit first")
     stop_reason: str = _doc("`early_stopping` or `token_cap`; a failed run: `non_finite_loss` (or empty)")
     # losses (nats per token unless said otherwise)
     best_val_loss: float = _doc(
-        "macro-mean validation loss over every eval domain at the best checkpoint (its minimum when the "
-        "run trained on every eval domain, or with `training.select_on=all_domains`)"
+        "macro-mean validation loss over every eval domain of the reported model: the best checkpoint (its "
+        "minimum when the run trained on every eval domain, or with `training.select_on=all_domains`), "
+        "annealed under `schedule=wsd_cooldown`"
     )
-    final_val_loss: float = _doc("macro-mean validation loss at the last evaluation")
-    test_loss: float = _doc("macro-mean test loss of the best checkpoint (what fits use by default)")
-    val_loss_best: dict[str, float] = _doc("per-domain validation loss at the best checkpoint")
+    final_val_loss: float = _doc("macro-mean validation loss at the last evaluation (after any cooldown)")
+    test_loss: float = _doc(
+        "macro-mean test loss of the reported model: the best checkpoint, annealed under "
+        "`schedule=wsd_cooldown` (what fits use by default)"
+    )
+    val_loss_best: dict[str, float] = _doc("per-domain validation loss of the reported model")
     val_loss_final: dict[str, float] = _doc("per-domain validation loss at the last evaluation")
     test_loss_by_domain: dict[str, float] = _doc("per-domain test loss of the best checkpoint")
     val_bpb_best: dict[str, float] = _doc("per-domain validation bits per byte at the best checkpoint")
@@ -262,6 +276,20 @@ class RunRecord:
         "the study dir), `prediction_sha256` (of that file), `prediction_created_at` and `started_at` (UTC: "
         "the prediction was written before this run began training), `targets`; empty for other runs",
         default_factory=dict,
+    )
+    cooldown: dict[str, Any] = _doc(
+        "`schedule=wsd_cooldown`: the annealing run from the best checkpoint: `from_step` (= best_step), "
+        "`steps`, `shape`, `time_s`, `val_selection_loss_before` (the best checkpoint's) and "
+        "`val_selection_loss_after` (the annealed model's); empty under a planned schedule",
+        default_factory=dict,
+    )
+    schedule_position: float | None = _doc(
+        "how much of the LR decay the reported model had had: 0 = still at the peak LR, 1 = fully decayed "
+        "(always 1 after a cooldown; under `warmup_cosine` wherever early stopping found the best step)",
+        default=None,
+    )
+    lr_ratio_at_test: float | None = _doc(
+        "the LR multiplier (1 = peak) of the reported model's last update", default=None
     )
     error: str | None = _doc("one-line reason when status is `failed`", default=None)
     schema_version: int = _doc("record schema version", default=SCHEMA_VERSION)

@@ -6,9 +6,10 @@ finds its finished runs and skips them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: Top-level config keys that never change what a run computes (where files go, how it is displayed/logged).
@@ -59,3 +60,33 @@ def run_identity(resolved: Mapping[str, Any], subset_hash: str) -> str:
     """``sha256(canonical identity view + subset manifest hash)[:12]``."""
     payload = canonical_json({"config": identity_view(resolved), "subset_hash": subset_hash})
     return sha256_hex(payload)[:RUN_ID_LENGTH]
+
+
+def protocol_view(resolved: Mapping[str, Any], axes: Iterable[str] = ()) -> dict[str, Any]:
+    """The identity view less the study's ``axes`` (dotted keys) and the seed: what every run trained under
+    one protocol shares, whatever its point of the grid (``protocol_hash``)."""
+    view = copy.deepcopy(identity_view(resolved))
+    for dotted in [*axes, "seed"]:
+        *parents, leaf = dotted.split(".")
+        node: Any = view
+        for key in parents:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return view
+
+
+def protocol_hash(resolved: Mapping[str, Any], axes: Iterable[str] = ()) -> str:
+    """``sha256(canonical protocol view)[:12]``: runs of one study folder with different hashes were trained
+    under different protocols (a changed default, an override) and are not points of one curve."""
+    return sha256_hex(canonical_json(protocol_view(resolved, axes)))[:RUN_ID_LENGTH]
+
+
+def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings (a key missing on one side differs)."""
+    if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+        return [] if canonical_json(a) == canonical_json(b) else [prefix or "(root)"]
+    out: list[str] = []
+    for key in sorted(set(a) | set(b), key=str):
+        out += differing_keys(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+    return out

@@ -21,8 +21,9 @@ from scaling_analysis.steps import STUDY_STEPS, StepResult
 PACKAGE = "scaling_analysis"
 ROOT = Path(__file__).resolve().parents[2] / "analysis" / PACKAGE
 WINGS = ("engine", "render", "tables", "steps", "report", "")  # "": the top level
-#: datascale modules the analysis may import: torch-free ones only (records, precision/recall of removals)
-ALLOWED_DATASCALE = {"datascale.records", "datascale.data.quality.evaluation"}
+#: datascale modules the analysis may import: torch-free ones only (records, run protocols, precision/recall
+#: of removals)
+ALLOWED_DATASCALE = {"datascale.records", "datascale.run_id", "datascale.data.quality.evaluation"}
 MAX_FUNCTION_LINES = 80
 
 

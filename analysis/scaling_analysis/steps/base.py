@@ -16,8 +16,11 @@ from typing import Any
 
 import pandas as pd
 
+from datascale.records import RunRecord
+
 from ..engine import FitResult, Law
 from ..tables.excluded import StudyScan
+from ..tables.runs import record_protocol
 
 #: what a failing figure may raise; the failure is recorded in fit.json ``skipped``, never fatal
 FIGURE_ERRORS = (ValueError, KeyError, RuntimeError, IndexError)
@@ -44,6 +47,15 @@ class StudyContext:
     scan: StudyScan | None = None
     #: results of the steps that ran before this one, by step name
     done: dict[str, StepResult] = field(default_factory=dict)
+
+    def protocol_files(self) -> list[tuple[Path, RunRecord]]:
+        """The study's (record path, record) pairs, failed runs too, of the protocol the run table kept
+        (``tables.runs.keep_latest_protocol``): runs of an older protocol in the folder are no part of it."""
+        files = self.scan.files if self.scan is not None else []
+        if "protocol" not in self.df:
+            return list(files)
+        kept = set(self.df["protocol"])
+        return [(p, r) for p, r in files if record_protocol(r) in kept]
 
 
 @dataclass

@@ -132,7 +132,7 @@ def step_efficiency(ctx: StudyContext) -> StepResult:
     """fit.json ``efficiency`` (a study directory: needs the records, not a run table)."""
     if ctx.scan is None or not ctx.scan.files:
         return StepResult.skip("efficiency", FIELDS, "needs the study's records (a study directory)")
-    fields = study_efficiency(ctx.scan.files)
+    fields = study_efficiency(ctx.protocol_files())
     return StepResult("efficiency", {"efficiency": fields}, skipped=fields.get("skipped"))
 
 

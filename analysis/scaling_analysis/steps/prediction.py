@@ -73,7 +73,7 @@ def score_target(rec: RunRecord, pred: Mapping[str, Any]) -> dict[str, Any]:
 def run(ctx: StudyContext) -> StepResult:
     """Score every finished target run that carries a prediction; without any, show the current one."""
     study_dir = Path(ctx.source)
-    records = ctx.scan.records if ctx.scan is not None else []
+    records = [r for _, r in ctx.protocol_files()]
     targets = [r for r in records if r.status == "done" and r.preregistration.get("prediction_file")]
     current = study_dir / PREDICTION_FILENAME if study_dir.is_dir() else None
     if not targets:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from datascale.records import RunRecord, field_docs, find_records
+from datascale.run_id import differing_keys, protocol_hash, protocol_view
 
 from ..engine.jsonutil import json_safe
 
@@ -69,6 +70,12 @@ def _column_docs() -> dict[str, str]:
         "test_bpb_mean": d["test_bpb_mean"],
         "tokens_at_best": d["tokens_at_best"],
         "epochs_at_best": d["epochs_at_best"],
+        "schedule_position": d["schedule_position"] + "; empty for records written before it existed",
+        "cooldown_steps": "optimizer steps of the run's cooldown (`cooldown.steps`; 0 without one)",
+        "protocol": "hash of the run's config less the study's axes and the seed "
+        "(`datascale.run_id.protocol_hash`): runs of one folder with different values were trained under "
+        "different protocols, and only the newest record's protocol is fitted (a recorded step drops the "
+        "rest)",
         "wall_time_s": d["wall_time_s"],
         "tokens_per_s": d["tokens_per_s"],
         "code_version": d["code_version"],
@@ -97,7 +104,7 @@ def _column_docs() -> dict[str, str]:
 #: Every column of the tidy run table and what it means (rendered into the README and the report glossary).
 COLUMNS: dict[str, str] = _column_docs()
 
-_INT_COLUMNS = ("seed", "N", "N_non_embedding", "U", "D", "steps", "tokens_at_best")
+_INT_COLUMNS = ("seed", "N", "N_non_embedding", "U", "D", "steps", "tokens_at_best", "cooldown_steps")
 _FLOAT_COLUMNS = (
     "C",
     "epochs",
@@ -107,6 +114,7 @@ _FLOAT_COLUMNS = (
     "final_val_loss",
     "test_bpb_mean",
     "epochs_at_best",
+    "schedule_position",
     "wall_time_s",
     "tokens_per_s",
 )
@@ -122,6 +130,7 @@ _STR_COLUMNS = (
     "objective",
     "study_file",
     "launch_overrides",
+    "protocol",
 )
 #: the per-task metrics of the record's ``downstream`` field that become ``ds_<task>_<mode>_<metric>``
 DOWNSTREAM_METRICS = ("accuracy", "macro_f1", "loss", "chance", "n_test")
@@ -197,6 +206,9 @@ def record_row(
             "test_bpb_mean": rec.test_bpb_mean,
             "tokens_at_best": rec.tokens_at_best,
             "epochs_at_best": rec.epochs_at_best,
+            "schedule_position": rec.schedule_position,
+            "cooldown_steps": int((rec.cooldown or {}).get("steps", 0)),
+            "protocol": record_protocol(rec),
             "wall_time_s": rec.wall_time_s,
             "tokens_per_s": rec.tokens_per_s,
             "code_version": rec.code_version,
@@ -326,7 +338,47 @@ def load_records(
         n_rows=len(df),
     )
     df.attrs["preprocessing"] = pre
+    df = keep_latest_protocol(df, records)
     return _drop_nonfinite_records(df, loss_metric, strict)
+
+
+def keep_latest_protocol(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Runs of one folder trained under different protocols (``datascale.run_id.protocol_hash``: the config
+    less the study's axes and the seed) are not points of one curve: keep the protocol of the newest record,
+    drop the others by a recorded step that names the keys that differ (their records stay on disk)."""
+    hashes = {r.run_id: record_protocol(r) for r in records}
+    if df["protocol"].nunique() <= 1:
+        return df
+    newest = max((r for r in records if r.run_id in set(df["run_id"])), key=lambda r: r.created_at or "")
+    kept = hashes[newest.run_id]
+    other = next(r for r in records if hashes[r.run_id] != kept)
+    bad = (df["protocol"] != kept).to_numpy()
+    differs = differing_keys(
+        protocol_view(newest.config, study_axes(newest.config)),
+        protocol_view(other.config, study_axes(other.config)),
+    )
+    step = {
+        "rule": "other_protocol",
+        "kept_protocol": kept,
+        "differs_in": differs,
+        "n_dropped": int(bad.sum()),
+        "run_ids": df.loc[bad, "run_id"].tolist(),
+        "rows": dropped_rows(df, bad, ["run_id"]),
+    }
+    pre = preprocessing_of(df)
+    return _with_step(df.loc[~bad].reset_index(drop=True), pre, step)
+
+
+def record_protocol(record: RunRecord) -> str:
+    """The protocol hash of a run (the ``protocol`` column)."""
+    return protocol_hash(record.config, study_axes(record.config))
+
+
+def study_axes(config: Mapping[str, Any]) -> list[str]:
+    """The dotted keys a run's study swept (``study.axes`` of its resolved config)."""
+    study = config.get("study") if isinstance(config, Mapping) else None
+    axes = study.get("axes") if isinstance(study, Mapping) else None
+    return [str(a) for a in axes or []]
 
 
 def _drop_nonfinite_records(df: pd.DataFrame, loss_metric: str, strict: bool) -> pd.DataFrame:

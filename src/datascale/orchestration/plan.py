@@ -112,11 +112,16 @@ def plan_point(cfg: DictConfig, overrides: list[str]) -> PlannedRun:
         unique_tokens=artifacts.unique_tokens,
         pool_tokens=pool_tokens,
         planned_tokens=planned,
-        flops=float(per_token) * planned,
+        flops=float(per_token) * planned * (1.0 + cooldown_share(leaves["schedule"])),
         world_size=devices * nodes,
         done=is_done(run_dir),
         eval_flops=evaluation_flops(protocol, artifacts, float(per_token)),
     )
+
+
+def cooldown_share(schedule: Any) -> float:
+    """At most this share of the cap trains again in a cooldown (``schedule=wsd_cooldown``), else 0."""
+    return float(schedule.cooldown_fraction) if getattr(schedule, "cools_down", False) else 0.0
 
 
 def plan_study(study: str, overrides: Sequence[str] = ()) -> tuple[DictConfig, list[PlannedRun]]:
@@ -222,7 +227,8 @@ def print_plan(cfg: DictConfig, runs: list[PlannedRun], here: CpuRate, gpu: str)
         "at most "
         f"{duration(sum(seconds(r, here) for r in todo))} here ({here.describe()}), "
         f"{duration(sum(seconds(r, gpu_rate) for r in todo))} on one {gpu} (bf16, assumed MFU "
-        f"{ASSUMED_GPU_MFU}); times assume every run reaches its token cap (early stopping ends sooner)",
+        f"{ASSUMED_GPU_MFU}); times assume every run reaches its token cap (early stopping ends sooner) "
+        "and a full cooldown",
         highlight=False,
     )
 

@@ -29,7 +29,7 @@ from datascale.training.precision import (
     choose_subset,
     summarize,
 )
-from datascale.training.schedule import WarmupCosine
+from datascale.training.schedule import Cooldown, WarmupCosine
 
 #: Checkpoint key of this module's own resume state.
 RESUME_KEY = "datascale"
@@ -122,6 +122,7 @@ class GPTLightningModule(pl.LightningModule):
         self._previous_val: dict[str, np.ndarray] | None = None  # the last validation's per-window sums
         self.resumed_tokens: int | None = None  # tokens_seen saved in the checkpoint this run resumed from
         self.resumed_at_steps: list[int] = []  # every step this run was resumed at, oldest first
+        self.cooldown: Cooldown | None = None  # set before the cooldown fit (``schedule=wsd_cooldown``)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(idx, targets)
@@ -181,7 +182,7 @@ class GPTLightningModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(param_groups(self.model))
-        scheduler = self.schedule.build(optimizer, self.warmup_steps, self.planned_steps)
+        scheduler = self.schedule.build(optimizer, self.warmup_steps, self.planned_steps, self.cooldown)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- resume --------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import resource
 import shutil
 import sys
@@ -64,13 +63,14 @@ from datascale.training.checkpoint_files import (
 )
 from datascale.training.checkpoints import consolidate
 from datascale.training.clock import launch_times
+from datascale.training.cooldown import StableCheckpoints, checkpoint_step_of, cool_down
 from datascale.training.datamodule import TokenDataModule
 from datascale.training.mlm import objective_module, objective_of
 from datascale.training.module import SELECTION_METRIC, GPTLightningModule
 from datascale.training.protocol import TrainingProtocol
 from datascale.training.resume import Preempted, PreemptionFlag, ResumeCheckpoint
 from datascale.training.run_logging import setup_logging, teardown_logging
-from datascale.training.schedule import WarmupCosine
+from datascale.training.schedule import Cooldown, WarmupCosine, WarmupStableCooldown
 from datascale.training.settings import CheckpointSettings, WorkerSettings
 from datascale.training.strategy import StrategySpec, strategy_spec
 from datascale.training.throughput import device_peak, machine_cache_dir, mfu, training_flops_per_token
@@ -195,6 +195,16 @@ class Fitted:
     eval_subset: dict[str, Any] | None = None
     """The validation windows chosen for the precision target (``EvalSubset.to_dict``), or None."""
     eval_se_target: float | None = None
+    tested_step: int = 0
+    """Updates the reported (tested) model had: the best checkpoint's, plus its cooldown's."""
+    tested_checkpoint: str = ""
+    """The tested model's checkpoint: the best one, or the annealed one after a cooldown."""
+    cooldown: dict[str, Any] = field(default_factory=dict)
+    """The cooldown (``schedule=wsd_cooldown``): from_step, steps, time and the validation before/after."""
+    schedule_position: float = 0.0
+    """How much of the LR decay the tested model has had (0: none, at the peak; 1: fully decayed)."""
+    lr_ratio_at_test: float = 1.0
+    """The LR multiplier of the tested model's last update (1 = peak)."""
 
 
 # ---- the run -----------------------------------------------------------------------------------------------
@@ -250,9 +260,13 @@ def train(ctx: RunContext) -> RunRecord:
     module = build_module(ctx, leaves, datamodule, plan)
     trainer, early_stop, checkpoint, throughput = build_trainer(ctx, leaves, plan)
     log_start(ctx, leaves, module, plan, threads, trainer)
-    fitted = fit_and_test(trainer, module, datamodule, early_stop, checkpoint, plan["planned_steps"], ctx)
+    stable = fit(trainer, module, datamodule, early_stop, checkpoint, plan["planned_steps"], ctx)
+    if leaves.schedule.cools_down:
+        stable = anneal(ctx, leaves, plan, throughput, module, datamodule, stable)
+    trainer = stable.trainer
+    fitted = test(trainer, module, datamodule, stable, leaves.schedule, plan)
     ctx.learned.update(performance(ctx, leaves, trainer, fitted, throughput))
-    best = single_file_checkpoint(trainer, checkpoint.best_model_path, leaves.strategy)
+    best = single_file_checkpoint(trainer, fitted.tested_checkpoint, leaves.strategy)
     ctx.learned["best_checkpoint"] = best
     assert ctx.artifacts is not None  # downstream evaluation of the best checkpoint (downstream=suite only)
     ctx.learned["downstream"] = downstream(ctx, module, trainer)
@@ -451,12 +465,8 @@ def build_module(
 def build_trainer(
     ctx: RunContext, leaves: Leaves, plan: dict[str, Any]
 ) -> tuple[pl.Trainer, EarlyStopping, ModelCheckpoint, TrainThroughput]:
-    """The Trainer from the ``trainer`` partial, the ``strategy`` leaf, our callbacks and loggers."""
-    cfg, protocol = ctx.cfg, leaves.protocol
-    strategy = instantiate_group(cfg, "strategy", Strategy)
-    make_trainer = instantiate_group(cfg, "trainer")
-    if torch.cuda.is_available() and str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda"):
-        torch.set_float32_matmul_precision(leaves.settings.matmul_precision)
+    """The stable phase's Trainer: early stopping, the best checkpoint, resume checkpoints, our clocks."""
+    protocol = leaves.protocol
     early_stop = EarlyStopping(
         monitor=SELECTION_METRIC, mode="min", patience=protocol.patience, min_delta=protocol.min_delta
     )
@@ -472,9 +482,33 @@ def build_trainer(
         ctx.preemption,
         ctx.clock,
     )
+    ctx.governor = thread_governor(ctx, leaves.settings, str(ctx.cfg.trainer.get("accelerator", "auto")))
     callbacks: list[pl.Callback] = [early_stop, checkpoint, throughput, ctx.clock, resume]
-    callbacks.append(StopOnNonFiniteLoss())
-    ctx.governor = thread_governor(ctx, leaves.settings, str(cfg.trainer.get("accelerator", "auto")))
+    schedule = leaves.schedule
+    if isinstance(schedule, WarmupStableCooldown) and schedule.anchor == "end_at_best":
+        callbacks.append(StableCheckpoints(ctx.run_dir / "checkpoints", schedule, checkpoint))
+    interval = plan["eval_interval_steps"]
+    trainer = new_trainer(ctx, leaves, callbacks, plan["planned_steps"], interval, plan, True)
+    return trainer, early_stop, checkpoint, throughput
+
+
+def new_trainer(
+    ctx: RunContext,
+    leaves: Leaves,
+    callbacks: list[pl.Callback],
+    max_steps: int,
+    eval_interval_steps: int,
+    plan: dict[str, Any],
+    checkpointing: bool,
+) -> pl.Trainer:
+    """A Trainer from the ``trainer`` partial and a fresh ``strategy`` leaf, with ``callbacks`` plus the
+    non-finite stop, the thread governor and the progress bar (the stable phase's and the cooldown's)."""
+    cfg = ctx.cfg
+    strategy = instantiate_group(cfg, "strategy", Strategy)
+    make_trainer = instantiate_group(cfg, "trainer")
+    if torch.cuda.is_available() and str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda"):
+        torch.set_float32_matmul_precision(leaves.settings.matmul_precision)
+    callbacks = [*callbacks, StopOnNonFiniteLoss()]
     if ctx.governor is not None:
         callbacks.append(ctx.governor)
     if bool(cfg.trainer.get("enable_progress_bar", True)):
@@ -482,24 +516,24 @@ def build_trainer(
         callbacks.append(progress_bar(settings.progress_bar, settings.progress_refresh_rate))
     trainer = make_trainer(
         strategy=strategy,
-        max_steps=plan["planned_steps"],  # optimizer steps
+        max_steps=max_steps,  # optimizer steps
         max_epochs=-1,
         accumulate_grad_batches=plan["accumulation"],
-        val_check_interval=plan["eval_interval_steps"] * plan["accumulation"],  # counted in micro-batches
+        val_check_interval=eval_interval_steps * plan["accumulation"],  # counted in micro-batches
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
-        gradient_clip_val=protocol.grad_clip,
+        gradient_clip_val=leaves.protocol.grad_clip,
         default_root_dir=str(ctx.run_dir),
         logger=ctx.loggers,
         callbacks=callbacks,
-        enable_checkpointing=True,
+        enable_checkpointing=checkpointing,
         use_distributed_sampler=False,
         enable_model_summary=False,
         plugins=cluster_plugins(),
     )
     check_world_size(trainer, ctx.world)
     ctx.clock.attach(trainer)
-    return trainer, early_stop, checkpoint, throughput
+    return trainer
 
 
 def thread_governor(ctx: RunContext, settings: WorkerSettings, accelerator: str) -> ThreadGovernor | None:
@@ -563,7 +597,25 @@ def check_world_size(trainer: pl.Trainer, world: int) -> None:
         )
 
 
-def fit_and_test(
+@dataclass
+class Stable:
+    """The stable phase (training until early stopping or the token cap), and the model to test: its best
+    checkpoint, or after :func:`anneal` the annealed model of the cooldown's ``trainer``."""
+
+    trainer: pl.Trainer
+    steps: int
+    stop_reason: str
+    converged: bool
+    best_step: int
+    history: list[dict[str, Any]]
+    train_time_s: float
+    tested_checkpoint: str
+    tested_eval: dict[str, Any]
+    tested_step: int
+    cooldown: dict[str, Any] = field(default_factory=dict)
+
+
+def fit(
     trainer: pl.Trainer,
     module: GPTLightningModule,
     datamodule: TokenDataModule,
@@ -571,9 +623,9 @@ def fit_and_test(
     checkpoint: ModelCheckpoint,
     planned_steps: int,
     ctx: RunContext,
-) -> Fitted:
-    """Train (from the resume checkpoint, if any) until early stopping or the token cap, then test the
-    best-validation checkpoint. Checkpoints are loaded with ``weights_only=True``: nothing is unpickled."""
+) -> Stable:
+    """Train (from the resume checkpoint, if any) until early stopping or the token cap. Checkpoints are
+    loaded with ``weights_only=True``: nothing is unpickled."""
     fit_started = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.resume_from, weights_only=True)
     train_time = time.time() - fit_started
@@ -590,24 +642,96 @@ def fit_and_test(
     steps = int(trainer.global_step)
     stop_reason, converged = why_stopped(early_stop.stopping_reason, steps, planned_steps)
     best_step = best_checkpoint_step(checkpoint.best_model_path)
-    history = {h["step"]: h for h in module.eval_history}
-    trainer.test(
-        module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False, weights_only=True
+    history = list(module.eval_history)
+    best_eval = next(h for h in history if h["step"] == best_step)
+    return Stable(
+        trainer, steps, stop_reason, converged, best_step, history, train_time,
+        tested_checkpoint=checkpoint.best_model_path, tested_eval=best_eval, tested_step=best_step,
+    )  # fmt: skip
+
+
+def anneal(
+    ctx: RunContext,
+    leaves: Leaves,
+    plan: dict[str, Any],
+    throughput: TrainThroughput,
+    module: GPTLightningModule,
+    datamodule: TokenDataModule,
+    stable: Stable,
+) -> Stable:
+    """The cooldown from the best checkpoint (``schedule=wsd_cooldown``): the annealed model is tested."""
+    schedule = leaves.schedule
+    assert isinstance(schedule, WarmupStableCooldown)
+    folder = ctx.run_dir / "checkpoints"
+    saved = StableCheckpoints(folder, schedule, ModelCheckpoint())
+    cooldown = schedule.cooldown_for(stable.best_step, saved.saved_steps())
+    at_best = cooldown.from_step == stable.best_step
+    start = stable.tested_checkpoint if at_best else str(saved.path(cooldown.from_step))
+
+    def make_trainer(c: Cooldown) -> pl.Trainer:
+        return new_trainer(ctx, leaves, [throughput, ctx.clock], c.end_step, c.end_step + 1, plan, False)
+
+    cooled = cool_down(make_trainer, module, datamodule, start, cooldown, folder)
+    summary = {
+        "from_step": cooldown.from_step,
+        "steps": cooldown.steps,
+        "anchor": schedule.anchor,
+        "shape": schedule.shape,
+        "time_s": cooled.seconds,
+        "val_selection_loss_before": stable.tested_eval["selection_loss"],
+        "val_selection_loss_after": cooled.evaluation["selection_loss"],
+    }
+    return dataclasses.replace(
+        stable,
+        trainer=cooled.trainer,
+        steps=stable.steps + cooldown.steps,
+        train_time_s=stable.train_time_s + cooled.seconds,
+        history=[*stable.history, cooled.evaluation],
+        tested_checkpoint=cooled.checkpoint,
+        tested_eval=cooled.evaluation,
+        tested_step=cooldown.end_step,
+        cooldown=summary,
     )
+
+
+def test(
+    trainer: pl.Trainer,
+    module: GPTLightningModule,
+    datamodule: TokenDataModule,
+    stable: Stable,
+    schedule: WarmupCosine,
+    plan: dict[str, Any],
+) -> Fitted:
+    """Test the reported model: the best checkpoint (loaded), or the annealed model (in memory)."""
+    ckpt_path = None if stable.cooldown else stable.tested_checkpoint
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     assert module.test_results is not None
+    warmup, planned = plan["warmup_steps"], plan["planned_steps"]
+    last_update = stable.tested_step - 1
+    if stable.cooldown:
+        cooldown = Cooldown(stable.cooldown["from_step"], stable.cooldown["steps"])
+        position, lr_ratio = 1.0, schedule.cooldown_factor(last_update, cooldown)
+    else:
+        position = schedule.decay_progress(stable.tested_step, warmup, planned)
+        lr_ratio = schedule.factor(last_update, warmup, planned)
     return Fitted(
-        steps=steps,
-        stop_reason=stop_reason,
-        converged=converged,
-        best_step=best_step,
-        best_eval=history[best_step],
-        final_eval=module.eval_history[-1],
+        steps=stable.steps,
+        stop_reason=stable.stop_reason,
+        converged=stable.converged,
+        best_step=stable.best_step,
+        best_eval=stable.tested_eval,
+        final_eval=stable.history[-1],
         test=module.test_results,
-        train_time_s=train_time,
-        curve=[{k: h.get(k) for k in CURVE_KEYS} for h in module.eval_history],
-        history=list(module.eval_history),
+        train_time_s=stable.train_time_s,
+        curve=[{k: h.get(k) for k in CURVE_KEYS} for h in stable.history],
+        history=stable.history,
         eval_subset=None if module.eval_subset is None else module.eval_subset.to_dict(),
         eval_se_target=module.eval_se_target,
+        tested_step=stable.tested_step,
+        tested_checkpoint=stable.tested_checkpoint,
+        cooldown=stable.cooldown,
+        schedule_position=position,
+        lr_ratio_at_test=lr_ratio,
     )
 
 
@@ -627,10 +751,9 @@ def why_stopped(reason: EarlyStoppingReason, steps: int, planned_steps: int) -> 
 
 
 def best_checkpoint_step(best_path: str) -> int:
-    match = re.search(r"step=(\d+)", Path(best_path).name)
-    if not best_path or match is None:
-        raise RuntimeError(f"no best checkpoint found (best_model_path={best_path!r})")
-    return int(match.group(1))
+    if not best_path:
+        raise RuntimeError("no best checkpoint found (best_model_path is empty)")
+    return checkpoint_step_of(best_path)
 
 
 # ---- the record --------------------------------------------------------------------------------------------
@@ -643,7 +766,7 @@ def make_record(
 ) -> RunRecord:
     known, unique, protocol = ctx.learned, datamodule.unique_tokens, leaves.protocol
     tokens_seen = fitted.steps * protocol.batch_tokens
-    tokens_at_best = fitted.best_step * protocol.batch_tokens
+    tokens_at_best = fitted.tested_step * protocol.batch_tokens
     best, final, test = fitted.best_eval, fitted.final_eval, fitted.test
     return RunRecord(
         **{k: known[k] for k in ("run_id", "study", "axes", "seed", "code_version", "config")},
@@ -686,6 +809,9 @@ def make_record(
         **{k: known[k] for k in PERFORMANCE_FIELDS},
         **{k: known[k] for k in ("objective", "loss_unit", "downstream", "resumed_at_steps") if k in known},
         reference_losses=known.get("reference_losses") or {},
+        cooldown=fitted.cooldown,
+        schedule_position=fitted.schedule_position,
+        lr_ratio_at_test=fitted.lr_ratio_at_test,
     )
 
 
