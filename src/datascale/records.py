@@ -245,7 +245,8 @@ class RunRecord:
         "`selection_loss` (over `selection_domains`), `loss_se` (clustered SE of that loss) and `delta_se` "
         "(paired SE of the selection loss's change since the evaluation before); "
         "under `schedule=warmup_cosine` intermediate points are not losses of runs trained to those tokens "
-        "(the LR has not decayed), so fit them only with `schedule=wsd`, and they all share one run",
+        "(the LR has not decayed), so fit them only under `wsd` or `wsd_cooldown` (stable-phase points; "
+        "the last point of a `wsd_cooldown` run is the annealed one), and they all share one run",
         default_factory=list,
     )
     resumed_at_steps: list[int] = _doc(

@@ -16,16 +16,23 @@ from datascale.records import read_record, write_record
 E, B, BETA = 2.0, 400.0, 0.4
 
 
+COOLDOWN = "datascale.training.schedule.WarmupStableCooldown"
+
+
 def write_curve_study(root: Path, schedule: str) -> None:
-    """Three runs whose validation loss follows E + B·D^-β at 6 evaluations each."""
+    """Three runs whose validation loss follows E + B·D^-β at 6 evaluations each; under ``wsd_cooldown`` a
+    seventh point, the annealed model at step 320 (far below the law), ends the curve as in a real record."""
     for path in write_synthetic_study(root / "base", sizes=(100_000, 400_000, 1_600_000), seeds=(0,)):
         template = read_record(path)
         curve = [
             {"step": k, "tokens_seen": k * 2048, "lr": 1e-3, "loss": E + B * (k * 2048) ** -BETA}
             for k in (20, 40, 80, 160, 320, 640)
         ]
+        cooldown = {"from_step": 256, "steps": 64} if schedule == COOLDOWN else {}
+        if cooldown:
+            curve.append({"step": 320, "tokens_seen": 320 * 2048, "lr": 0.0, "loss": 0.5})
         config = {**template.config, "schedule": {"_target_": schedule}}
-        record = dataclasses.replace(template, val_curve=curve, config=config)
+        record = dataclasses.replace(template, val_curve=curve, config=config, cooldown=cooldown)
         (root / "study" / "runs" / record.run_id).mkdir(parents=True)
         write_record(root / "study" / "runs" / record.run_id, record)
 
@@ -35,6 +42,7 @@ def write_curve_study(root: Path, schedule: str) -> None:
     [
         ("datascale.training.schedule.WarmupStableDecay", False),
         ("datascale.training.schedule.WarmupCosine", True),
+        (COOLDOWN, False),  # the stable-phase points; the annealed last one is not a curve point
     ],
 )
 def test_from_curves_fits_every_point_and_records_the_caveats(

@@ -495,7 +495,10 @@ def exclude(df: pd.DataFrame, query: str, *, reason: str = "") -> pd.DataFrame:
 
 
 #: Schedules whose intermediate evaluations are points of a consistent curve (no half-decayed LR).
-CURVE_SCHEDULES = ("datascale.training.schedule.WarmupStableDecay",)
+CURVE_SCHEDULES = (
+    "datascale.training.schedule.WarmupStableDecay",
+    "datascale.training.schedule.WarmupStableCooldown",
+)
 
 
 def log_spaced(curve: Sequence[Mapping[str, Any]], per_decade: int) -> list[Mapping[str, Any]]:
@@ -531,7 +534,8 @@ def expand_learning_curves(
         target = str((rec.config.get("schedule") or {}).get("_target_", ""))
         if target not in CURVE_SCHEDULES:
             cosine.append(rec.run_id)
-        for point in log_spaced(rec.val_curve, per_decade):
+        stable = rec.val_curve[:-1] if rec.cooldown else rec.val_curve  # the last: the annealed model
+        for point in log_spaced(stable, per_decade):
             d = float(point["tokens_seen"])
             n = row.get("N")
             rows.append(row | {"D": d, "loss": float(point["loss"]), "curve_step": int(point["step"]),
