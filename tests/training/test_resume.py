@@ -209,3 +209,34 @@ def test_two_rank_runs_killed_and_resumed_reproduce_the_uninterrupted_record(
     }
     print(f"{name} resumed at {record.resumed_at_steps}: relative differences {rel}")
     assert max(rel.values()) <= 1e-5, rel
+
+
+def test_a_run_killed_during_its_cooldown_resumes_to_the_uninterrupted_record(
+    artifacts: DataArtifacts, tmp_path: Path
+) -> None:
+    """``schedule=wsd_cooldown``: killed while annealing (no resume checkpoint is written then), the run
+    resumes the stable phase from its last checkpoint, anneals again and ends with the uninterrupted record
+    and one metrics row per logged step."""
+    cooldown = {"schedule": {"_target_": "datascale.training.schedule.WarmupStableCooldown"}}
+    ref = worker.run(run_config(tmp_path / "ref", artifacts, **cooldown))
+    assert ref.cooldown["from_step"] < ref.best_step
+    path = run_config(tmp_path / "run", artifacts, **cooldown)
+    proc = start_worker(path)
+    log, deadline = tmp_path / "run" / "worker.log", time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if log.exists() and "cooldown:" in log.read_text():
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the worker ended before its cooldown was killed"
+    assert not (tmp_path / "run" / "record.json").exists()
+    latest = point_at_latest(path)
+    assert latest is not None and checkpoint_step(latest) > ref.cooldown["from_step"]
+    record = worker.run(path)
+    assert record.resumed_at_steps == [checkpoint_step(latest)]
+    for name in (*SCIENCE_FIELDS, "tokens_at_best", "schedule_position", "lr_ratio_at_test"):
+        assert getattr(record, name) == getattr(ref, name), name
+    assert {k: v for k, v in record.cooldown.items() if k != "time_s"} == {
+        k: v for k, v in ref.cooldown.items() if k != "time_s"
+    }
+    assert train_column(tmp_path / "run") == train_column(tmp_path / "ref")

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,17 @@ def set_aside_metrics(run_dir: Path, resumed_step: int | None) -> None:
         (target.with_suffix(".resumed_at")).write_text(str(resumed_step))
 
 
+def stable_rows(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows before the step first goes back: a cooldown (``schedule=wsd_cooldown``) logs again from its
+    start step, and an attempt killed during it is replayed whole (``datascale.training.cooldown``)."""
+    out: list[dict[str, str]] = []
+    for row in rows:
+        if out and int(row.get("step") or 0) < int(out[-1].get("step") or 0):
+            break
+        out.append(row)
+    return out
+
+
 def merge_metrics(run_dir: Path) -> None:
     """One ``metrics.csv`` for a resumed run: each earlier part's rows before the step the next part resumed
     from, then the last part (rows after a resume point were replayed exactly and logged again)."""
@@ -96,7 +107,7 @@ def merge_metrics(run_dir: Path) -> None:
         resumed_at = int(part.with_suffix(".resumed_at").read_text())
         with open(part, newline="") as fh:
             # Lightning logs the update that makes global step s+1 as row step s
-            rows += [r for r in csv.DictReader(fh) if int(r.get("step") or 0) < resumed_at]
+            rows += [r for r in stable_rows(csv.DictReader(fh)) if int(r.get("step") or 0) < resumed_at]
     current = run_dir / METRICS_FILENAME
     with open(current, newline="") as fh:
         rows += list(csv.DictReader(fh))
