@@ -202,5 +202,7 @@ def test_real_slurm_pre_registers_the_target_before_it_starts(
     assert target["prediction_file"] == f"predictions/{prediction['inputs']['sha256'][:12]}.json"
     assert all(records[u].created_at < prediction["created_at"] for u in (2000, 4000))
     assert prediction["created_at"] < target["started_at"] < records[8000].created_at
-    log = (study_dir / "runs" / records[8000].run_id / "worker.log").read_text()
-    assert "cluster environment SLURMEnvironment" in log  # it ran as a SLURM task
+    # three sbatch array tasks; the one that pre-registered is a SLURM job of its own
+    logs = sorted(study_dir.glob("hydra/*/.submitit/*_*/*_log.out"))
+    assert len(logs) == 3
+    assert sum("pre-registering the prediction at U=[8000]" in p.read_text() for p in logs) == 1
