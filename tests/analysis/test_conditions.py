@@ -23,7 +23,8 @@ from scaling_analysis.steps.conditions.mixing import (
     mixture_matrix,
 )
 from scaling_analysis.steps.conditions.pool_quality import pool_transform_fields, precision_recall
-from scaling_analysis.steps.conditions.sections import condition_sections
+from scaling_analysis.steps.conditions.sections import condition_sections, console_lines
+from scaling_analysis.steps.conditions.snr import NO_REPEATS, condition_snr
 from scaling_analysis.steps.conditions.transfer import domain_matrix, mixtures_vs_parts
 from scaling_analysis.tables.runs import load_records
 from synthetic_study import synthetic_record, write_synthetic_study
@@ -130,6 +131,119 @@ def test_decision_accuracy_says_when_there_is_nothing_to_rank():
     assert "skipped" in decision_accuracy(one)
     single_seed = decision_accuracy(_decision_table().query("seed == 0"))
     assert not single_seed["several_seeds"] and single_seed["rows"][0]["per_seed_accuracy"] is None
+
+
+def test_decision_accuracy_reports_the_per_seed_spread():
+    out = decision_accuracy(_decision_table(), n_resamples=200)
+    row2 = next(r for r in out["rows"] if r["U"] == 2)
+    assert row2["per_seed_std"] == 0.0 and row2["per_seed_accuracy"] == [pytest.approx(2 / 3)] * 2
+    assert (
+        out["bootstrap"]["n_resamples"] == 200
+        and "within each (condition, size) cell" in (out["bootstrap"]["resampled"])
+    )
+    single = decision_accuracy(_decision_table().query("seed == 0"))
+    assert single["bootstrap"] == {"skipped": "no seed repeats: nothing to resample"}
+    assert single["rows"][0]["accuracy_interval"] is None and single["rows"][0]["per_seed_std"] is None
+    assert decision_accuracy(_decision_table(), n_resamples=0)["bootstrap"] == {
+        "skipped": "no resamples requested"
+    }
+
+
+#: true mean loss per size and condition; at the target size 4, a < b < c < d with wide gaps. At 2, b, c and
+#: d are 0.01-0.02 apart and c, d swapped (5 of 6 pairs right); at 1, a-c and c-d flipped (4 of 6)
+PLANTED = {
+    1: {"a": 3.00, "b": 3.02, "c": 2.99, "d": 3.10},
+    2: {"a": 2.50, "b": 2.52, "c": 2.54, "d": 2.53},
+    4: {"a": 2.00, "b": 2.10, "c": 2.20, "d": 2.30},
+}
+PLANTED_ACCURACY = {1: 4 / 6, 2: 5 / 6}
+
+
+def _planted_table(rng: np.random.Generator, seeds: int = 4, sigma: float = 0.01) -> pd.DataFrame:
+    """PLANTED plus Gaussian seed noise ``sigma`` on every run."""
+    rows = [
+        {"condition": c, "U": u, "seed": s, "loss": m + rng.normal(0.0, sigma)}
+        for u, per in PLANTED.items()
+        for c, m in per.items()
+        for s in range(seeds)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_decision_accuracy_bootstrap_interval_covers_the_planted_accuracy():
+    """Over 40 noisy draws of the same planted study (seed noise 0.01, gaps 0.01-0.02 at the small sizes),
+    the 95% interval over seeds holds the accuracy of the true means nearly always, and is not [0, 1]."""
+    covered, widths = 0, []
+    for i in range(40):
+        out = decision_accuracy(_planted_table(np.random.default_rng(100 + i)), n_resamples=400, seed=i)
+        for r in out["rows"]:
+            lo, hi = r["accuracy_interval"]
+            covered += lo <= PLANTED_ACCURACY[int(r["U"])] <= hi
+            widths.append(hi - lo)
+    assert covered >= 0.9 * 80, covered
+    assert 0.0 < float(np.mean(widths)) < 0.35, np.mean(widths)
+    quiet = decision_accuracy(_planted_table(np.random.default_rng(7), sigma=1e-4), n_resamples=200)
+    for r in quiet["rows"]:
+        assert r["accuracy_interval"] == [pytest.approx(PLANTED_ACCURACY[int(r["U"])])] * 2
+
+
+# ------------------------------------------------------------------------------------- signal and noise
+
+
+def _exact_noise_table(
+    seeds: dict[str, int], sigma: dict[str, float], delta: dict[str, float]
+) -> pd.DataFrame:
+    """Two sizes; condition c at U has mean 2 + delta[c] and runs whose sample std (ddof 1) is exactly
+    sigma[c]: the seed noise is planted exactly, so the SNR is known to the last digit."""
+    rows = []
+    for u in (1000, 2000):
+        for c, n in seeds.items():
+            z = np.linspace(-1.0, 1.0, n)
+            z = (z - z.mean()) / z.std(ddof=1)
+            rows += [{"condition": c, "U": u, "seed": s, "loss": 2.0 + delta[c] + sigma[c] * z[s]}
+                     for s in range(n)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_snr_is_the_planted_difference_over_its_seed_standard_error():
+    table = _exact_noise_table({"a": 3, "b": 5, "c": 4}, {"a": 0.01, "b": 0.02, "c": 0.01},
+                               {"a": 0.0, "b": 0.05, "c": 0.0})  # fmt: skip
+    out = condition_snr(table)
+    pairs = {(p["U"], p["a"], p["b"]): p for p in out["pairs"]}
+    ab = pairs[(2000.0, "a", "b")]
+    noise = np.sqrt(0.01**2 / 3 + 0.02**2 / 5)
+    assert ab["signal"] == pytest.approx(0.05) and ab["noise"] == pytest.approx(noise)
+    assert ab["snr"] == pytest.approx(0.05 / noise) and ab["better"] == "a"
+    assert (ab["n_a"], ab["n_b"]) == (3, 5) and ab["same_order_as_target"] is None  # 2000 is the target
+    assert pairs[(1000.0, "a", "b")]["same_order_as_target"] is True
+    ac = pairs[(1000.0, "a", "c")]
+    assert ac["signal"] < 1e-12 and ac["snr"] < 1e-9  # no planted difference: no signal
+    size = out["sizes"][0]
+    assert size["n_pairs"] == 3 and size["share_resolved"] == pytest.approx(2 / 3)
+    assert size["weakest_pair"] == ["a", "c"] and out["target_size"] == 2000
+
+
+def test_snr_matches_the_planted_effect_and_is_low_without_one():
+    """Random seed noise (sigma 0.01, 12 seeds, 8 sizes): b is 0.012 worse than a (planted SNR
+    0.012 / (0.01·sqrt(2/12)) = 2.94), c equals a. The median SNR over sizes finds 2.94 within 25%;
+    the pair with no difference stays below 1.5, and well under half its comparisons pass SNR 2."""
+    rng, sigma, n = np.random.default_rng(3), 0.01, 12
+    shift = {"a": 0.0, "b": 0.012, "c": 0.0}
+    rows = [{"condition": c, "U": 1000 * 2**k, "seed": s, "loss": 3.0 - 0.1 * k + d + rng.normal(0, sigma)}
+            for k in range(8) for c, d in shift.items() for s in range(n)]  # fmt: skip
+    pairs = condition_snr(pd.DataFrame(rows))["pairs"]
+    snr = {key: [p["snr"] for p in pairs if (p["a"], p["b"]) == key] for key in (("a", "b"), ("a", "c"))}
+    planted = 0.012 / (sigma * np.sqrt(2 / n))
+    assert float(np.median(snr[("a", "b")])) == pytest.approx(planted, rel=0.25), snr[("a", "b")]
+    assert float(np.median(snr[("a", "c")])) < 1.5 and np.mean(np.array(snr[("a", "c")]) >= 2) < 0.5
+
+
+def test_snr_is_not_measured_without_seed_repeats():
+    one_seed = _decision_table().query("seed == 0")
+    assert (
+        condition_snr(one_seed) == {"skipped": NO_REPEATS} == {"skipped": "no seed repeats: SNR not measured"}
+    )
+    assert condition_snr(_decision_table().query("condition == 'a'"))["skipped"]
 
 
 # ------------------------------------------------------------------------------------- domain transfer
@@ -375,6 +489,21 @@ def test_condition_study_report_has_every_condition_section(tmp_path):
     assert k_row["interval"][0] < k_row["k"] < k_row["interval"][1]
     for name in ("condition_curves.png", "effective_data_k.png", "decision_accuracy.png"):
         assert (tmp_path / name).stat().st_size > 0 and name in result.fit_json["outputs"]
+    assert "| U | decision accuracy | 95% interval | pairs | seeds | per-seed accuracy (std) |" in report
+    assert "## Signal and noise per comparison" in report
+    assert "| U | pairs | median SNR | SNR ≥ 2 | lowest SNR | weakest pair |" in report
+    snr = result.fit_json["condition_snr"]
+    assert [r["U"] for r in snr["sizes"]] == [2000, 4000, 8000, 16000, 32000]
+    assert all(r["n_pairs"] == 1 and r["median_snr"] > 0 for r in snr["sizes"])
+    lines = console_lines(result.fit_json)
+    assert any(line.startswith("signal-to-noise of condition pairs by U") for line in lines)
+    no_repeats = {**result.fit_json, "condition_snr": {"skipped": NO_REPEATS}}
+    sections = condition_sections(no_repeats)
+    assert any(
+        s.startswith("## Signal and noise") and "No seed repeats: SNR not measured" in s for s in sections
+    )
+    assert "no seed repeats: SNR not measured" in console_lines(no_repeats)[-1]
+    assert all(not s.startswith("## Signal") for s in condition_sections({"condition_snr": no_repeats}))
 
 
 def test_plain_size_study_has_no_condition_sections(tmp_path):

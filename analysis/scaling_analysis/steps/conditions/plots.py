@@ -188,7 +188,8 @@ def at_top_share(runs: pd.DataFrame, train: Sequence[str]) -> np.ndarray:
 
 
 def decision_plot(decision: Mapping[str, Any], path: Path | str | None = None) -> Figure:
-    """Decision accuracy against size, with the per-seed range where there are several seeds."""
+    """Decision accuracy against size, with the per-seed range and the bootstrap interval over seeds where
+    there are several seeds."""
     x = decision["x"]
     rows = [r for r in decision["rows"] if r["accuracy"] is not None]
     fig, (ax,) = new_figure()
@@ -199,6 +200,11 @@ def decision_plot(decision: Mapping[str, Any], path: Path | str | None = None) -
             ax.vlines(
                 r[x], *r["per_seed_accuracy"], color=COLORS[0], alpha=0.4, lw=4, label="one seed (range)"
             )
+        if r.get("accuracy_interval"):
+            lo, hi = r["accuracy_interval"]
+            # drawn from its middle: a percentile interval need not hold the estimate
+            ax.errorbar(r[x] * 1.04, (lo + hi) / 2, yerr=(hi - lo) / 2, fmt="none", color=COLORS[1],
+                        capsize=4, label="95% bootstrap over seeds")  # fmt: skip
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))

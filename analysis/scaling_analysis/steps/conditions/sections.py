@@ -96,16 +96,15 @@ def decision_section(dec: Mapping[str, Any]) -> str:
         lines.append(
             "There is **one seed**, so the seed-to-seed spread is unknown: add `seed=0,1,2` to see it."
         )
-    rows = []
-    for r in dec["rows"]:
-        per_seed = r.get("per_seed_accuracy")
-        rows.append(
-            [short(r[x]), pct(r["accuracy"]), r["n_pairs"], r["n_seeds"],
-             f"{pct(per_seed[0])} – {pct(per_seed[1])}" if per_seed else "—",
-             short(r.get("seed_std"), 3), short(r.get("min_gap"), 3)]
-        )  # fmt: skip
-    header = [x, "decision accuracy", "pairs", "seeds", "per-seed accuracy", "seed std", "smallest gap"]
+    rows = [
+        [short(r[x]), pct(r["accuracy"]), _pct_iv(r.get("accuracy_interval")), r["n_pairs"], r["n_seeds"],
+         _per_seed(r), short(r.get("seed_std"), 3), short(r.get("min_gap"), 3)]
+        for r in dec["rows"]
+    ]  # fmt: skip
+    header = [x, "decision accuracy", "95% interval", "pairs", "seeds", "per-seed accuracy (std)",
+              "seed std", "smallest gap"]  # fmt: skip
     lines += ["", markdown_table(header, rows), ""]
+    lines += _bootstrap_text(dec.get("bootstrap") or {})
     if dec.get("trusted_from") is not None:
         lines.append(
             f"From {x} = {short(dec['trusted_from'])} on, every compared size ranks all pairs as the largest "
@@ -115,6 +114,72 @@ def decision_section(dec: Mapping[str, Any]) -> str:
         lines.append("No smaller size ranks every pair as the largest size does.")
     lines += _figure(dec, "decision accuracy")
     return "\n".join(lines)
+
+
+def _pct_iv(iv: Sequence[float] | None) -> str:
+    return f"[{pct(iv[0])}, {pct(iv[1])}]" if iv else "—"
+
+
+def _per_seed(row: Mapping[str, Any]) -> str:
+    """Each seed's accuracy alone: min – max and, with 2+ seeds, their std."""
+    per_seed = row.get("per_seed_accuracy")
+    if not per_seed:
+        return "—"
+    std = row.get("per_seed_std")
+    return f"{pct(per_seed[0])} – {pct(per_seed[1])}" + (f" ({pct(std)})" if std is not None else "")
+
+
+def _bootstrap_text(boot: Mapping[str, Any]) -> list[str]:
+    """How the accuracy intervals were drawn, or why there are none (nothing for an older fit.json)."""
+    if not boot:
+        return []
+    if "skipped" in boot:
+        return [f"No interval: {boot['skipped']}."]
+    return [
+        f"Intervals: {boot.get('confidence', 0.95):.0%} bootstrap over seeds ({boot.get('n_resamples')} "
+        f"resamples of the {boot.get('resampled')}, accuracy recomputed); per-seed accuracy ranks each "
+        "seed's runs alone against the target size's seed means.",
+        "",
+    ]
+
+
+def snr_section(snr: Mapping[str, Any]) -> str:
+    """Per size: how many condition pairs differ by more than the seed noise, and the weakest pair."""
+    x, threshold = snr["x"], snr["threshold"]
+    lines = ["## Signal and noise per comparison", ""]
+    lines.append(
+        "For each pair of conditions at each size: SNR = |difference of mean losses| / its seed-to-seed "
+        "standard error sqrt(s_a²/n_a + s_b²/n_b), after Heineman et al. (2025). Below "
+        f"{short(threshold)} the seeds alone could make the difference: that pair's order is not settled."
+    )
+    rows = [
+        [short(r[x]), r["n_pairs"], short(r["median_snr"], 3), pct(r["share_resolved"]),
+         short(r["min_snr"], 3), " vs ".join(r["weakest_pair"]) if r["weakest_pair"] else "—"]
+        for r in snr["sizes"]
+    ]  # fmt: skip
+    header = [x, "pairs", "median SNR", f"SNR ≥ {short(threshold)}", "lowest SNR", "weakest pair"]
+    lines += ["", markdown_table(header, rows)]
+    top = snr["target_size"]
+    weak = [p for p in snr["pairs"] if p[x] == top and p["snr"] is not None and p["snr"] < threshold]
+    if weak:
+        named = ", ".join(f"{p['a']} vs {p['b']} ({short(p['snr'], 2)})" for p in weak[:5])
+        more = f" and {len(weak) - 5} more" if len(weak) > 5 else ""
+        lines.append(
+            f"\nBelow {short(threshold)} at {x} = {short(top)}: {named}{more}; more seeds would tell."
+        )
+    if min(min(p["n_a"], p["n_b"]) for p in snr["pairs"]) < 3:
+        lines.append(
+            "\nSome cells hold only two runs: their noise rests on one degree of freedom, so read those SNRs "
+            "as rough (3+ seeds per cell steady them)."
+        )
+    return "\n".join(lines)
+
+
+def snr_skipped_section(reason: str) -> str:
+    """A condition study whose SNR could not be measured says so (never a number)."""
+    return (
+        f"## Signal and noise per comparison\n\n{reason[:1].upper()}{reason[1:]}: add `seed=0,1,2` to see it."
+    )
 
 
 def transfer_section(tr: Mapping[str, Any]) -> str:
@@ -304,6 +369,7 @@ SECTIONS = (
     ("conditions", conditions_section),
     ("effective_data", effective_data_section),
     ("decision_accuracy", decision_section),
+    ("condition_snr", snr_section),
     ("domain_transfer", transfer_section),
     ("mixtures", mixtures_section),
     ("mixing_law", mixing_law_section),
@@ -311,9 +377,21 @@ SECTIONS = (
 )
 
 
+#: fields whose section a condition study shows even when skipped, saying why
+SAY_WHY_SKIPPED = {"condition_snr": snr_skipped_section}
+
+
 def condition_sections(fit_json: Mapping[str, Any]) -> list[str]:
-    """The report sections whose fit.json field holds results, in reading order."""
-    return [render(fit_json[name]) for name, render in SECTIONS if _ok(fit_json.get(name))]
+    """The report sections whose fit.json field holds results, in reading order (with conditions, a
+    ``SAY_WHY_SKIPPED`` field that was skipped says why instead)."""
+    out = []
+    for name, render in SECTIONS:
+        field = fit_json.get(name)
+        if _ok(field):
+            out.append(render(fit_json[name]))
+        elif name in SAY_WHY_SKIPPED and _ok(fit_json.get("conditions")) and isinstance(field, Mapping):
+            out.append(SAY_WHY_SKIPPED[name](str(field.get("skipped", "not measured"))))
+    return out
 
 
 def console_lines(fit_json: Mapping[str, Any]) -> list[str]:
@@ -328,11 +406,30 @@ def console_lines(fit_json: Mapping[str, Any]) -> list[str]:
                 )
     dec = fit_json.get("decision_accuracy") or {}
     if _ok(dec):
-        acc = ", ".join(f"{short(r[dec['x']])}: {pct(r['accuracy'])}" for r in dec["rows"])
+        acc = ", ".join(
+            f"{short(r[dec['x']])}: {pct(r['accuracy'])}"
+            + (f" {_pct_iv(r['accuracy_interval'])}" if r.get("accuracy_interval") else "")
+            for r in dec["rows"]
+        )
         lines.append(f"decision accuracy vs {dec['x']} = {short(dec['target_size'])} (by size): {acc}")
+    lines += _snr_console(fit_json)
     ml = fit_json.get("mixing_law") or {}
     if _ok(ml):
         best = ", ".join(f"{d}={w:g}" for d, w in ml["proposal"]["weights"].items())
         lines.append(f"mixing law: best predicted mixture {best} (written to {ml['file']}); train it with:")
         lines.append(ml["proposal"]["command"])
     return lines
+
+
+def _snr_console(fit_json: Mapping[str, Any]) -> list[str]:
+    """One line: median SNR and the share of pairs above the threshold by size, or why it is not measured."""
+    snr = fit_json.get("condition_snr") or {}
+    if not _ok(fit_json.get("conditions")):
+        return []
+    if not _ok(snr):
+        return [f"signal-to-noise of condition pairs: {snr.get('skipped', 'not measured')}"]
+    x, t = snr["x"], short(snr["threshold"])
+    by_size = ", ".join(
+        f"{short(r[x])}: {short(r['median_snr'], 3)} ({pct(r['share_resolved'])})" for r in snr["sizes"]
+    )
+    return [f"signal-to-noise of condition pairs by {x} (median SNR, share with SNR ≥ {t}): {by_size}"]

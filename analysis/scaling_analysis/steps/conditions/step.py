@@ -2,7 +2,8 @@
 
 Why one step: ``study.analyze_frame`` runs ``step_conditions`` once (``STEP``, first in
 ``steps.STUDY_STEPS``); it finds the conditions (swept axes other than size and seed), fits per-condition
-curves and the joint effective-data law, ranks conditions across sizes (decision accuracy), builds the domain
+curves and the joint effective-data law, ranks conditions across sizes (decision accuracy, with a bootstrap
+over seeds), measures each pair's difference against the seed noise (signal-to-noise), builds the domain
 matrix, compares mixtures with their parts, fits the data mixing law and reads what the pool transforms
 removed. A plain size study has no conditions: every field is ``{"skipped": ...}`` and the report shows none
 of these sections.
@@ -25,6 +26,7 @@ from .labels import Conditions, find_conditions, mean_loss_table, with_condition
 from .mixing import mixing_law_analysis
 from .pool_quality import pool_transform_fields
 from .sections import condition_sections, console_lines
+from .snr import condition_snr
 from .transfer import WEIGHTS_AXIS, domain_matrix, mixtures_vs_parts, weights_of
 
 #: fit.json fields this step fills and what each holds (rendered into the docs by `make docs`)
@@ -40,8 +42,17 @@ FIELDS = {
     "saturating fit where a condition has 3+ sizes), per_condition_skipped, plot}",
     "decision_accuracy": "DataDecide-style: {x, target_size (the largest), n_conditions, seeds, "
     "several_seeds, rows: [{<x>, accuracy (share of condition pairs ranked by mean loss as at the target "
-    "size), n_pairs, n_seeds, seed_std, per_seed_accuracy [min, max], min_gap}], trusted_from (smallest "
-    "size from which every size ranks all pairs right), plot}",
+    "size), n_pairs, n_seeds, seed_std, per_seed_accuracy [min, max] (each seed's runs alone), "
+    "per_seed_std, min_gap, accuracy_interval [lo, hi] (bootstrap percentile interval; null when skipped)}], "
+    "trusted_from (smallest size from which every size ranks all pairs right), bootstrap {n_resamples, seed, "
+    "confidence, resampled (runs within each condition × size cell, the target size's too)} or {skipped: "
+    "reason} (one run per cell, or no resamples), plot}",
+    "condition_snr": "signal-to-noise per comparison (Heineman et al. 2025): {x, threshold (2), target_size, "
+    "n_conditions, sizes: [{<x>, n_pairs, n_measured, median_snr, share_resolved (share of pairs with SNR "
+    ">= threshold), min_snr, weakest_pair [a, b]}], pairs: [{<x>, a, b, better (lower mean loss; null on a "
+    "tie), signal (|mean_a − mean_b|), noise (sqrt(s_a²/n_a + s_b²/n_b), s the seed std of a cell), snr "
+    "(null when the noise is 0), n_a, n_b, same_order_as_target (null at the target size)}]} over the "
+    "pairs whose two cells both hold 2+ runs; {skipped: `no seed repeats: SNR not measured`} without them",
     "domain_transfer": "single-domain runs: {x, sizes, train_domains, eval_domains, matrices {size: {train: "
     "{eval: mean test loss}}}, transfer: [{train, eval, gaps {size: L(eval|train) − L(eval|eval)}, "
     "gap_small, gap_large, relative_change}], plot}",
@@ -158,7 +169,10 @@ def step_conditions(ctx: StudyContext) -> StepResult:
     table = with_condition(df, conds)
     step = StepResult("conditions", {"conditions": _conditions_fields(table, conds, x)})
     eff = _effective(table, conds, x, ctx, step)
-    step.fields["decision_accuracy"] = decision_accuracy(table, x=x)
+    step.fields["decision_accuracy"] = decision_accuracy(
+        table, x=x, n_resamples=ctx.n_resamples, seed=ctx.seed
+    )
+    step.fields["condition_snr"] = condition_snr(table, x=x)
     step.fields["domain_transfer"] = domain_matrix(df, x=x)
     _mixing(df, out, step)
     source = Path(ctx.source) if ctx.source else None
