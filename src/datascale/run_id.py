@@ -29,6 +29,11 @@ NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
         "data.num_workers",
         "study.max_attempts",
         "study.lock_lease_s",
+        # data-stage settings that change a run's data only through the data itself (the tokenizer's sample,
+        # the records kept), so through the subset manifest hash, which is part of the identity
+        "tokenizer.train_sample_bytes",
+        "tokenizer.sample_seed",
+        "source.on_bad_record",
     }
 )
 RUN_ID_LENGTH = 12

@@ -17,7 +17,7 @@ import datasets
 import numpy as np
 
 from datascale.config_errors import ConfigError, require
-from datascale.data.documents import column
+from datascale.data.documents import column, iter_batches, text_bytes
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 _WHITESPACE = re.compile(r"\s+")
@@ -34,15 +34,18 @@ def text_key(text: str) -> str:
 
 def deduplicate(ds: datasets.Dataset) -> tuple[datasets.Dataset, int]:
     """Drop exact duplicates (by normalised-text hash, keeping the first) and empty texts; returns (ds,
-    removed)."""
-    seen: set[str] = set()
+    removed). Texts are read in batches; memory holds one 32-byte digest per distinct text."""
+    seen: set[bytes] = set()
     keep: list[int] = []
-    for i, text in enumerate(column(ds, "text")):
-        key = text_key(text)
-        if key in seen or not normalise_text(text):
-            continue
-        seen.add(key)
-        keep.append(i)
+    i = 0
+    for batch in iter_batches(ds, ["text"]):
+        for text in batch["text"]:
+            normal = normalise_text(text)
+            key = hashlib.sha256(normal.encode("utf-8")).digest()
+            if normal and key not in seen:
+                seen.add(key)
+                keep.append(i)
+            i += 1
     removed = len(ds) - len(keep)
     if removed == 0:
         return ds, 0
@@ -124,7 +127,7 @@ class SplitAssignment:
 def assign_splits(ds: datasets.Dataset, split: HeldoutSplit) -> SplitAssignment:
     """Held-out sets per domain from a seeded permutation of its documents (sorted by doc id first, so the
     input order does not matter); the first documents fill ``val`` up to the byte target, then ``test``."""
-    ids, domains, texts = column(ds, "doc_id"), column(ds, "domain"), column(ds, "text")
+    ids, domains, sizes = column(ds, "doc_id"), column(ds, "domain"), text_bytes(ds)
     corpus_domains = sorted(set(domains))
     train_domains = corpus_domains if split.train_domains is None else list(split.train_domains)
     unknown = [d for d in train_domains if d not in corpus_domains]
@@ -145,13 +148,11 @@ def assign_splits(ds: datasets.Dataset, split: HeldoutSplit) -> SplitAssignment:
             while size < target and pos < len(order):
                 i = idx[order[pos]]
                 sets[name].append(i)
-                size += len(texts[i].encode("utf-8"))
+                size += int(sizes[i])
                 pos += 1
         rest = [idx[j] for j in order[pos:]]
-        total = sum(len(texts[i].encode("utf-8")) for i in idx)
-        if sum(len(texts[i].encode("utf-8")) for i in sets["test"]) < target or (
-            domain in train_domains and not rest
-        ):
+        total = int(sizes[idx].sum())
+        if int(sizes[sets["test"]].sum()) < target or (domain in train_domains and not rest):
             raise ConfigError(
                 "eval_bytes_per_domain",
                 target,
