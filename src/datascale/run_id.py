@@ -13,9 +13,9 @@ from typing import Any
 
 #: Top-level config keys that never change what a run computes (where files go, how it is displayed/logged).
 #: (``lr_rule`` sets ``optim.lr``, which is part of the identity; the rule's name is not. ``analysis``: how
-#: a study file asks to be analysed.)
+#: a study file asks to be analysed. ``data_executor``: where the pool is tokenised, not into what.)
 NON_IDENTITY_KEYS: frozenset[str] = frozenset(
-    {"paths", "logger", "hydra", "run", "launcher", "checkpoint", "lr_rule", "analysis"}
+    {"paths", "logger", "hydra", "run", "launcher", "checkpoint", "lr_rule", "analysis", "data_executor"}
 )
 #: Dotted keys below the top level that never change what a run computes.
 NON_IDENTITY_DOTTED: frozenset[str] = frozenset(

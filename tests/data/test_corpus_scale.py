@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from datascale.config_errors import ConfigError
 from datascale.data import token_cache
+from datascale.data.executor import LocalExecutor, SlurmExecutor, TokeniseParts
 from datascale.data.prepare import prepare_data
 from datascale.data.sources import LocalFiles
 from datascale.data.splits import HeldoutSplit
@@ -201,3 +203,53 @@ def test_a_full_disk_mid_build_leaves_nothing_a_later_run_trusts(
     monkeypatch.setattr(token_cache.np, "save", real_save)
     cache = build_token_cache_from_batches(root, _batches(100), "h", tok.tokenizer, tok.hash, tok.eos_id)
     assert cache.built and cache.n_docs == 100
+
+
+def _cache_files(path: str) -> dict[str, bytes]:
+    return {name: (Path(path) / name).read_bytes() for name in token_cache.FILES if name != "meta.json"}
+
+
+def test_datatrove_tasks_build_the_same_cache_as_one(tmp_path: Path) -> None:
+    """The pool cut into 3 datatrove tasks (3 processes) and merged: byte for byte the one-task cache."""
+    files = _corpus(tmp_path / "c.jsonl", 600)
+    one = _prepare(files, tmp_path / "one")
+    three = prepare_data(
+        LocalFiles(paths=[str(files)], domain_field="domain"),
+        HeldoutSplit(eval_bytes_per_domain=3000),
+        BPETokenizer(vocab_size=300),
+        SizeSubset(unique_tokens=5000),
+        tmp_path / "three",
+        progress=False,
+        data_executor=LocalExecutor(tasks=3),
+    )
+    assert _cache_files(three.train_cache) == _cache_files(one.train_cache)  # type: ignore[attr-defined]
+    assert json.loads((Path(three.train_cache) / "meta.json").read_text())["tasks"] == 3
+    assert three.subset_hash == one.subset_hash  # type: ignore[attr-defined]
+    assert not list((tmp_path / "three" / "tokens").glob(".work-*"))  # merged: the parts are gone
+
+
+def test_a_killed_build_resumes_only_its_unfinished_tasks(tmp_path: Path) -> None:
+    """datatrove's completion markers: a rerun runs only the task that had not finished."""
+    files = _corpus(tmp_path / "c.jsonl", 300)
+    docs = tmp_path / "docs"
+    LocalFiles(paths=[str(files)], domain_field="domain").load().save_to_disk(str(docs))
+    tok = BPETokenizer(vocab_size=300).train([_text(i) for i in range(50)], tmp_path / "tok.json")
+    step = TokeniseParts(str(docs), None, str(tok.path), "<|endoftext|>", str(tmp_path / "work" / "parts"), 1)
+    executor = LocalExecutor(tasks=3)
+    executor.run(step, 3, tmp_path / "work")
+    parts = [tmp_path / "work" / "parts" / f"{r:05d}" for r in range(3)]
+    stamps = [(p / "meta.json").stat().st_mtime_ns for p in parts]
+    shutil.rmtree(parts[1])  # task 1 "was killed": no part, no completion marker
+    (tmp_path / "work" / "datatrove" / "completions" / "00001").unlink()
+    executor.run(step, 3, tmp_path / "work")
+    assert (parts[1] / "meta.json").exists()
+    assert [(p / "meta.json").stat().st_mtime_ns for p in (parts[0], parts[2])] == [stamps[0], stamps[2]]
+
+
+def test_data_executor_fields_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"^tasks=0: must be null or >= 1$"):
+        LocalExecutor(tasks=0)
+    with pytest.raises(ConfigError, match=r"^partition='': must be a SLURM partition name$"):
+        SlurmExecutor(partition="")
+    assert LocalExecutor(min_task_bytes=1000).task_count(10**9) == token_cache.usable_cores()
+    assert LocalExecutor().task_count(1000) == 1

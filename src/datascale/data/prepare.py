@@ -11,6 +11,7 @@ CLI: ``python -m datascale.data.prepare [--unique-tokens N [N ...]] [hydra overr
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -40,6 +41,7 @@ from datascale.data.documents import (
     validate_documents,
 )
 from datascale.data.downstream import DownstreamSuite, build_suite
+from datascale.data.executor import DataExecutor, LocalExecutor, tokenise_pool
 from datascale.data.sources import DocumentSource
 from datascale.data.splits import HeldoutSplit, SplitAssignment, assign_splits, deduplicate
 from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, write_subset_manifest
@@ -255,6 +257,8 @@ class TrainingPool:
 
     documents: datasets.Dataset
     """The documents (memory-mapped): the corpus itself, or the transformed pool."""
+    path: Path
+    """Where ``documents`` were saved (``datasets.load_from_disk`` reads them back in another process)."""
     indices: list[int] | None
     """The pool's rows of ``documents`` in order (the untransformed pool), or None (all of them)."""
     content_hash: str
@@ -275,7 +279,7 @@ class TrainingPool:
 
 def _split_pool(corpus: _Corpus, splits: dict[str, Any]) -> TrainingPool:
     pool = SplitAssignment.from_dict(splits["assignment"]).pool
-    return TrainingPool(corpus.documents, pool, splits["content_hashes"]["pool"])
+    return TrainingPool(corpus.documents, corpus.path / "documents", pool, splits["content_hashes"]["pool"])
 
 
 def _transform_summary(group: str, report: TransformReport) -> dict[str, Any]:
@@ -310,6 +314,7 @@ def _pool_stage(
         docs = datasets.load_from_disk(str(final / "documents"))
     return TrainingPool(
         docs,
+        final / "documents",
         None,
         manifest["content_hash"],
         str(final / "manifest.json"),
@@ -406,8 +411,10 @@ def _token_cache_stage(
     tok: TrainedTokenizer,
     root: Path,
     progress: bool,
+    executor: DataExecutor,
 ) -> dict[str, TokenCache]:
-    """Token caches of the held-out sets (from the split) and of the training pool (after its transforms)."""
+    """Token caches of the held-out sets (from the split, on this process's threads) and of the training pool
+    (after its transforms; built by ``executor``, a datatrove pipeline)."""
     caches: dict[str, TokenCache] = {}
     for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items():
         if name != "pool":
@@ -415,8 +422,10 @@ def _token_cache_stage(
             caches[name] = _cache(
                 root, name, batches, len(idx), splits["content_hashes"][name], tok, progress
             )
-    n_pool = len(pool.indices) if pool.indices is not None else len(pool.documents)
-    caches["pool"] = _cache(root, "pool", pool.batches(), n_pool, pool.content_hash, tok, progress)
+    indices = np.asarray(pool.indices, dtype=np.int64) if pool.indices is not None else None
+    sizes = text_bytes(pool.documents)
+    n_bytes = int(sizes[indices].sum() if indices is not None else sizes.sum())
+    caches["pool"] = tokenise_pool(root, pool.path, indices, pool.content_hash, tok, executor, n_bytes)
     return caches
 
 
@@ -448,6 +457,7 @@ def _prepare(
     progress: bool,
     transforms: dict[str, PoolTransform] | None = None,
     downstream: DownstreamSuite | None = None,
+    data_executor: DataExecutor | None = None,
 ) -> tuple[DataArtifacts, list[dict[str, Any]]]:
     start = time.perf_counter()
     cache_dir = Path(cache_dir).expanduser().resolve()
@@ -462,7 +472,8 @@ def _prepare(
         )
     with _prefixed("tokenizer"):  # trained on the untransformed pool: every quality condition shares it
         tok, token_bytes = _tokenizer_stage(corpus, splits, tokenizer, cache_dir / "tokenizers", progress)
-    caches = _token_cache_stage(corpus, splits, pool, tok, cache_dir / "tokens", progress)
+    executor = data_executor or LocalExecutor()
+    caches = _token_cache_stage(corpus, splits, pool, tok, cache_dir / "tokens", progress, executor)
     with _prefixed("subset"):
         manifest_file, manifest = write_subset_manifest(cache_dir / "subsets", caches["pool"], subset)
     eval_caches: dict[str, dict[str, str]] = {}
@@ -530,6 +541,7 @@ def prepare_data(
     progress: bool = True,
     transforms: dict[str, PoolTransform] | None = None,
     downstream: DownstreamSuite | None = None,
+    data_executor: DataExecutor | None = None,
 ) -> DataArtifacts:
     """Run (or reuse) every data stage for these configs and return the artifacts a training run needs.
 
@@ -538,7 +550,9 @@ def prepare_data(
     fully cached call reads no documents and tokenises nothing. ConfigErrors name their group
     (``subset.unique_tokens=...``).
     """
-    return _prepare(source, split, tokenizer, subset, cache_dir, progress, transforms, downstream)[0]
+    return _prepare(
+        source, split, tokenizer, subset, cache_dir, progress, transforms, downstream, data_executor
+    )[0]
 
 
 def summarize(caches: dict[str, TokenCache]) -> list[dict[str, Any]]:
@@ -571,6 +585,8 @@ def instantiate_data_configs(cfg: Any) -> dict[str, Any]:
     objects: dict[str, Any] = {group: instantiate_group(cfg, group) for group in GROUPS}
     if "downstream" in cfg:
         objects["downstream"] = instantiate_group(cfg, "downstream", DownstreamSuite)
+    if "data_executor" in cfg:
+        objects["data_executor"] = instantiate_group(cfg, "data_executor")
     objects["transforms"] = {
         group: instantiate_group(cfg, group, PoolTransform) for group in TRANSFORM_GROUPS if group in cfg
     }
@@ -636,6 +652,14 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return ns
 
 
+def disk_full_message(cfg: Any) -> str:
+    """One line for a disk that filled during a build: every stage writes atomically, so nothing is kept."""
+    return (
+        f"no space left under paths.cache_dir={cfg.paths.cache_dir}: the stage being built was discarded "
+        "(every stage is written atomically: a later run trusts nothing half-written); free space, run again"
+    )
+
+
 def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int:
     """CLI entry point; returns the exit code (2 for a bad config value)."""
     from hydra import compose, initialize_config_dir
@@ -663,6 +687,11 @@ def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}", highlight=False)
         return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        console.print(f"[red]disk full:[/red] {disk_full_message(cfg)}", highlight=False, soft_wrap=True)
+        return 1
     first = results[0][0]
     pool = TokenCache.open(first.train_cache)
     verify_nested([m for _, m in results], pool)

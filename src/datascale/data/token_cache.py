@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,17 +268,13 @@ class _Writer:
         return offsets
 
 
-def _tokenise_into(
-    tmp: Path,
-    batches: Iterable[Batch],
-    tokenizer: Tokenizer,
-    eos_id: int,
-    dtype: np.dtype,
-    bar: Any,
-    workers: int,
-) -> tuple[np.ndarray, int]:
-    """Encode ~1 MB chunks on ``workers`` threads, writing ids in document order as they come back (at most
-    2 x workers chunks in flight: bounded memory); returns (offsets, n_bytes)."""
+def write_cache_files(
+    tmp: Path, batches: Iterable[Batch], tokenizer: Tokenizer, eos_id: int, workers: int, bar: Any = None
+) -> dict[str, Any]:
+    """Tokenise the documents ``batches`` yields into the cache files in ``tmp`` (every file but meta.json):
+    ~1 MB chunks encoded on ``workers`` threads, ids written in document order as they come back (at most
+    2 x workers chunks in flight: bounded memory). Returns the counts meta.json records."""
+    dtype = token_dtype(tokenizer.get_vocab_size(with_added_tokens=True))
     with (
         open(tmp / "tokens.bin", "wb") as tokens,
         open(tmp / "doc_ids.bin", "wb") as ids,
@@ -288,32 +284,143 @@ def _tokenise_into(
         pending: deque[tuple[Any, Future]] = deque()
         for chunk in _chunks(batches):
             pending.append((chunk, pool.submit(_encode, tokenizer, chunk[2], eos_id, dtype)))
-            while len(pending) > 2 * workers or (pending and pending[0][1].done()):
+            while pending and (len(pending) > 2 * workers or pending[0][1].done()):
                 done, future = pending.popleft()
                 writer.write(done, future.result())
-                bar.update(len(done[0]))
-        while pending:
-            done, future = pending.popleft()
+                if bar is not None:
+                    bar.update(len(done[0]))
+        for done, future in pending:
             writer.write(done, future.result())
-            bar.update(len(done[0]))
+            if bar is not None:
+                bar.update(len(done[0]))
     offsets = writer.finish(dtype)
-    _to_npy(tmp / "tokens.bin", tmp / "tokens.npy", dtype, int(offsets[-1]))
-    return offsets, writer.n_bytes
+    _to_npy(tmp / "tokens.bin", tmp / "tokens.npy", dtype, [(tmp / "tokens.bin", int(offsets[-1]))])
+    return _counts(tmp, offsets, writer.n_bytes, dtype) | {"workers": workers}
 
 
-def _to_npy(raw: Path, out: Path, dtype: np.dtype, n: int) -> None:
-    """The raw token file as a .npy, copied through two memmaps in blocks (no full copy in memory)."""
-    if n == 0:
-        np.save(out, np.zeros(0, dtype=dtype))
-    else:
-        tokens = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=(n,))
-        source = np.memmap(raw, dtype=dtype, mode="r")
-        step = 1 << 24
-        for start in range(0, n, step):
-            tokens[start : start + step] = source[start : start + step]
-        tokens.flush()
-        del tokens, source
-    raw.unlink()
+def _counts(tmp: Path, offsets: np.ndarray, n_bytes: int, dtype: np.dtype) -> dict[str, Any]:
+    return {
+        "n_docs": len(offsets) - 1,
+        "n_tokens": int(offsets[-1]),
+        "n_bytes": n_bytes,
+        "id_bytes": (tmp / "doc_ids.bin").stat().st_size,
+        "dtype": dtype.name,
+    }
+
+
+def write_part(
+    out: Path, batches: Iterable[Batch], tokenizer: Tokenizer, eos_id: int, workers: int = 1
+) -> None:
+    """One part of a cache built in parts (a task of a sharded build): the cache files of its documents,
+    with the counts in meta.json; written atomically (complete or absent), skipped if already there."""
+    if (out / "meta.json").exists():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(out) as tmp:
+        counts = write_cache_files(tmp, batches, tokenizer, eos_id, workers)
+        (tmp / "meta.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
+
+
+def merge_parts(tmp: Path, parts: Sequence[Path]) -> dict[str, Any]:
+    """The cache files of the parts' documents, parts in order (tokens and ids copied in blocks; offsets
+    shifted; domain codes re-mapped to the sorted union of the parts' domains). Returns meta.json's counts."""
+    opened = [TokenCache.open(p) for p in parts]
+    dtype = np.dtype(opened[0].tokens.dtype) if opened else np.dtype(np.uint16)
+    names = sorted({n for c in opened for n in c.doc_domains.names})
+    offsets, id_offsets, codes = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)], []
+    with open(tmp / "doc_ids.bin", "wb") as ids:
+        for cache in opened:
+            offsets.append(cache.offsets[1:] + offsets[-1][-1])
+            id_offsets.append(cache.doc_ids.offsets[1:] + id_offsets[-1][-1])
+            ids.write(cache.doc_ids.blob.tobytes())
+            remap = np.asarray([names.index(n) for n in cache.doc_domains.names] or [0], dtype=np.int64)
+            codes.append(remap[cache.doc_domains.codes.astype(np.int64)])
+    merged = np.concatenate(offsets)
+    np.save(tmp / "offsets.npy", merged)
+    np.save(tmp / "doc_id_offsets.npy", np.concatenate(id_offsets))
+    np.save(tmp / "doc_domains.npy", np.concatenate([np.zeros(0, np.int64), *codes]).astype(np.uint16))
+    (tmp / "domains.json").write_text(json.dumps(names))
+    _to_npy(
+        None,
+        tmp / "tokens.npy",
+        dtype,
+        [(p / "tokens.npy", c.n_tokens) for p, c in zip(parts, opened, strict=True)],
+    )
+    return _counts(tmp, merged, sum(c.n_bytes for c in opened), dtype) | {"parts": len(parts)}
+
+
+def _to_npy(raw: Path | None, out: Path, dtype: np.dtype, sources: Sequence[tuple[Path, int]]) -> None:
+    """The token files ``sources`` ((path, tokens): raw ``.bin`` or ``.npy``) one after the other as one
+    ``.npy``, copied through memmaps in blocks (never a full copy in memory); ``raw`` is deleted after."""
+    n = sum(count for _, count in sources)
+    tokens = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=(n,))
+    pos, step = 0, 1 << 24
+    for path, count in sources:
+        if count == 0:
+            continue
+        source = (
+            np.load(path, mmap_mode="r") if path.suffix == ".npy" else np.memmap(path, dtype=dtype, mode="r")
+        )
+        for start in range(0, count, step):
+            block = source[start : start + step]
+            tokens[pos : pos + len(block)] = block
+            pos += len(block)
+        del source
+    tokens.flush()
+    del tokens
+    if raw is not None:
+        raw.unlink()
+
+
+def open_or_build(
+    root: Path,
+    content_hash: str,
+    tokenizer_hash: str,
+    name: str,
+    fill: Callable[[Path], dict[str, Any]],
+    **meta: Any,
+) -> TokenCache:
+    """Open the cache of (``content_hash``, ``tokenizer_hash``) under ``root``, building it first with
+    ``fill(tmp)`` (writes the cache files, returns their counts) if needed: file-locked, atomic (a build
+    that fails, a full disk included, leaves nothing a later call trusts)."""
+    key = cache_key(content_hash, tokenizer_hash)
+    root = Path(root)
+    final = root / key[:32]
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key[:32]}.lock")):
+        if (final / "meta.json").exists():
+            return TokenCache.open(final)
+        start = time.perf_counter()
+        with atomic_directory(final) as tmp:
+            counts = fill(tmp)
+            seconds = time.perf_counter() - start
+            identity = {
+                "key": key,
+                "name": name,
+                "content_hash": content_hash,
+                "tokenizer_hash": tokenizer_hash,
+            }
+            meta |= {
+                "format_version": FORMAT_VERSION,
+                **identity,
+                "build_seconds": round(seconds, 3),
+                **counts,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        STATS["caches_built"] += 1
+        STATS["documents_tokenised"] += meta["n_docs"]
+        log.info(
+            "token cache %s: %d docs -> %d tokens (%.2f bytes/token) in %.1f s (%.0f tokens/s)",
+            name or key[:12],
+            meta["n_docs"],
+            meta["n_tokens"],
+            meta["n_bytes"] / max(1, meta["n_tokens"]),
+            seconds,
+            meta["n_tokens"] / max(seconds, 1e-9),
+        )
+    cache = TokenCache.open(final)
+    cache.built = True
+    return cache
 
 
 def build_token_cache(
@@ -357,55 +464,13 @@ def build_token_cache_from_batches(
     core). ``content_hash`` must be :func:`datascale.data.documents.content_hash` of the documents: it is
     trusted as their identity, so the caller computes it from the same documents it passes.
     """
-    key = cache_key(content_hash, tokenizer_hash)
-    root = Path(root)
-    final = root / key[:32]
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{key[:32]}.lock")):
-        if (final / "meta.json").exists():
-            return TokenCache.open(final)
-        start = time.perf_counter()
-        workers = workers or usable_cores()
-        with (
-            atomic_directory(final) as tmp,
-            tqdm(total=n_docs, desc=f"tokenise {name}".strip(), unit="doc", disable=not progress) as bar,
-        ):
-            vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-            dtype = token_dtype(vocab_size)
-            offsets, n_bytes = _tokenise_into(tmp, batches, tokenizer, eos_id, dtype, bar, workers)
-            seconds = time.perf_counter() - start
-            meta: dict[str, Any] = {
-                "format_version": FORMAT_VERSION,
-                "key": key,
-                "name": name,
-                "content_hash": content_hash,
-                "tokenizer_hash": tokenizer_hash,
-                "n_docs": len(offsets) - 1,
-                "n_tokens": int(offsets[-1]),
-                "n_bytes": n_bytes,
-                "id_bytes": (tmp / "doc_ids.bin").stat().st_size,
-                "dtype": dtype.name,
-                "eos_id": eos_id,
-                "vocab_size": vocab_size,
-                "build_seconds": round(seconds, 3),
-                "workers": workers,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        STATS["caches_built"] += 1
-        STATS["documents_tokenised"] += meta["n_docs"]
-        log.info(
-            "token cache %s: %d docs -> %d tokens (%.2f bytes/token) in %.1f s (%.0f tokens/s, %d threads)",
-            name or key[:12],
-            meta["n_docs"],
-            meta["n_tokens"],
-            n_bytes / max(1, meta["n_tokens"]),
-            seconds,
-            meta["n_tokens"] / max(seconds, 1e-9),
-            workers,
-        )
-    cache = TokenCache.open(final)
-    cache.built = True
-    return cache
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        with tqdm(total=n_docs, desc=f"tokenise {name}".strip(), unit="doc", disable=not progress) as bar:
+            return write_cache_files(tmp, batches, tokenizer, eos_id, workers or usable_cores(), bar)
+
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    return open_or_build(root, content_hash, tokenizer_hash, name, fill, eos_id=eos_id, vocab_size=vocab_size)
 
 
 def unigram_entropy(counts: np.ndarray) -> float:
