@@ -64,14 +64,17 @@ def _corpus(path: Path, n: int, bad: dict[int, str] | None = None) -> Path:
     return path
 
 
-def _prepare(files: Path, cache: Path, **source: object) -> object:
+def _prepare(
+    files: Path, cache: Path, tokenizer: BPETokenizer | None = None, executor: object = None, **source: object
+) -> object:
     return prepare_data(
         LocalFiles(paths=[str(files)], domain_field="domain", **source),  # type: ignore[arg-type]
         HeldoutSplit(eval_bytes_per_domain=3000),
-        BPETokenizer(vocab_size=300),
+        tokenizer or BPETokenizer(vocab_size=300),
         SizeSubset(unique_tokens=5000),
         cache,
         progress=False,
+        data_executor=executor,  # type: ignore[arg-type]
     )
 
 
@@ -138,14 +141,7 @@ def test_tokenizer_trains_on_a_seeded_sample_of_a_large_pool(tmp_path: Path) -> 
 def test_a_sampled_tokenizer_records_its_sample(tmp_path: Path) -> None:
     files = _corpus(tmp_path / "c.jsonl", 400)
     whole = _prepare(files, tmp_path / "cache")
-    sampled = prepare_data(
-        LocalFiles(paths=[str(files)], domain_field="domain"),
-        HeldoutSplit(eval_bytes_per_domain=3000),
-        BPETokenizer(vocab_size=300, train_sample_bytes=20_000),
-        SizeSubset(unique_tokens=5000),
-        tmp_path / "cache",
-        progress=False,
-    )
+    sampled = _prepare(files, tmp_path / "cache", BPETokenizer(vocab_size=300, train_sample_bytes=20_000))
     meta = json.loads((Path(sampled.tokenizer_path).parent / "meta.json").read_text())
     assert (
         meta["sample"]["bytes"] >= 20_000 and meta["sample"]["documents"] < meta["sample"]["pool_documents"]
@@ -213,15 +209,7 @@ def test_datatrove_tasks_build_the_same_cache_as_one(tmp_path: Path) -> None:
     """The pool cut into 3 datatrove tasks (3 processes) and merged: byte for byte the one-task cache."""
     files = _corpus(tmp_path / "c.jsonl", 600)
     one = _prepare(files, tmp_path / "one")
-    three = prepare_data(
-        LocalFiles(paths=[str(files)], domain_field="domain"),
-        HeldoutSplit(eval_bytes_per_domain=3000),
-        BPETokenizer(vocab_size=300),
-        SizeSubset(unique_tokens=5000),
-        tmp_path / "three",
-        progress=False,
-        data_executor=LocalExecutor(tasks=3),
-    )
+    three = _prepare(files, tmp_path / "three", executor=LocalExecutor(tasks=3))
     assert _cache_files(three.train_cache) == _cache_files(one.train_cache)  # type: ignore[attr-defined]
     assert json.loads((Path(three.train_cache) / "meta.json").read_text())["tasks"] == 3
     assert three.subset_hash == one.subset_hash  # type: ignore[attr-defined]

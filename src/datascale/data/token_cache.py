@@ -52,7 +52,29 @@ def usable_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-class DocIds(Sequence[str]):
+class _Column(Sequence[str]):
+    """A read-only column of strings kept as arrays: ``item(i)`` reads one; slices are lists."""
+
+    def item(self, i: int) -> str:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self.item(j) for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.item(i)
+
+
+class DocIds(_Column):
     """The documents' ids, read from one UTF-8 blob and an offsets array (no Python string per document
     until one is asked for)."""
 
@@ -62,35 +84,28 @@ class DocIds(Sequence[str]):
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def item(self, i: int) -> str:
         return self.blob[int(self.offsets[i]) : int(self.offsets[i + 1])].tobytes().decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        """Every id in order, decoded 65,536 at a time."""
+        for a in range(0, len(self), 1 << 16):
+            b = min(a + (1 << 16), len(self))
+            data = self.blob[int(self.offsets[a]) : int(self.offsets[b])].tobytes()
+            ends = (self.offsets[a : b + 1] - self.offsets[a]).tolist()
+            yield from (data[ends[k] : ends[k + 1]].decode("utf-8") for k in range(b - a))
 
     def positions(self, wanted: Sequence[str]) -> list[int]:
         """The position of each id in ``wanted`` (one pass over the ids; memory for ``wanted`` only)."""
         need = set(wanted)
-        found: dict[str, int] = {}
-        for i, doc_id in enumerate(self):
-            if doc_id in need:
-                found[doc_id] = i
+        found = {doc_id: i for i, doc_id in enumerate(self) if doc_id in need}
         missing = [d for d in wanted if d not in found]
         if missing:
             raise KeyError(f"{len(missing)} doc ids are not in this token cache, e.g. {missing[0]!r}")
         return [found[d] for d in wanted]
 
 
-class DocDomains(Sequence[str]):
+class DocDomains(_Column):
     """The documents' domains: a code per document (``codes``) into the sorted domain ``names``."""
 
     def __init__(self, names: list[str], codes: np.ndarray) -> None:
@@ -99,24 +114,13 @@ class DocDomains(Sequence[str]):
     def __len__(self) -> int:
         return len(self.codes)
 
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [self.names[c] for c in self.codes[i]]
+    def item(self, i: int) -> str:
         return self.names[int(self.codes[i])]
 
     def indices(self) -> dict[str, np.ndarray]:
         """Document positions per domain present (sorted by name)."""
-        return {
-            name: np.flatnonzero(self.codes == k)
-            for k, name in enumerate(self.names)
-            if (self.codes == k).any()
-        }
+        positions = {name: np.flatnonzero(self.codes == k) for k, name in enumerate(self.names)}
+        return {name: idx for name, idx in positions.items() if len(idx)}
 
 
 @dataclass

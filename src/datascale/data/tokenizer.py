@@ -55,7 +55,7 @@ class BPETokenizer:
     eos_token: str = EOS_TOKEN
     mask_token: str | None = None
     """An extra special token for masked-LM objectives (None: today's tokenizer, bit for bit)."""
-    train_sample_bytes: int = 256_000_000
+    train_sample_bytes: int = 100_000_000
     """A pool larger than this trains the tokenizer on a seeded sample of its documents of about this many
     UTF-8 bytes (BPE training memory grows with its input); a smaller pool trains on all of it."""
     sample_seed: int = 0
