@@ -652,6 +652,21 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return ns
 
 
+def _prepare_budgets(
+    cfg: Any, budgets: Sequence[int], progress: bool
+) -> tuple[list[tuple[DataArtifacts, SubsetManifest]], list[dict[str, Any]]]:
+    """Prepare the data for every subset budget; (artifacts, manifest) per budget and the summary rows."""
+    from omegaconf import OmegaConf
+
+    results: list[tuple[DataArtifacts, SubsetManifest]] = []
+    rows: list[dict[str, Any]] = []
+    for budget in budgets:
+        OmegaConf.update(cfg, "subset.unique_tokens", budget, merge=False)
+        artifacts, rows = _prepare_from_config(cfg, progress=progress)
+        results.append((artifacts, SubsetManifest.load(Path(artifacts.subset_manifest))))
+    return results, rows
+
+
 def disk_full_message(cfg: Any) -> str:
     """One line for a disk that filled during a build: every stage writes atomically, so nothing is kept."""
     return (
@@ -663,7 +678,6 @@ def disk_full_message(cfg: Any) -> str:
 def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int:
     """CLI entry point; returns the exit code (2 for a bad config value)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.table import Table
 
@@ -677,13 +691,8 @@ def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir or datascale.CONF_DIR)):
         cfg = compose("config", overrides=list(ns.overrides))
     budgets = ns.unique_tokens or [int(cfg.subset.unique_tokens)]
-    results: list[tuple[DataArtifacts, SubsetManifest]] = []
-    rows: list[dict[str, Any]] = []
     try:
-        for budget in budgets:
-            OmegaConf.update(cfg, "subset.unique_tokens", budget, merge=False)
-            artifacts, rows = _prepare_from_config(cfg, progress=not ns.no_progress)
-            results.append((artifacts, SubsetManifest.load(Path(artifacts.subset_manifest))))
+        results, rows = _prepare_budgets(cfg, budgets, progress=not ns.no_progress)
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}", highlight=False)
         return 2

@@ -411,20 +411,24 @@ def open_or_build(
                 **counts,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        STATS["caches_built"] += 1
-        STATS["documents_tokenised"] += meta["n_docs"]
-        log.info(
-            "token cache %s: %d docs -> %d tokens (%.2f bytes/token) in %.1f s (%.0f tokens/s)",
-            name or key[:12],
-            meta["n_docs"],
-            meta["n_tokens"],
-            meta["n_bytes"] / max(1, meta["n_tokens"]),
-            seconds,
-            meta["n_tokens"] / max(seconds, 1e-9),
-        )
+        _record_build(meta, seconds)
     cache = TokenCache.open(final)
     cache.built = True
     return cache
+
+
+def _record_build(meta: dict[str, Any], seconds: float) -> None:
+    STATS["caches_built"] += 1
+    STATS["documents_tokenised"] += meta["n_docs"]
+    log.info(
+        "token cache %s: %d docs -> %d tokens (%.2f bytes/token) in %.1f s (%.0f tokens/s)",
+        meta["name"] or meta["key"][:12],
+        meta["n_docs"],
+        meta["n_tokens"],
+        meta["n_bytes"] / max(1, meta["n_tokens"]),
+        seconds,
+        meta["n_tokens"] / max(seconds, 1e-9),
+    )
 
 
 def build_token_cache(
