@@ -19,6 +19,8 @@ every later stage reads (the same files, the same ids, whatever the executor and
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import shutil
@@ -47,6 +49,17 @@ from datascale.data.token_cache import (
 from datascale.data.tokenizer import TrainedTokenizer, load_tokenizer
 
 log = logging.getLogger("datascale.data")
+
+
+class DebugLog(io.TextIOBase):
+    """A stderr stand-in that hands datatrove's console lines (loguru) to this package's log at DEBUG: a
+    data-stage call prints only its own lines; each task's full log stays in ``<work>/datatrove/logs``."""
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                log.debug("datatrove: %s", line)
+        return len(text)
 
 
 class TokeniseParts(PipelineStep):
@@ -124,9 +137,11 @@ class LocalExecutor:
 
     def run(self, step: PipelineStep, tasks: int, work: Path) -> None:
         workers = min(tasks, usable_cores())
-        LocalPipelineExecutor(
+        executor = LocalPipelineExecutor(
             pipeline=[step], tasks=tasks, workers=workers, logging_dir=str(work / "datatrove")
-        ).run()
+        )
+        with contextlib.redirect_stderr(DebugLog()):  # datatrove logs each task to stderr (and to work/)
+            executor.run()
 
 
 @dataclass
@@ -175,7 +190,8 @@ class SlurmExecutor:
             qos="",
             requeue=False,
         )
-        executor.run()
+        with contextlib.redirect_stderr(DebugLog()):
+            executor.run()
         deadline = time.monotonic() + 60 * self.timeout_min
         while executor.get_incomplete_ranks(skip_completed=True):
             if time.monotonic() > deadline:
