@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,17 @@ def slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for key, value in cluster.env().items():
         monkeypatch.setenv(key, value)  # datatrove's sbatch and this process's polling see the cluster
     yield cluster
+    _wait_for_empty_queue()  # the array tasks end after they mark completion; stopping first orphans them
     cluster.stop()
+
+
+def _wait_for_empty_queue(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True)
+        if queue.returncode != 0 or not queue.stdout.strip():
+            return
+        time.sleep(1)
 
 
 def _prepare(files: Path, cache: Path, executor: SlurmExecutor | None) -> object:
