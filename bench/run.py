@@ -14,7 +14,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("bench.bench_fit", "bench.bench_train", "bench.bench_scale", "bench.bench_pack")
+BENCHMARKS = (
+    "bench.bench_fit",
+    "bench.bench_train",
+    "bench.bench_scale",
+    "bench.bench_pack",
+    "bench.bench_data",
+)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
 
@@ -109,7 +115,27 @@ def summary_rows(results: dict) -> list[tuple[str, Any, str]]:
     study = scale.get("study") if isinstance(scale.get("study"), dict) else {}
     pack = results.get("bench.bench_pack")
     rows += study_rows(study) + pack_rows(pack if isinstance(pack, dict) else {})
-    return rows + gpu_rows(_get(train, "gpu"))
+    data = results.get("bench.bench_data")
+    return rows + data_rows(data if isinstance(data, dict) else {}) + gpu_rows(_get(train, "gpu"))
+
+
+def data_rows(data: dict) -> list[tuple[str, Any, str]]:
+    """(i): the data stage per corpus size: wall, peak memory, tokenisation per core vs encode_batch."""
+    rows = []
+    for name, row in (data.get("sizes") or {}).items():
+        rows.append(
+            (f"(i) prepare {name}: wall s (s/MB)", _get(row, "wall_s"), f"{_get(row, 's_per_mb')} s/MB")
+        )
+        memory = f"of it anonymous {_get(row, 'peak_anon_mib')} MiB; goal <= 2048"
+        rows.append((f"(i) prepare {name}: peak RSS MiB", _get(row, "peak_rss_mib"), memory))
+        rows.append(
+            (
+                f"(i) prepare {name}: tokenise per core / encode_batch",
+                _get(row, "per_core_over_encode_batch"),
+                "goal >= 0.5 (within 2x)",
+            )
+        )
+    return rows
 
 
 def study_rows(study: dict) -> list[tuple[str, Any, str]]:

@@ -115,6 +115,9 @@ def _files(tmp: Path) -> dict[str, Path]:
     (tmp / "binary.txt").write_bytes(b"\x00\x01\x02\xff" * 10)
     (tmp / "latin1.txt").write_bytes("café, naïve".encode("latin-1") * 20)
     (tmp / "missing.jsonl").write_text('{"text": "one record"}\n{"body": "another without text"}\n')
+    good = "".join(f'{{"text": "record {i}"}}\n' for i in range(5000))
+    (tmp / "badjson.jsonl").write_text(good + '{"text": "cut off\n' + good)
+    (tmp / "number.jsonl").write_text(good + '\n{"text": 42}\n')
     return {p.stem: p for p in tmp.iterdir()}
 
 
@@ -124,7 +127,16 @@ def _files(tmp: Path) -> dict[str, Path]:
         ("empty", "source.paths='{path}': file is empty"),
         ("binary", "source.paths='{path}': file is binary (NUL bytes), not text"),
         ("latin1", "source.paths='{path}': file is not UTF-8 (byte 0xe9 at offset 3)"),
-        ("missing", "source.text_field='text': must be set in every record; record missing.jsonl#1 has none"),
+        (
+            "missing",
+            "source.text_field='text': must be set in every record; record missing.jsonl#1 (line 2) has none",
+        ),
+        # deep inside a large file: file and line, one line, no traceback; how to skip such records
+        ("badjson", "source.paths='badjson.jsonl': line 5001 is not valid JSON (Invalid control character"),
+        (
+            "number",
+            "source.text_field='text': must name a string field; record number.jsonl#5000 (line 5002) has",
+        ),
         ("nothing", "source.paths=['{path}*']: globs match no files"),
     ],
 )

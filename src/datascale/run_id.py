@@ -14,9 +14,9 @@ from typing import Any
 
 #: Top-level config keys that never change what a run computes (where files go, how it is displayed/logged).
 #: (``lr_rule`` sets ``optim.lr``, which is part of the identity; the rule's name is not. ``analysis``: how
-#: a study file asks to be analysed.)
+#: a study file asks to be analysed. ``data_executor``: where the pool is tokenised, not into what.)
 NON_IDENTITY_KEYS: frozenset[str] = frozenset(
-    {"paths", "logger", "hydra", "run", "launcher", "checkpoint", "lr_rule", "analysis"}
+    {"paths", "logger", "hydra", "run", "launcher", "checkpoint", "lr_rule", "analysis", "data_executor"}
 )
 #: Dotted keys below the top level that never change what a run computes.
 NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
@@ -30,6 +30,11 @@ NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
         "data.num_workers",
         "study.max_attempts",
         "study.lock_lease_s",
+        # data-stage settings that change a run's data only through the data itself (the tokenizer's sample,
+        # the records kept), so through the subset manifest hash, which is part of the identity
+        "tokenizer.train_sample_bytes",
+        "tokenizer.sample_seed",
+        "source.on_bad_record",
     }
 )
 RUN_ID_LENGTH = 12

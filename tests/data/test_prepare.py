@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -157,6 +158,27 @@ def test_cli_prepares_budgets_and_prints_tables(conf_dir: Path, capsys: pytest.C
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"], conf_dir=conf_dir)
     assert exit_info.value.code == 0 and "--unique-tokens" in capsys.readouterr().out
+
+
+def test_cli_a_full_disk_is_one_line_and_leaves_no_artifact(
+    conf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = np.save
+
+    def full(path: object, *args: object, **kwargs: object) -> None:
+        if str(path).endswith("offsets.npy"):  # the first token cache being written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(token_cache.np, "save", full)
+    argv = ["--no-progress", *SMALL_OVERRIDES, f"paths.cache_dir={tmp_path}"]
+    assert main(argv, conf_dir=conf_dir) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("disk full: no space left under paths.cache_dir=") and out.count("\n") == 1
+    assert not list((tmp_path / "tokens").glob("*/meta.json"))  # no token cache, not half of one
+    assert not list(tmp_path.rglob(".tmp-*"))
+    monkeypatch.setattr(token_cache.np, "save", real_save)
+    assert main(argv, conf_dir=conf_dir) == 0  # the next run builds it whole
 
 
 WORKER = """

@@ -80,8 +80,14 @@ def test_local_errors_name_field_and_value(files: Path) -> None:
     with pytest.raises(ConfigError) as err:
         LocalFiles(paths=[missing])
     assert str(err.value) == f"paths={[missing]!r}: globs match no files"
-    with pytest.raises(ConfigError, match=r"^text_field='text': must be a column of x.jsonl"):
+    with pytest.raises(
+        ConfigError, match=r"^text_field='text': must be set in every record; record x.jsonl#0 "
+    ):
         LocalFiles(paths=[str(files / "json" / "x.jsonl")]).load()
+    with pytest.raises(
+        ConfigError, match=r"^text_field='text': must be a column of p.parquet; its columns are"
+    ):
+        LocalFiles(paths=[str(files / "pq" / "p.parquet")], format="parquet").load()
     with pytest.raises(ConfigError, match=r"^format='csv': must be one of"):
         LocalFiles(paths=[str(files / "json" / "x.jsonl")], format="csv")
     with pytest.raises(ConfigError, match=r"^sample_by='line'"):

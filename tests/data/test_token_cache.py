@@ -41,20 +41,16 @@ def test_cache_layout_round_trips_every_document(tmp_path: Path, tok: TrainedTok
     again = TokenCache.open(cache.path)
     assert isinstance(again.tokens, np.memmap) and again.tokens.dtype == np.uint16
     assert again.offsets.dtype == np.int64 and len(again.offsets) == len(TEXTS) + 1
-    assert again.doc_ids == IDS
+    assert list(again.doc_ids) == IDS and again.doc_ids[-1] == IDS[-1] and again.doc_ids[1:3] == IDS[1:3]
+    assert again.doc_ids.positions([IDS[5], IDS[2]]) == [5, 2]
+    assert list(again.doc_domains) == [""] * len(TEXTS)
     assert again.n_bytes == sum(len(t.encode()) for t in TEXTS)
     assert again.meta["tokenizer_hash"] == tok.hash and again.content_hash == HASH
     for i, text in enumerate(TEXTS):
         doc = again.doc_tokens(i)
         assert doc[-1] == tok.eos_id and tok.eos_id not in doc[:-1]
         assert tok.tokenizer.decode(doc[:-1].tolist()) == text
-    assert sorted(p.name for p in cache.path.iterdir()) == [
-        "doc_domains.json",
-        "doc_ids.json",
-        "meta.json",
-        "offsets.npy",
-        "tokens.npy",
-    ]
+    assert sorted(p.name for p in cache.path.iterdir()) == sorted(token_cache.FILES)
 
 
 def test_second_call_tokenises_nothing(tmp_path: Path, tok: TrainedTokenizer) -> None:

@@ -11,11 +11,13 @@ CLI: ``python -m datascale.data.prepare [--unique-tokens N [N ...]] [hydra overr
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -31,17 +33,19 @@ from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import instantiate_group
 from datascale.data.documents import (
-    column,
-    content_hash,
+    Batch,
     dataset_content_hash,
     domain_stats,
+    iter_batches,
+    text_bytes,
     validate_documents,
 )
 from datascale.data.downstream import DownstreamSuite, build_suite
+from datascale.data.executor import DataExecutor, LocalExecutor, tokenise_pool
 from datascale.data.sources import DocumentSource
 from datascale.data.splits import HeldoutSplit, SplitAssignment, assign_splits, deduplicate
 from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, write_subset_manifest
-from datascale.data.token_cache import TokenCache, build_token_cache, cache_key, reference_losses
+from datascale.data.token_cache import TokenCache, build_token_cache_from_batches, cache_key, reference_losses
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer, token_byte_lengths
 from datascale.data.transforms import TRANSFORM_GROUPS, Identity, PoolTransform, TransformReport
 from datascale.storage import atomic_directory, atomic_write_json, canonical_json_hash
@@ -92,11 +96,8 @@ class _Corpus:
 
     @cached_property
     def documents(self) -> datasets.Dataset:
+        """Memory-mapped from the corpus directory: read in batches, never as whole columns."""
         return datasets.load_from_disk(str(self.path / "documents"))
-
-    @cached_property
-    def columns(self) -> dict[str, list[str]]:
-        return {name: column(self.documents, name) for name in ("doc_id", "domain", "text")}
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -111,42 +112,57 @@ def _corpus_stage(source: DocumentSource, root: Path, progress: bool) -> _Corpus
         if (final / "manifest.json").exists():
             log.info("corpus: cached %s", final)
             return _Corpus(final)
-        start = time.perf_counter()
-        with _quiet_datasets(progress):
-            raw = source.load()
-            validate_documents(raw)
-            docs, removed = deduplicate(raw)
-        stats = domain_stats(docs)
-        provenance = source.provenance()
-        manifest = {
-            "corpus_hash": dataset_content_hash(docs),
-            "source_fingerprint": fingerprint,
-            "source": provenance,
-            "versions": {
-                **provenance.get("versions", {}),
-                "python": sys.version.split()[0],
-                "datasets": datasets.__version__,
-                "tokenizers": tokenizers.__version__,
-            },
-            "documents": len(docs),
-            "bytes": sum(s["bytes"] for s in stats.values()),
-            "raw_documents": len(raw),
-            "duplicates_removed": removed,
-            "domains": stats,
-            "build_seconds": round(time.perf_counter() - start, 3),
-        }
-        with atomic_directory(final) as tmp, _quiet_datasets(progress):
-            docs.save_to_disk(str(tmp / "documents"))
-            atomic_write_json(tmp / "manifest.json", manifest)
-        log.info(
-            "corpus: %d documents (%d duplicates removed), %.2f MB in %s, built in %.1f s",
-            len(docs),
-            removed,
-            manifest["bytes"] / 1e6,
-            sorted(stats),
-            manifest["build_seconds"],
-        )
+        # the source's Arrow files (memory-mapped, not in memory) live next to the corpus until it is saved
+        with tempfile.TemporaryDirectory(prefix=".load-", dir=root) as scratch:
+            _build_corpus(source, fingerprint, Path(scratch), final, progress)
     return _Corpus(final)
+
+
+def _build_corpus(
+    source: DocumentSource, fingerprint: str, scratch: Path, final: Path, progress: bool
+) -> None:
+    start = time.perf_counter()
+    with _quiet_datasets(progress):
+        raw = source.load(scratch)
+        validate_documents(raw)
+        docs, removed = deduplicate(raw)
+    stats = domain_stats(docs)
+    provenance = source.provenance()
+    manifest = {
+        "corpus_hash": dataset_content_hash(docs),
+        "source_fingerprint": fingerprint,
+        "source": provenance,
+        "versions": {
+            **provenance.get("versions", {}),
+            "python": sys.version.split()[0],
+            "datasets": datasets.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+        "documents": len(docs),
+        "bytes": sum(s["bytes"] for s in stats.values()),
+        "raw_documents": len(raw),
+        "duplicates_removed": removed,
+        "domains": stats,
+        **_bad_records(source),
+        "build_seconds": round(time.perf_counter() - start, 3),
+    }
+    with atomic_directory(final) as tmp, _quiet_datasets(progress):
+        docs.save_to_disk(str(tmp / "documents"))
+        atomic_write_json(tmp / "manifest.json", manifest)
+    log.info(
+        "corpus: %d documents (%d duplicates removed), %.2f MB in %s, built in %.1f s",
+        len(docs),
+        removed,
+        manifest["bytes"] / 1e6,
+        sorted(stats),
+        manifest["build_seconds"],
+    )
+
+
+def _bad_records(source: DocumentSource) -> dict[str, Any]:
+    """The records a source skipped (``on_bad_record=skip``) for the corpus manifest, if it skipped any."""
+    bad = getattr(source, "bad_records", None)  # only LocalFiles reads records that can be malformed
+    return {"bad_records": asdict(bad)} if bad else {}
 
 
 def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, Any]:
@@ -159,15 +175,14 @@ def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, 
         if path.exists():
             return json.loads(path.read_text())
         assignment = assign_splits(corpus.documents, split)
-        cols = corpus.columns
-        hashes, domains = {}, {}
-        for name, idx in assignment.all_indices().items():
-            hashes[name] = content_hash(
-                [cols["doc_id"][i] for i in idx],
-                [cols["domain"][i] for i in idx],
-                [cols["text"][i] for i in idx],
-            )
-            domains[name] = [cols["domain"][i] for i in idx]
+        hashes = {
+            name: dataset_content_hash(corpus.documents, idx)
+            for name, idx in assignment.all_indices().items()
+        }
+        # the held-out sets' domains (the pool's are in its token cache: no list per pool document here)
+        domains = {
+            f"{d}/{n}": [d] * len(idx) for d, sets in assignment.eval.items() for n, idx in sets.items()
+        }
         record = {
             "corpus_hash": corpus.hash,
             "split": asdict(split),
@@ -188,63 +203,83 @@ def _tokenizer_stage(
     corpus: _Corpus, splits: dict[str, Any], config: BPETokenizer, root: Path, progress: bool
 ) -> tuple[TrainedTokenizer, Path]:
     pool_hash = splits["content_hashes"]["pool"]
-    key = canonical_json_hash(
-        {
-            "pool": pool_hash,
-            "tokenizer": config.to_dict(),
-            "tokenizers": tokenizers.__version__,
-            "version": STAGE_VERSIONS["tokenizer"],
-        }
-    )
+    pool = np.asarray(SplitAssignment.from_dict(splits["assignment"]).pool, dtype=np.int64)
+    sample = config.sample(text_bytes(corpus.documents)[pool])
+    identity: dict[str, Any] = {
+        "pool": pool_hash,
+        "tokenizer": config.to_dict(),
+        "tokenizers": tokenizers.__version__,
+        "version": STAGE_VERSIONS["tokenizer"],
+    }
+    if sample is not None:  # a pool within the sample size trains on all of it: the key of before
+        identity["sample"] = sample.record
+    key = canonical_json_hash(identity)
     final = root / key[:24]
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key[:24]}.lock")):
         if not (final / "tokenizer.json").exists():
-            pool = SplitAssignment.from_dict(splits["assignment"]).pool
-            texts = corpus.columns["text"]
-            with atomic_directory(final) as tmp:
-                trained = config.train(
-                    (texts[i] for i in pool), tmp / "tokenizer.json", length=len(pool), progress=progress
-                )
-                np.save(tmp / "token_bytes.npy", token_byte_lengths(trained.tokenizer))
-                atomic_write_json(
-                    tmp / "meta.json",
-                    {
-                        "pool_hash": pool_hash,
-                        "config": config.to_dict(),
-                        "tokenizer_hash": trained.hash,
-                        "vocab_size": trained.vocab_size,
-                        "eos_id": trained.eos_id,
-                    },
-                )
+            docs = pool if sample is None else pool[sample.positions]
+            _train_tokenizer(corpus, docs, config, final, {**identity, "pool_hash": pool_hash}, progress)
         else:
             log.info("tokenizer: cached %s", final)
     return TrainedTokenizer.load(final / "tokenizer.json", config.eos_token), final / "token_bytes.npy"
+
+
+def _train_tokenizer(
+    corpus: _Corpus,
+    docs: np.ndarray,
+    config: BPETokenizer,
+    final: Path,
+    identity: dict[str, Any],
+    progress: bool,
+) -> None:
+    """Train on the corpus rows ``docs`` (read in batches); write tokenizer.json, token_bytes.npy and
+    meta.json (with the sample drawn, if any) atomically."""
+    texts = (t for batch in iter_batches(corpus.documents, ["text"], docs) for t in batch["text"])
+    with atomic_directory(final) as tmp:
+        trained = config.train(texts, tmp / "tokenizer.json", length=len(docs), progress=progress)
+        np.save(tmp / "token_bytes.npy", token_byte_lengths(trained.tokenizer))
+        meta = {
+            "pool_hash": identity["pool_hash"],
+            "config": config.to_dict(),
+            "tokenizer_hash": trained.hash,
+            "vocab_size": trained.vocab_size,
+            "eos_id": trained.eos_id,
+        }
+        if "sample" in identity:
+            meta["sample"] = identity["sample"]
+        atomic_write_json(tmp / "meta.json", meta)
 
 
 @dataclass
 class TrainingPool:
     """The documents the subsets are drawn from: the split's pool, after the pool transforms (if any)."""
 
-    doc_ids: list[str]
-    domains: list[str]
-    texts: list[str]
+    documents: datasets.Dataset
+    """The documents (memory-mapped): the corpus itself, or the transformed pool."""
+    path: Path
+    """Where ``documents`` were saved (``datasets.load_from_disk`` reads them back in another process)."""
+    indices: list[int] | None
+    """The pool's rows of ``documents`` in order (the untransformed pool), or None (all of them)."""
     content_hash: str
     manifest_path: str = ""
     """``pool/<key>/manifest.json`` with each transform's report; empty when no transform ran."""
     transforms: list[dict[str, Any]] = field(default_factory=list)
     """Per transform: group, name, params, documents in and out, removed per reason (for the run record)."""
 
+    def batches(self) -> Iterator[Batch]:
+        """The pool's documents in order, :data:`~datascale.data.documents.BATCH_ROWS` at a time."""
+        return iter_batches(self.documents, ["doc_id", "domain", "text"], self.indices)
+
+    def doc_ids(self) -> set[str]:
+        return {
+            d for batch in iter_batches(self.documents, ["doc_id"], self.indices) for d in batch["doc_id"]
+        }
+
 
 def _split_pool(corpus: _Corpus, splits: dict[str, Any]) -> TrainingPool:
-    idx = SplitAssignment.from_dict(splits["assignment"]).pool
-    cols = corpus.columns
-    return TrainingPool(
-        [cols["doc_id"][i] for i in idx],
-        [cols["domain"][i] for i in idx],
-        [cols["text"][i] for i in idx],
-        splits["content_hashes"]["pool"],
-    )
+    pool = SplitAssignment.from_dict(splits["assignment"]).pool
+    return TrainingPool(corpus.documents, corpus.path / "documents", pool, splits["content_hashes"]["pool"])
 
 
 def _transform_summary(group: str, report: TransformReport) -> dict[str, Any]:
@@ -278,9 +313,9 @@ def _pool_stage(
         manifest = json.loads((final / "manifest.json").read_text())
         docs = datasets.load_from_disk(str(final / "documents"))
     return TrainingPool(
-        column(docs, "doc_id"),
-        column(docs, "domain"),
-        column(docs, "text"),
+        docs,
+        final / "documents",
+        None,
         manifest["content_hash"],
         str(final / "manifest.json"),
         [_transform_summary(r["group"], TransformReport.from_dict(r["report"])) for r in manifest["reports"]],
@@ -343,7 +378,7 @@ def _downstream_stage(
             held = [i for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items()
                     if name != "pool" for i in idx]  # fmt: skip
             docs = corpus.documents.select(held).to_list()
-            tasks, manifest = build_suite(docs, set(pool.doc_ids), suite)
+            tasks, manifest = build_suite(docs, pool.doc_ids(), suite)
             with atomic_directory(final) as tmp:
                 atomic_write_json(tmp / "tasks.json", tasks)
                 atomic_write_json(tmp / "manifest.json", manifest)
@@ -354,18 +389,18 @@ def _downstream_stage(
 def _cache(
     root: Path,
     name: str,
-    docs: tuple[list[str], list[str], list[str]],
+    batches: Iterable[Batch],
+    n_docs: int,
     chash: str,
     tok: TrainedTokenizer,
     progress: bool,
 ) -> TokenCache:
-    """The token cache of ``docs`` = (doc ids, domains, texts), built if it is not there yet."""
+    """The token cache of the documents ``batches`` yields (read only if it is not built yet)."""
     final = root / cache_key(chash, tok.hash)[:32]
     if (final / "meta.json").exists():
         return TokenCache.open(final)
-    ids, domains, texts = docs
-    return build_token_cache(
-        root, ids, texts, chash, tok.tokenizer, tok.hash, tok.eos_id, name, progress, domains=domains
+    return build_token_cache_from_batches(
+        root, batches, chash, tok.tokenizer, tok.hash, tok.eos_id, name, progress, n_docs
     )
 
 
@@ -376,21 +411,21 @@ def _token_cache_stage(
     tok: TrainedTokenizer,
     root: Path,
     progress: bool,
+    executor: DataExecutor,
 ) -> dict[str, TokenCache]:
-    """Token caches of the held-out sets (from the split) and of the training pool (after its transforms)."""
-    cols = corpus.columns
+    """Token caches of the held-out sets (from the split, on this process's threads) and of the training pool
+    (after its transforms; built by ``executor``, a datatrove pipeline)."""
     caches: dict[str, TokenCache] = {}
     for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items():
-        if name == "pool":
-            continue
-        docs = (
-            [cols["doc_id"][i] for i in idx],
-            [cols["domain"][i] for i in idx],
-            [cols["text"][i] for i in idx],
-        )
-        caches[name] = _cache(root, name, docs, splits["content_hashes"][name], tok, progress)
-    pool_docs = (pool.doc_ids, pool.domains, pool.texts)
-    caches["pool"] = _cache(root, "pool", pool_docs, pool.content_hash, tok, progress)
+        if name != "pool":
+            batches = iter_batches(corpus.documents, ["doc_id", "domain", "text"], idx)
+            caches[name] = _cache(
+                root, name, batches, len(idx), splits["content_hashes"][name], tok, progress
+            )
+    indices = np.asarray(pool.indices, dtype=np.int64) if pool.indices is not None else None
+    sizes = text_bytes(pool.documents)
+    n_bytes = int(sizes[indices].sum() if indices is not None else sizes.sum())
+    caches["pool"] = tokenise_pool(root, pool.path, indices, pool.content_hash, tok, executor, n_bytes)
     return caches
 
 
@@ -422,6 +457,7 @@ def _prepare(
     progress: bool,
     transforms: dict[str, PoolTransform] | None = None,
     downstream: DownstreamSuite | None = None,
+    data_executor: DataExecutor | None = None,
 ) -> tuple[DataArtifacts, list[dict[str, Any]]]:
     start = time.perf_counter()
     cache_dir = Path(cache_dir).expanduser().resolve()
@@ -436,7 +472,8 @@ def _prepare(
         )
     with _prefixed("tokenizer"):  # trained on the untransformed pool: every quality condition shares it
         tok, token_bytes = _tokenizer_stage(corpus, splits, tokenizer, cache_dir / "tokenizers", progress)
-    caches = _token_cache_stage(corpus, splits, pool, tok, cache_dir / "tokens", progress)
+    executor = data_executor or LocalExecutor()
+    caches = _token_cache_stage(corpus, splits, pool, tok, cache_dir / "tokens", progress, executor)
     with _prefixed("subset"):
         manifest_file, manifest = write_subset_manifest(cache_dir / "subsets", caches["pool"], subset)
     eval_caches: dict[str, dict[str, str]] = {}
@@ -457,14 +494,14 @@ def _prepare(
         subset_manifest=str(manifest_file),
         subset_hash=manifest.manifest_hash,
         unique_tokens=manifest.unique_tokens,
-        train_domains=sorted(set(pool.domains)),
+        train_domains=sorted(caches["pool"].doc_domains.indices()),
         pool_manifest=pool.manifest_path,
         pool_transforms=pool.transforms,
         subset_domains=manifest.domains(),
         downstream_manifest=suite_manifest,
         reference_losses=_reference_losses(caches, token_bytes, tok.vocab_size),
     )
-    rows = summarize(caches, pool.domains)
+    rows = summarize(caches)
     _log_summary(rows, start, corpus, tok, manifest)
     return artifacts, rows
 
@@ -504,6 +541,7 @@ def prepare_data(
     progress: bool = True,
     transforms: dict[str, PoolTransform] | None = None,
     downstream: DownstreamSuite | None = None,
+    data_executor: DataExecutor | None = None,
 ) -> DataArtifacts:
     """Run (or reuse) every data stage for these configs and return the artifacts a training run needs.
 
@@ -512,23 +550,25 @@ def prepare_data(
     fully cached call reads no documents and tokenises nothing. ConfigErrors name their group
     (``subset.unique_tokens=...``).
     """
-    return _prepare(source, split, tokenizer, subset, cache_dir, progress, transforms, downstream)[0]
+    return _prepare(
+        source, split, tokenizer, subset, cache_dir, progress, transforms, downstream, data_executor
+    )[0]
 
 
-def summarize(caches: dict[str, TokenCache], pool_domains: Sequence[str]) -> list[dict[str, Any]]:
+def summarize(caches: dict[str, TokenCache]) -> list[dict[str, Any]]:
     """Per domain: documents, tokens and bytes in the pool and in the val/test sets (logs and the CLI
     table)."""
     pool = caches["pool"]
-    domains_of_pool = np.asarray(list(pool_domains), dtype=object)
+    by_domain = pool.doc_domains.indices()
     lengths = pool.doc_lengths()
     held_out = {name.split("/")[0] for name in caches if name != "pool"}
     rows = []
-    for domain in sorted(held_out | set(pool_domains)):
-        mask = domains_of_pool == domain
+    for domain in sorted(held_out | set(by_domain)):
+        idx = by_domain.get(domain, np.zeros(0, dtype=np.int64))
         row: dict[str, Any] = {
             "domain": domain,
-            "pool_docs": int(mask.sum()),
-            "pool_tokens": int(lengths[mask].sum()),
+            "pool_docs": len(idx),
+            "pool_tokens": int(lengths[idx].sum()),
         }
         for which in ("val", "test"):
             cache = caches.get(f"{domain}/{which}")
@@ -545,6 +585,8 @@ def instantiate_data_configs(cfg: Any) -> dict[str, Any]:
     objects: dict[str, Any] = {group: instantiate_group(cfg, group) for group in GROUPS}
     if "downstream" in cfg:
         objects["downstream"] = instantiate_group(cfg, "downstream", DownstreamSuite)
+    if "data_executor" in cfg:
+        objects["data_executor"] = instantiate_group(cfg, "data_executor")
     objects["transforms"] = {
         group: instantiate_group(cfg, group, PoolTransform) for group in TRANSFORM_GROUPS if group in cfg
     }
@@ -610,10 +652,32 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return ns
 
 
+def _prepare_budgets(
+    cfg: Any, budgets: Sequence[int], progress: bool
+) -> tuple[list[tuple[DataArtifacts, SubsetManifest]], list[dict[str, Any]]]:
+    """Prepare the data for every subset budget; (artifacts, manifest) per budget and the summary rows."""
+    from omegaconf import OmegaConf
+
+    results: list[tuple[DataArtifacts, SubsetManifest]] = []
+    rows: list[dict[str, Any]] = []
+    for budget in budgets:
+        OmegaConf.update(cfg, "subset.unique_tokens", budget, merge=False)
+        artifacts, rows = _prepare_from_config(cfg, progress=progress)
+        results.append((artifacts, SubsetManifest.load(Path(artifacts.subset_manifest))))
+    return results, rows
+
+
+def disk_full_message(cfg: Any) -> str:
+    """One line for a disk that filled during a build: every stage writes atomically, so nothing is kept."""
+    return (
+        f"no space left under paths.cache_dir={cfg.paths.cache_dir}: the stage being built was discarded "
+        "(every stage is written atomically: a later run trusts nothing half-written); free space, run again"
+    )
+
+
 def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int:
     """CLI entry point; returns the exit code (2 for a bad config value)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.table import Table
 
@@ -627,16 +691,16 @@ def main(argv: Sequence[str] | None = None, conf_dir: Path | None = None) -> int
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir or datascale.CONF_DIR)):
         cfg = compose("config", overrides=list(ns.overrides))
     budgets = ns.unique_tokens or [int(cfg.subset.unique_tokens)]
-    results: list[tuple[DataArtifacts, SubsetManifest]] = []
-    rows: list[dict[str, Any]] = []
     try:
-        for budget in budgets:
-            OmegaConf.update(cfg, "subset.unique_tokens", budget, merge=False)
-            artifacts, rows = _prepare_from_config(cfg, progress=not ns.no_progress)
-            results.append((artifacts, SubsetManifest.load(Path(artifacts.subset_manifest))))
+        results, rows = _prepare_budgets(cfg, budgets, progress=not ns.no_progress)
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}", highlight=False)
         return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        console.print(f"[red]disk full:[/red] {disk_full_message(cfg)}", highlight=False, soft_wrap=True)
+        return 1
     first = results[0][0]
     pool = TokenCache.open(first.train_cache)
     verify_nested([m for _, m in results], pool)

@@ -8,27 +8,37 @@ Hub datasets share one conversion path (:func:`_to_documents`), so the Hub code 
 
 from __future__ import annotations
 
+import codecs
 import glob
+import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import datasets
+import pyarrow.parquet as pq
 
 from datascale.config_errors import ConfigError, require, require_choice, require_positive_int
 from datascale.data import builtin_corpus
-from datascale.data.documents import documents_from_rows, make_document
+from datascale.data.documents import (
+    Row,
+    documents_from_rows,
+    first_repeat,
+    iter_batches,
+    make_document,
+    validate_documents,
+)
 from datascale.storage import canonical_json_hash, file_sha256
 
 log = logging.getLogger("datascale.data")
 
 FORMATS = ("auto", "text", "json", "parquet")
 SAMPLE_BY = ("document", "paragraph")
+ON_BAD_RECORD = ("error", "skip")
 _EXTENSIONS = {
     ".txt": "text",
     ".text": "text",
@@ -46,7 +56,9 @@ CONVERSION_VERSION = 2  # 2: a record without its text field is an error, not sk
 class DocumentSource(Protocol):
     """What ``prepare_data`` needs from a source."""
 
-    def load(self) -> datasets.Dataset: ...
+    def load(self, workdir: Path | None = None) -> datasets.Dataset:
+        """The documents; with ``workdir``, written there as Arrow and memory-mapped (bounded memory)."""
+        ...
 
     def fingerprint(self) -> str: ...
 
@@ -74,95 +86,124 @@ def _to_documents(
     *,
     source: str,
     key: Callable[[int, Mapping[str, Any]], str],
+    max_documents: int | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Map raw records (a Dataset, an IterableDataset or any iterable of dicts) to document rows with
+    :func:`_row_documents`, up to ``max_documents``."""
+    out: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if max_documents is not None and len(out) >= max_documents:
+            break
+        out.extend(_row_documents(i, row, source=source, name=key(i, row), **options))
+    return out[:max_documents] if max_documents is not None else out
+
+
+def _field_error(row: Mapping[str, Any], name: str, text_field: str, domain_field: str | None,
+                 doc_id_field: str | None) -> ConfigError | None:  # fmt: skip
+    """Why record ``name`` (e.g. ``x.jsonl#3 (line 4)``) cannot become a document, or None."""
+    text = row.get(text_field)
+    if text_field not in row or text is None:  # a JSON record without the field: datasets filled in None
+        return ConfigError(
+            "text_field",
+            text_field,
+            f"must be set in every record; record {name} has none (fields {sorted(row)})",
+        )
+    if not isinstance(text, str):
+        return ConfigError(
+            "text_field", text_field, f"must name a string field; record {name} has {type(text).__name__}"
+        )
+    if domain_field is not None:
+        value = row.get(domain_field)
+        if not isinstance(value, str) or not value:
+            return ConfigError(
+                "domain_field",
+                domain_field,
+                f"must name a non-empty string field; record {name} has {value!r}",
+            )
+    if doc_id_field is not None and row.get(doc_id_field) in (None, ""):
+        return ConfigError(
+            "doc_id_field", doc_id_field, f"must be set in every record; record {name} has none"
+        )
+    return None
+
+
+def _row_documents(
+    i: int,
+    row: Mapping[str, Any],
+    *,
+    source: str,
+    name: str,
     text_field: str = "text",
     domain_field: str | None = None,
     domain: str | None = None,
     doc_id_field: str | None = None,
     sample_by: str = "document",
-    max_documents: int | None = None,
     extra_meta: Mapping[str, Any] | None = None,
+    where: str = "",
 ) -> list[dict[str, Any]]:
-    """Map raw records (a Dataset, an IterableDataset or any iterable of dicts) to document rows.
-
-    ``key(i, row)`` names row ``i`` when there is no ``doc_id_field``; doc ids are ``<source>:<key>`` (plus
-    ``#p<k>`` per paragraph when ``sample_by="paragraph"``). Empty texts are skipped; the other columns of a
-    row go into ``meta``. Raises ConfigError naming the field when a record lacks the text/domain/id field.
-    """
+    """The documents of record ``i`` (one, or one per paragraph with ``sample_by="paragraph"``; none for an
+    empty text). Doc ids are ``<source>:<name>`` unless ``doc_id_field`` names one; the other columns go
+    into ``meta``. Raises ConfigError naming the field (and the record, ``where`` it is) when a record
+    lacks the text/domain/id field."""
+    error = _field_error(row, f"{name}{where}", text_field, domain_field, doc_id_field)
+    if error is not None:
+        raise error
+    base = f"{source}:{row[doc_id_field]}" if doc_id_field is not None else f"{source}:{name}"
+    row_domain = row[domain_field] if domain_field is not None else domain
     used = {text_field, domain_field, doc_id_field}
-    out: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        if max_documents is not None and len(out) >= max_documents:
-            break
-        if text_field not in row:
-            raise ConfigError(
-                "text_field",
-                text_field,
-                f"must be a field of every record; record {key(i, row)} has fields {sorted(row)}",
-            )
-        text = row[text_field]
-        if text is None:  # a JSON record without the field: datasets fills it with None
-            raise ConfigError(
-                "text_field",
-                text_field,
-                f"must be set in every record; record {key(i, row)} has none (fields {sorted(row)})",
-            )
-        if not isinstance(text, str):
-            raise ConfigError(
-                "text_field",
-                text_field,
-                f"must name a string field; record {key(i, row)} has {type(text).__name__}",
-            )
-        if domain_field is not None:
-            row_domain = row.get(domain_field)
-            if not isinstance(row_domain, str) or not row_domain:
-                raise ConfigError(
-                    "domain_field",
-                    domain_field,
-                    f"must name a non-empty string field; record {key(i, row)} has {row_domain!r}",
-                )
-        else:
-            row_domain = domain
-        if doc_id_field is not None:
-            if row.get(doc_id_field) in (None, ""):
-                raise ConfigError(
-                    "doc_id_field",
-                    doc_id_field,
-                    f"must be set in every record; record {key(i, row)} has none",
-                )
-            base = f"{source}:{row[doc_id_field]}"
-        else:
-            base = f"{source}:{key(i, row)}"
-        meta = {**(extra_meta or {}), **{k: v for k, v in row.items() if k not in used}}
-        pieces = [text] if sample_by == "document" else _paragraphs(text)
-        for k, piece in enumerate(pieces):
-            if not piece.strip():
-                continue
-            doc_id = base if sample_by == "document" else f"{base}#p{k}"
-            out.append(make_document(doc_id, piece, str(row_domain), source, meta=meta))
-    return out[:max_documents] if max_documents is not None else out
+    meta = {**(extra_meta or {}), **{k: v for k, v in row.items() if k not in used}}
+    pieces = [row[text_field]] if sample_by == "document" else _paragraphs(row[text_field])
+    return [
+        make_document(
+            base if sample_by == "document" else f"{base}#p{k}", piece, str(row_domain), source, meta=meta
+        )
+        for k, piece in enumerate(pieces)
+        if piece.strip()
+    ]
 
 
-def check_readable_text(path: Path, binary_ok: bool = False) -> None:
-    """A one-line ConfigError for a file that cannot be a corpus: empty, unreadable, binary or not UTF-8."""
+def check_readable_text(path: Path, binary_ok: bool = False, utf8: bool = True) -> None:
+    """A one-line ConfigError for a file that cannot be a corpus: empty, unreadable, binary or (``utf8``)
+    not UTF-8. Read in 1 MiB blocks (a large file is never held in memory)."""
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+            if not size:
+                raise ConfigError("paths", str(path), "file is empty")
+            if binary_ok:
+                return
+            if b"\x00" in head:
+                raise ConfigError(
+                    "paths", str(path), "file is binary (NUL bytes), not text: set format or drop it"
+                )
+            if utf8:
+                fh.seek(0)
+                _check_utf8(fh, path)
     except OSError as err:
         raise ConfigError("paths", str(path), f"file cannot be read: {err.strerror}") from None
-    if not data:
-        raise ConfigError("paths", str(path), "file is empty")
-    if binary_ok:
-        return
-    if b"\x00" in data[:65536]:
-        raise ConfigError("paths", str(path), "file is binary (NUL bytes), not text: set format or drop it")
+
+
+def _check_utf8(fh: Any, path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        try:
+            decoder.decode(block)
+        except UnicodeDecodeError as err:
+            at = offset + err.start
+            raise ConfigError(
+                "paths",
+                str(path),
+                f"file is not UTF-8 (byte 0x{block[err.start]:02x} at offset {at}): convert it, "
+                "e.g. `iconv -f latin1 -t utf-8`",
+            ) from None
+        offset += len(block)
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            "paths",
-            str(path),
-            f"file is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}): convert it, "
-            "e.g. `iconv -f latin1 -t utf-8`",
-        ) from None
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ConfigError("paths", str(path), "file is not UTF-8 (it ends inside a character)") from None
 
 
 def _file_row_key(relpath: str, one_per_file: bool) -> Callable[[int, Mapping[str, Any]], str]:
@@ -174,17 +215,122 @@ def _file_row_key(relpath: str, one_per_file: bool) -> Callable[[int, Mapping[st
     return key
 
 
-def _check_unique_ids(rows: Sequence[Mapping[str, Any]], doc_id_field: str | None) -> None:
+def _check_unique_ids(ds: datasets.Dataset, doc_id_field: str | None) -> None:
     """Generated ids are unique by construction; ids taken from a column must be checked."""
     if doc_id_field is None:
         return
-    seen: set[str] = set()
-    for row in rows:
-        if row["doc_id"] in seen:
-            raise ConfigError(
-                "doc_id_field", doc_id_field, f"must give unique document ids; {row['doc_id']!r} repeats"
-            )
-        seen.add(row["doc_id"])
+    repeat = first_repeat(lambda: (b["doc_id"] for b in iter_batches(ds, ["doc_id"])))
+    if repeat is not None:
+        raise ConfigError("doc_id_field", doc_id_field, f"must give unique document ids; {repeat!r} repeats")
+
+
+# ------------------------------------------------------------------------------------- local records
+
+#: (record index, line or row number from 1, the record or why it is not one) of a local file.
+Record = tuple[int, int, "Mapping[str, Any] | ConfigError"]
+
+
+def read_records(path: Path, fmt: str, relpath: str, fields: Sequence[str | None]) -> Iterator[Record]:
+    """The records of one local file, streamed: a JSON-lines file line by line (blank lines skipped; a line
+    that is not a JSON object comes as a ConfigError naming file and line), a JSON array file whole, a
+    Parquet file in row batches (``fields`` must be columns of it), a text file as one record."""
+    if fmt == "text":
+        yield 0, 1, {"text": path.read_text(encoding="utf-8")}
+    elif fmt == "parquet":
+        yield from _parquet_records(path, relpath, fields)
+    else:
+        yield from _json_records(path, relpath)
+
+
+def _parquet_records(path: Path, relpath: str, fields: Sequence[str | None]) -> Iterator[Record]:
+    parquet = pq.ParquetFile(path)
+    columns = parquet.schema_arrow.names
+    for col, what in zip(fields, ("text_field", "domain_field", "doc_id_field"), strict=True):
+        if col is not None and parquet.metadata.num_rows and col not in columns:
+            raise ConfigError(what, col, f"must be a column of {relpath}; its columns are {columns}")
+    i = 0
+    for batch in parquet.iter_batches(batch_size=1000):
+        for row in batch.to_pylist():
+            yield i, i + 1, row
+            i += 1
+
+
+def _json_records(path: Path, relpath: str) -> Iterator[Record]:
+    with open(path, "rb") as fh:
+        if fh.read(4096).lstrip()[:1] == b"[":  # one JSON array (not JSON lines): read whole
+            fh.seek(0)
+            yield from _json_array(fh.read(), relpath)
+            return
+        fh.seek(0)
+        i = 0
+        for line, raw in enumerate(fh, 1):
+            if raw.strip():
+                yield i, line, _parse_line(raw, relpath, line)
+                i += 1
+
+
+def _parse_line(raw: bytes, relpath: str, line: int) -> Mapping[str, Any] | ConfigError:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        byte, column = raw[err.start], err.start + 1
+        return ConfigError(
+            "paths",
+            relpath,
+            f"line {line} is not UTF-8 (byte 0x{byte:02x} at column {column}): convert the file, "
+            "e.g. `iconv -f latin1 -t utf-8`",
+        )
+    except json.JSONDecodeError as err:
+        return ConfigError(
+            "paths", relpath, f"line {line} is not valid JSON ({err.msg} at column {err.colno})"
+        )
+    if not isinstance(record, dict):
+        return ConfigError("paths", relpath, f"line {line} is a JSON {type(record).__name__}, not an object")
+    return record
+
+
+def _json_array(data: bytes, relpath: str) -> Iterator[Record]:
+    try:
+        records = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError("paths", relpath, f"is not a JSON array of records: {err}") from None
+    for i, record in enumerate(records):
+        yield (
+            i,
+            i + 1,
+            record
+            if isinstance(record, dict)
+            else ConfigError("paths", relpath, f"item {i} is a JSON {type(record).__name__}, not an object"),
+        )
+
+
+@dataclass
+class BadRecords:
+    """The records a load skipped (``on_bad_record=skip``): how many, per field, and the first few."""
+
+    count: int = 0
+    """Records skipped."""
+    by_field: dict[str, int] = field(default_factory=dict)
+    """Skipped records per field at fault (``paths`` for a line that is no JSON object)."""
+    examples: list[str] = field(default_factory=list)
+    """The first :data:`MAX_EXAMPLES` skipped records: where (file and line) and why."""
+
+    def add(self, err: ConfigError, where: str) -> None:
+        self.count += 1
+        self.by_field[err.field] = self.by_field.get(err.field, 0) + 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{where}: {err}")
+        if self.count <= MAX_EXAMPLES:
+            log.warning("skipped bad record %s: %s", where, err)
+
+    def summary(self) -> str:
+        return f" ({self.count} bad records skipped: {self.by_field})" if self.count else ""
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+MAX_EXAMPLES = 20
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -238,10 +384,13 @@ class BuiltinCorpus:
     def fingerprint(self) -> str:
         return canonical_json_hash({**self.provenance(), "stdlib": str(builtin_corpus.stdlib_dir())})
 
-    def load(self) -> datasets.Dataset:
+    def load(self, workdir: Path | None = None) -> datasets.Dataset:
         start = time.perf_counter()
         ds = documents_from_rows(
-            builtin_corpus.iter_builtin_documents(self.domains, self.max_bytes_per_domain, self.max_doc_bytes)
+            builtin_corpus.iter_builtin_documents(
+                self.domains, self.max_bytes_per_domain, self.max_doc_bytes
+            ),
+            workdir / "builtin.arrow" if workdir else None,
         )
         log.info(
             "built-in corpus: %d documents from %s in %.1f s",
@@ -265,8 +414,12 @@ class LocalFiles:
     sample_by: str = "document"
     domains: list[str] | None = None
     """Keep only these domains (as the built-in source's ``domains``); None keeps every domain found."""
+    on_bad_record: str = "error"
+    """A malformed record (not JSON, missing or non-string field): ``error`` stops with a one-line error
+    naming file, line and field; ``skip`` skips it and counts it in the corpus manifest (``bad_records``)."""
 
     def __post_init__(self) -> None:
+        self.bad_records = BadRecords()
         self.paths = [str(p) for p in _as_list(self.paths)]
         if self.domains is not None:
             self.domains = [str(d) for d in _as_list(self.domains)]
@@ -274,6 +427,7 @@ class LocalFiles:
         require(len(self.paths) > 0, "paths", self.paths, "must list one or more file globs")
         require_choice("format", self.format, FORMATS)
         require_choice("sample_by", self.sample_by, SAMPLE_BY)
+        require_choice("on_bad_record", self.on_bad_record, ON_BAD_RECORD)
         require(
             isinstance(self.text_field, str) and bool(self.text_field),
             "text_field",
@@ -326,69 +480,62 @@ class LocalFiles:
         # the matched files (relative names, sizes, hashes) are the identity; how the globs were written is
         # not
         settings = {k: v for k, v in self.provenance().items() if k != "paths"}
+        if self.on_bad_record == "error":  # the default reads what it read before: the key of before
+            del settings["on_bad_record"]
         return canonical_json_hash({"conversion": CONVERSION_VERSION, **settings, "files": listing})
 
-    def load(self) -> datasets.Dataset:
+    def load(self, workdir: Path | None = None) -> datasets.Dataset:
+        """Stream every record of every file into documents (with ``workdir``: an Arrow file there, memory-
+        mapped); a malformed record stops the load or is skipped and counted (``on_bad_record``)."""
         files = self.files()
         fmt = self.resolved_format(files)
         base = Path(os.path.commonpath([p.parent for p in files]))
-        rel = [p.relative_to(base).as_posix() for p in files]
         for path in files:
-            check_readable_text(path, binary_ok=fmt == "parquet")
-        # One split per file: a single load_dataset call that still tells us which file each record came from.
-        names = {f"f{i:06d}": [str(p)] for i, p in enumerate(files)}
-        kwargs: dict[str, Any] = {"sample_by": "document"} if fmt == "text" else {}
-        # The Arrow copy load_dataset makes is only needed until the rows are converted (prepare_data keeps
-        # its own copy of the documents), so it goes to a temporary dir instead of growing the shared HF
-        # cache.
-        with tempfile.TemporaryDirectory(prefix="datascale-local-") as tmp:
-            parts = datasets.load_dataset(fmt, data_files=names, cache_dir=tmp, **kwargs)
-            rows = self._convert(parts, fmt, names, rel)
-        _check_unique_ids(rows, self.doc_id_field)
-        rows = self._keep_domains(rows)
-        log.info("local files: %d documents from %d files", len(rows), len(files))
-        return documents_from_rows(rows)
+            check_readable_text(path, binary_ok=fmt == "parquet", utf8=fmt == "text")
+        self.bad_records = BadRecords()
+        found: set[str] = set()
+        rows = self._documents(files, [p.relative_to(base).as_posix() for p in files], fmt, found)
+        ds = documents_from_rows(rows, workdir / "local_files.arrow" if workdir else None, validate=False)
+        _check_unique_ids(ds, self.doc_id_field)
+        validate_documents(ds)
+        for d in self.domains or []:
+            require_choice("domains", d, sorted(found))
+        log.info("local files: %d documents from %d files%s", len(ds), len(files), self.bad_records.summary())
+        return ds
 
-    def _keep_domains(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.domains is None:
-            return rows
-        found = sorted({str(r["domain"]) for r in rows})
-        for d in self.domains:
-            require_choice("domains", d, found)
-        keep = set(self.domains)
-        return [r for r in rows if r["domain"] in keep]
-
-    def _convert(
-        self, parts: datasets.DatasetDict, fmt: str, names: Mapping[str, Any], rel: Sequence[str]
-    ) -> list[dict[str, Any]]:
+    def _documents(
+        self, files: Sequence[Path], rel: Sequence[str], fmt: str, found: set[str]
+    ) -> Iterator[Row]:
+        """Documents of every file in order; the domains seen go into ``found``."""
         text_field = "text" if fmt == "text" else self.text_field
-        rows: list[dict[str, Any]] = []
-        for name, relpath in zip(names, rel, strict=True):
-            part = parts[name]
-            for col, what in (
-                (text_field, "text_field"),
-                (self.domain_field, "domain_field"),
-                (self.doc_id_field, "doc_id_field"),
+        keep = None if self.domains is None else set(self.domains)
+        for path, relpath in zip(files, rel, strict=True):
+            key = _file_row_key(relpath, fmt == "text")
+            for i, line, row in read_records(
+                path, fmt, relpath, (text_field, self.domain_field, self.doc_id_field)
             ):
-                if col is not None and len(part) and col not in part.column_names:
-                    raise ConfigError(
-                        what, col, f"must be a column of {relpath}; its columns are {part.column_names}"
-                    )
-            one_per_file = fmt == "text"
-            rows.extend(
-                _to_documents(
-                    part.to_list(),
-                    source="local",
-                    text_field=text_field,
-                    domain_field=self.domain_field,
-                    domain=self.domain,
-                    doc_id_field=self.doc_id_field,
-                    sample_by=self.sample_by,
-                    key=_file_row_key(relpath, one_per_file),
-                    extra_meta={"file": relpath},
-                )
+                where = "" if fmt == "text" else f" ({'row' if fmt == 'parquet' else 'line'} {line})"
+                try:
+                    if isinstance(row, ConfigError):
+                        raise row
+                    docs = _row_documents(i, row, source="local", name=key(i, row), text_field=text_field,
+                                          domain_field=self.domain_field, domain=self.domain,
+                                          doc_id_field=self.doc_id_field, sample_by=self.sample_by,
+                                          extra_meta={"file": relpath}, where=where)  # fmt: skip
+                except ConfigError as err:
+                    self._bad_record(err, f"{relpath}{where}")
+                    continue
+                for doc in docs:
+                    found.add(doc["domain"])
+                    if keep is None or doc["domain"] in keep:
+                        yield doc
+
+    def _bad_record(self, err: ConfigError, where: str) -> None:
+        if self.on_bad_record == "error":
+            raise ConfigError(
+                err.field, err.value, f"{err.allowed}; or set on_bad_record=skip to skip such records"
             )
-        return rows
+        self.bad_records.add(err, where)
 
 
 @dataclass
@@ -439,7 +586,7 @@ class HubDataset:
             )
         return canonical_json_hash({"conversion": CONVERSION_VERSION, **self.provenance()})
 
-    def load(self) -> datasets.Dataset:
+    def load(self, workdir: Path | None = None) -> datasets.Dataset:
         try:
             data = datasets.load_dataset(
                 self.name, self.config, split=self.split, streaming=self.streaming, revision=self.revision
@@ -460,4 +607,4 @@ class HubDataset:
             max_documents=self.max_documents,
         )
         log.info("hub dataset %s: %d documents", self.name, len(rows))
-        return documents_from_rows(rows)
+        return documents_from_rows(rows, workdir / "hub.arrow" if workdir else None)

@@ -15,9 +15,11 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from datascale.config_errors import ConfigError, require
-from datascale.data.documents import column
+from datascale.data.documents import iter_batches, text_bytes
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 _WHITESPACE = re.compile(r"\s+")
@@ -34,15 +36,18 @@ def text_key(text: str) -> str:
 
 def deduplicate(ds: datasets.Dataset) -> tuple[datasets.Dataset, int]:
     """Drop exact duplicates (by normalised-text hash, keeping the first) and empty texts; returns (ds,
-    removed)."""
-    seen: set[str] = set()
+    removed). Texts are read in batches; memory holds one 32-byte digest per distinct text."""
+    seen: set[bytes] = set()
     keep: list[int] = []
-    for i, text in enumerate(column(ds, "text")):
-        key = text_key(text)
-        if key in seen or not normalise_text(text):
-            continue
-        seen.add(key)
-        keep.append(i)
+    i = 0
+    for batch in iter_batches(ds, ["text"]):
+        for text in batch["text"]:
+            normal = normalise_text(text)
+            key = hashlib.sha256(normal.encode("utf-8")).digest()
+            if normal and key not in seen:
+                seen.add(key)
+                keep.append(i)
+            i += 1
     removed = len(ds) - len(keep)
     if removed == 0:
         return ds, 0
@@ -121,11 +126,41 @@ class SplitAssignment:
         return out
 
 
+def domain_orders(ds: datasets.Dataset) -> dict[str, np.ndarray]:
+    """Per domain (sorted): its rows of ``ds`` sorted by doc id. Arrow sorts the ids (UTF-8 byte order is
+    code point order: Python's string order), so no Python string is made per document."""
+    table = ds.select_columns(["doc_id", "domain"]).with_format("arrow")[:]
+    domains = table.column("domain")
+    out: dict[str, np.ndarray] = {}
+    for domain in sorted(pc.unique(domains).to_pylist()):
+        rows = np.flatnonzero(pc.equal(domains, domain).to_numpy(zero_copy_only=False))
+        by_id = pc.sort_indices(table.column("doc_id").take(pa.array(rows))).to_numpy()
+        out[domain] = rows[by_id]
+    return out
+
+
+def _held_out(
+    idx: np.ndarray, order: np.ndarray, sizes: np.ndarray, target: int
+) -> tuple[dict[str, list[int]], int]:
+    """The first documents of ``order`` fill ``val`` up to ``target`` bytes, the next ``test``; returns the
+    sets (corpus rows) and how many documents of the order they took."""
+    sets: dict[str, list[int]] = {name: [] for name in EVAL_SPLITS}
+    pos = 0
+    for name in EVAL_SPLITS:
+        size = 0
+        while size < target and pos < len(order):
+            i = int(idx[order[pos]])
+            sets[name].append(i)
+            size += int(sizes[i])
+            pos += 1
+    return sets, pos
+
+
 def assign_splits(ds: datasets.Dataset, split: HeldoutSplit) -> SplitAssignment:
     """Held-out sets per domain from a seeded permutation of its documents (sorted by doc id first, so the
     input order does not matter); the first documents fill ``val`` up to the byte target, then ``test``."""
-    ids, domains, texts = column(ds, "doc_id"), column(ds, "domain"), column(ds, "text")
-    corpus_domains = sorted(set(domains))
+    orders, sizes = domain_orders(ds), text_bytes(ds)
+    corpus_domains = sorted(orders)
     train_domains = corpus_domains if split.train_domains is None else list(split.train_domains)
     unknown = [d for d in train_domains if d not in corpus_domains]
     if unknown:
@@ -133,34 +168,25 @@ def assign_splits(ds: datasets.Dataset, split: HeldoutSplit) -> SplitAssignment:
             "train_domains", split.train_domains, f"must be a subset of the corpus domains {corpus_domains}"
         )
     target = split.eval_bytes_per_domain
-    pool: list[int] = []
+    pool: list[np.ndarray] = []
     eval_sets: dict[str, dict[str, list[int]]] = {}
-    for domain in corpus_domains:
-        idx = sorted((i for i, d in enumerate(domains) if d == domain), key=lambda i: ids[i])
+    for domain, idx in orders.items():
         order = np.random.default_rng([split.seed, _domain_seed(domain)]).permutation(len(idx))
-        sets: dict[str, list[int]] = {name: [] for name in EVAL_SPLITS}
-        pos = 0
-        for name in EVAL_SPLITS:
-            size = 0
-            while size < target and pos < len(order):
-                i = idx[order[pos]]
-                sets[name].append(i)
-                size += len(texts[i].encode("utf-8"))
-                pos += 1
-        rest = [idx[j] for j in order[pos:]]
-        total = sum(len(texts[i].encode("utf-8")) for i in idx)
-        if sum(len(texts[i].encode("utf-8")) for i in sets["test"]) < target or (
-            domain in train_domains and not rest
-        ):
+        sets, pos = _held_out(idx, order, sizes, target)
+        rest = idx[order[pos:]]
+        if int(sizes[sets["test"]].sum()) < target or (domain in train_domains and not len(rest)):
             raise ConfigError(
                 "eval_bytes_per_domain",
                 target,
-                f"domain {domain!r} has {total} bytes in {len(idx)} documents: too few for a val and a "
-                "test set of this size plus training documents",
+                f"domain {domain!r} has {int(sizes[idx].sum())} bytes in {len(idx)} documents: too few for a "
+                "val and a test set of this size plus training documents",
             )
         eval_sets[domain] = {name: sorted(v) for name, v in sets.items()}
         if domain in train_domains:
-            pool.extend(rest)
+            pool.append(rest)
     return SplitAssignment(
-        pool=sorted(pool), eval=eval_sets, domains=corpus_domains, train_domains=train_domains
+        pool=np.sort(np.concatenate([np.zeros(0, np.int64), *pool])).tolist(),
+        eval=eval_sets,
+        domains=corpus_domains,
+        train_domains=train_domains,
     )

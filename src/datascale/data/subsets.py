@@ -217,8 +217,7 @@ def domain_budgets(unique_tokens: int, shares: Mapping[str, float]) -> dict[str,
 
 
 def _pool_domain_indices(cache: TokenCache) -> dict[str, np.ndarray]:
-    domains = np.asarray(cache.doc_domains, dtype=object)
-    return {str(d): np.flatnonzero(domains == d) for d in sorted(set(cache.doc_domains))}
+    return cache.doc_domains.indices()
 
 
 def _shares(cache: TokenCache, subset: SizeSubset, by_domain: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -292,8 +291,10 @@ def make_subset(cache: TokenCache, subset: SizeSubset) -> SubsetManifest:
 
 
 def _manifest_stream(cache: TokenCache, manifest: SubsetManifest) -> np.ndarray:
-    index = {doc_id: i for i, doc_id in enumerate(cache.doc_ids)}
-    parts = [_stream(cache, [index[d] for d in s.doc_ids], s.last_doc_tokens) for s in manifest.segments]
+    positions = _segment_positions(cache, manifest)
+    parts = [
+        _stream(cache, pos, s.last_doc_tokens) for s, pos in zip(manifest.segments, positions, strict=True)
+    ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=cache.tokens.dtype)
 
 
@@ -346,10 +347,18 @@ def _check_segment_prefix(small: SubsetManifest, large: SubsetManifest, a: Segme
         )
 
 
+def _segment_positions(cache: TokenCache, manifest: SubsetManifest) -> list[list[int]]:
+    """Each segment's documents as positions in the cache (one pass over the cache's ids)."""
+    flat = cache.doc_ids.positions(manifest.doc_ids)
+    bounds = np.cumsum([0, *(len(s.doc_ids) for s in manifest.segments)])
+    return [flat[int(a) : int(b)] for a, b in itertools.pairwise(bounds)]
+
+
 def _segment_streams(cache: TokenCache, manifest: SubsetManifest) -> dict[str, np.ndarray]:
-    index = {doc_id: i for i, doc_id in enumerate(cache.doc_ids)}
+    positions = _segment_positions(cache, manifest)
     return {
-        s.domain: _stream(cache, [index[d] for d in s.doc_ids], s.last_doc_tokens) for s in manifest.segments
+        s.domain: _stream(cache, pos, s.last_doc_tokens)
+        for s, pos in zip(manifest.segments, positions, strict=True)
     }
 
 

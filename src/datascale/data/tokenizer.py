@@ -8,6 +8,7 @@ tokenizers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from datascale.config_errors import require
+from datascale.config_errors import require, require_positive_int
 from datascale.storage import file_sha256
 
 log = logging.getLogger("datascale.data")
@@ -54,6 +55,11 @@ class BPETokenizer:
     eos_token: str = EOS_TOKEN
     mask_token: str | None = None
     """An extra special token for masked-LM objectives (None: today's tokenizer, bit for bit)."""
+    train_sample_bytes: int = 100_000_000
+    """A pool larger than this trains the tokenizer on a seeded sample of its documents of about this many
+    UTF-8 bytes (BPE training memory grows with its input); a smaller pool trains on all of it."""
+    sample_seed: int = 0
+    """Seed of the document order the sample is a prefix of."""
 
     def __post_init__(self) -> None:
         require(
@@ -85,13 +91,45 @@ class BPETokenizer:
             self.mask_token,
             "must be null or a non-empty string other than eos_token",
         )
+        require_positive_int("train_sample_bytes", self.train_sample_bytes)
+        require(
+            isinstance(self.sample_seed, int)
+            and not isinstance(self.sample_seed, bool)
+            and self.sample_seed >= 0,
+            "sample_seed",
+            self.sample_seed,
+            "must be a non-negative integer",
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The config; ``mask_token`` only when set, so a CLM tokenizer's cache key is unchanged."""
+        """The config; ``mask_token`` only when set, so a CLM tokenizer's cache key is unchanged; the sample
+        settings only count through the sample they draw (:meth:`sample`)."""
         out = asdict(self)
         if self.mask_token is None:
             del out["mask_token"]
+        del out["train_sample_bytes"], out["sample_seed"]
         return out
+
+    def sample(self, sizes: np.ndarray) -> TrainingSample | None:
+        """The documents (positions in the pool) to train on, given each pool document's UTF-8 bytes: None
+        (all of them) when the pool fits in ``train_sample_bytes``, else a seeded sample in pool order."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        total = int(sizes.sum())
+        if total <= self.train_sample_bytes:
+            return None
+        order = np.random.default_rng([self.sample_seed, len(sizes)]).permutation(len(sizes))
+        take = int(np.searchsorted(np.cumsum(sizes[order]), self.train_sample_bytes)) + 1
+        positions = np.sort(order[:take])
+        record = {
+            "seed": self.sample_seed,
+            "target_bytes": self.train_sample_bytes,
+            "documents": int(take),
+            "bytes": int(sizes[positions].sum()),
+            "pool_documents": len(sizes),
+            "pool_bytes": total,
+            "positions_sha256": hashlib.sha256(positions.astype("<i8").tobytes()).hexdigest(),
+        }
+        return TrainingSample(positions, record)
 
     @property
     def special_tokens(self) -> list[str]:
@@ -130,6 +168,17 @@ class BPETokenizer:
             time.perf_counter() - start,
         )
         return trained
+
+
+@dataclass
+class TrainingSample:
+    """The pool documents a tokenizer trains on when the pool is larger than its sample size."""
+
+    positions: np.ndarray
+    """Sorted positions in the training pool."""
+    record: dict[str, Any]
+    """What the tokenizer's manifest (and cache key) records: seed, target and drawn bytes, documents, the
+    pool's size and the sha256 of the positions."""
 
 
 @dataclass
