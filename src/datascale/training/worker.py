@@ -63,7 +63,7 @@ from datascale.training.checkpoint_files import (
     checkpoint_step,
 )
 from datascale.training.checkpoints import consolidate
-from datascale.training.clock import launch_times
+from datascale.training.clock import launch_times, worker_start
 from datascale.training.datamodule import TokenDataModule
 from datascale.training.mlm import objective_module, objective_of
 from datascale.training.module import SELECTION_METRIC, GPTLightningModule
@@ -697,6 +697,7 @@ def overheads(ctx: RunContext) -> dict[str, Any]:
     evaluating, saving = clock.since_last_step()
     return {
         "startup_s": None if first is None else first - ctx.started,
+        "worker_start": worker_start(),
         "startup_cpu_s": clock.first_step_cpu,
         "job_setup_s": None if ctx.job_started is None else ctx.started - ctx.job_started,
         "teardown_s": None if last is None else now - last - evaluating - saving,
