@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datascale.training.callbacks import PhaseClock, ThreadGovernor, TrainThroughput, machine_busy_seconds
+from datascale.training.callbacks import PhaseClock, ThreadGovernor, TrainThroughput
+from datascale.training.machine_load import machine_busy_seconds, others_load
 
 
 class FakeMachine:
@@ -74,3 +75,18 @@ def test_clocks_restore_on_resume_but_not_when_the_best_checkpoint_is_tested() -
     throughput.load_state_dict({"seconds": 7.0, "batches": 14})  # the best checkpoint's, while testing
     clock.load_state_dict({"eval_s": 3.0, "checkpoint_s": 0.5})
     assert (throughput.seconds, clock.eval_s) == (9.0, 4.0)
+
+
+def test_others_load_is_the_rest_of_the_machine_over_the_block() -> None:
+    """Machine CPU seconds over the block less this process's own, per wall second: what a peak measured in
+    the block had to share the machine with."""
+    samples = iter([100.0, 103.0])  # the machine used 3 CPU seconds during the block
+    out: dict[str, float | None] = {}
+    with others_load(out, sample=lambda: next(samples)):
+        time.sleep(0.2)  # this process uses (almost) none of them
+    assert out["others_cores"] is not None and 3.0 / 0.4 < out["others_cores"] <= 3.0 / 0.2
+    missing: dict[str, float | None] = {}
+    with others_load(missing, sample=lambda: None):
+        pass
+    assert missing["others_cores"] is None
+

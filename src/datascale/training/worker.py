@@ -283,15 +283,18 @@ def performance(
     step_tokens_per_s = throughput.rate(fitted.steps * leaves.protocol.batch_tokens)
     flops_per_token = training_flops_per_token(model.n_layer, model.d_model, model.vocab_size, model.seq_len)
     accelerator = accelerator_name(trainer)
+    governor = ctx.governor
+    per_rank = step_tokens_per_s * flops_per_token / trainer.world_size
     device_name, peak_per_device, source = device_peak(
         accelerator,
         str(trainer.precision),
         leaves.settings.matmul_precision,
         int(ctx.learned["threads"]),  # the run's own threads (a governor may have changed them since)
         machine_cache_dir(),  # measured once per machine (a run in a fresh project cache does not re-measure)
+        # steps faster than the cached peak prove it low (unless a governor changed the threads)
+        observed=per_rank if math.isfinite(per_rank) and not (governor and governor.changes) else 0.0,
     )
     peak = peak_per_device * trainer.world_size
-    governor = ctx.governor
     return evaluation_cost(ctx, fitted, flops_per_token) | {
         "threads_mean": governor.mean_threads if governor else float(ctx.learned["threads"]),
         "thread_changes": [list(c) for c in governor.changes] if governor else [],
