@@ -403,6 +403,7 @@ def build_data(ctx: RunContext, leaves: Leaves) -> tuple[TokenDataModule, dict[s
         int(ctx.cfg.seed),
         vocab_size=model.vocab_size,
         accumulation=accumulation,
+        max_forward_tokens=leaves.settings.max_micro_batch_tokens,
     )
     plan = protocol.plan(datamodule.unique_tokens, model.seq_len)
     plan.update(micro_batch_sequences=micro, accumulation=accumulation)
