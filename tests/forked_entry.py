@@ -35,3 +35,14 @@ def main(argv: list[str]) -> int:
         time.sleep(120)
         return 1
     return 7
+
+
+def fork_from_here(out: str) -> tuple[str | None, int]:
+    """In a joblib (loky) worker, as the parallel launcher's jobs run: (its start method, the forked exit)."""
+    import multiprocessing
+
+    from datascale.orchestration.supervise import run_preloaded
+
+    method = multiprocessing.get_start_method(allow_none=True)
+    returncode, _ = run_preloaded("forked_entry", [out, "exit"], dict(os.environ))
+    return method, returncode

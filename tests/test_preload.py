@@ -53,6 +53,18 @@ def test_a_signal_to_the_job_reaches_the_forked_worker_as_sigterm(tmp_path: Path
     assert out.with_suffix(".stopped").read_text() == str(int(signal.SIGTERM))
 
 
+def test_a_joblib_worker_forks_its_runs_too(tmp_path: Path) -> None:
+    """The parallel launcher's jobs run in loky workers, whose default start method (``loky``) a forkserver
+    child cannot set: the start stands in a stdlib one (a study's runs all failed without it)."""
+    from forked_entry import fork_from_here
+    from joblib import Parallel, delayed
+
+    out = tmp_path / "seen.json"
+    ((method, returncode),) = Parallel(n_jobs=2, backend="loky")([delayed(fork_from_here)(str(out))])
+    assert method == "loky" and returncode == 7
+    assert json.loads(out.read_text())["start"] == "fork"
+
+
 LAUNCHER = """
 import os, sys, time
 from datascale.orchestration.preload import start

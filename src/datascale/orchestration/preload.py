@@ -28,7 +28,7 @@ import multiprocessing.forkserver
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
@@ -86,8 +86,24 @@ def start(entry: str, argv: Sequence[str], env: Mapping[str, str]) -> ForkedWork
     process = context().Process(
         target=run_forked, args=(entry, list(argv), dict(env), os.getpid()), name=f"{entry} (forked)"
     )
-    process.start()
+    with stdlib_start_method():
+        process.start()
     return ForkedWorker(process)
+
+
+@contextlib.contextmanager
+def stdlib_start_method() -> Iterator[None]:
+    """The child is told this process's default start method and sets it; a joblib (loky) worker's is
+    ``loky``, which a forkserver child cannot set: while starting, a stdlib one stands in."""
+    previous = multiprocessing.get_start_method(allow_none=True)
+    if previous is None or previous in multiprocessing.get_all_start_methods():
+        yield
+        return
+    multiprocessing.set_start_method("forkserver", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
 
 
 def run_forked(entry: str, argv: list[str], env: dict[str, str], launcher: int) -> None:
