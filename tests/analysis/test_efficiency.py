@@ -105,3 +105,16 @@ def test_a_peak_below_what_the_steps_reached_is_flagged(tmp_path: Path) -> None:
     from scaling_analysis.steps.efficiency import efficiency_section
 
     assert "**Peak warning**" in efficiency_section(out)
+
+
+def test_a_record_with_adaptive_threads_gives_its_peak_per_mean_thread() -> None:
+    """A run whose threads changed records the peak of the cores it held on average; older records (and
+    fixed-thread runs) the peak of their starting threads."""
+    from scaling_analysis.steps.efficiency import per_core_peak
+
+    base = timed_record(4000, T0, **TIMES, checkpoint_time_s=0.0)
+    scaled = dataclasses.replace(
+        base, threads_mean=1.5, peak_flops_per_s=135e9, peak_flops_source="... scaled to the run's 1.50 mean"
+    )
+    older = dataclasses.replace(base, threads_mean=1.5, peak_flops_per_s=90e9, peak_flops_source="measured")
+    assert per_core_peak(scaled) == pytest.approx(90e9) == per_core_peak(older) == per_core_peak(base)

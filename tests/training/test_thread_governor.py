@@ -90,3 +90,42 @@ def test_others_load_is_the_rest_of_the_machine_over_the_block() -> None:
         pass
     assert missing["others_cores"] is None
 
+
+def test_a_mid_run_thread_change_changes_float_summation_order_only(
+    make_artifacts, tmp_path, monkeypatch, restore_threads
+) -> None:
+    """What ``worker.adaptive_threads`` guarantees: a run whose threads go from 1 to every core mid-run (the
+    governor seeing a quiet machine) trains the same steps on the same data and stops at the same step as
+    the same run on 1 thread throughout; its losses differ by float summation order only (within the 1e-5
+    relative tolerance of the strategies' invariance, docs/scale-out.md), and its record lists the change."""
+    import os
+
+    from training_fixtures import resolved_config
+
+    from datascale.training import worker
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 usable cores to change the thread count")
+    quiet = FakeMachine()
+    monkeypatch.setattr(
+        worker, "ThreadGovernor", lambda base, most: ThreadGovernor(base, most, every=4, sample=quiet.sample)
+    )
+    artifacts = make_artifacts(2048)
+    runs = {}
+    for name, adaptive in (("fixed", False), ("adaptive", True)):
+        path = resolved_config(
+            tmp_path / name, artifacts, **{"worker.num_threads": 1, "worker.adaptive_threads": adaptive}
+        )
+        runs[name] = worker.run(path)
+    fixed, adaptive = runs["fixed"], runs["adaptive"]
+    assert fixed.thread_changes == [] and adaptive.thread_changes == [[12, len(os.sched_getaffinity(0))]]
+    assert (adaptive.steps, adaptive.best_step, adaptive.tokens_seen) == (
+        fixed.steps,
+        fixed.best_step,
+        fixed.tokens_seen,
+    )
+    for name in ("best_val_loss", "final_val_loss", "test_loss"):
+        assert getattr(adaptive, name) == pytest.approx(getattr(fixed, name), rel=1e-5), name
+    # its MFU is against the peak of the cores it held on average, not of its starting thread
+    assert "scaled to the run's" in adaptive.peak_flops_source and 1.0 < adaptive.threads_mean < 2.0
+    assert adaptive.peak_flops_per_s == pytest.approx(fixed.peak_flops_per_s * adaptive.threads_mean)

@@ -75,10 +75,18 @@ def run_costs(path: Path | None, r: RunRecord) -> dict[str, float]:
     return {"slots": slots, "start": end - life, "end": end, "exit": exit_s, **parts}
 
 
+def per_core_peak(r: RunRecord) -> float:
+    """A CPU record's peak per core: its peak is for its starting threads, or (adaptive threads, records
+    since the peak was scaled: ``peak_flops_source`` says so) for the threads it held on average."""
+    scaled = "scaled to the run's" in (r.peak_flops_source or "")
+    threads = (r.threads_mean if scaled else r.threads) or 1
+    return (r.peak_flops_per_s or 0.0) / (threads * r.world_size)
+
+
 def machine_peak(records: Sequence[RunRecord]) -> tuple[float, float, str]:
     """(slots, peak FLOP/s of the machine, unit): per-core peak x usable cores, or the GPUs' peak."""
     if all(r.accelerator == "cpu" for r in records):
-        per_core = max(r.peak_flops_per_s / ((r.threads or 1) * r.world_size) for r in records)  # type: ignore[operator]
+        per_core = max(per_core_peak(r) for r in records)
         cores = max(r.cores or 1 for r in records)
         return float(cores), per_core * cores, "cores"
     devices = max(r.world_size for r in records)

@@ -294,6 +294,9 @@ def performance(
         # steps faster than the cached peak prove it low (unless a governor changed the threads)
         observed=per_rank if math.isfinite(per_rank) and not (governor and governor.changes) else 0.0,
     )
+    if governor and governor.changes:  # the peak of the cores the run held on average (per-thread peaks add)
+        peak_per_device *= governor.mean_threads / int(ctx.learned["threads"])
+        source += f", scaled to the run's {governor.mean_threads:.2f} mean threads (worker.adaptive_threads)"
     peak = peak_per_device * trainer.world_size
     return evaluation_cost(ctx, fitted, flops_per_token) | {
         "threads_mean": governor.mean_threads if governor else float(ctx.learned["threads"]),
