@@ -137,10 +137,13 @@ def study_figures(study_dir: Path) -> dict[str, Any]:
     from scaling_analysis.steps.efficiency import study_efficiency
     from scaling_analysis.tables.excluded import scan_study
 
-    out = study_efficiency(scan_study(study_dir).files)
+    files = scan_study(study_dir).files
+    out = study_efficiency(files)
     if "skipped" in out:
         return out
+    starts = [str(getattr(r, "worker_start", None)) for _, r in files]
     return {
+        "worker_start": {kind: starts.count(kind) for kind in sorted(set(starts))},  # fork or exec
         "efficiency": round(out["efficiency"], 4),
         "step_mfu": round(out["step_mfu"], 4),
         "shares": {k: round(v, 3) for k, v in out["shares"].items()},

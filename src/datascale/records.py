@@ -168,6 +168,13 @@ class RunRecord:
         "model, Trainer, loggers); a resumed run: its last attempt's",
         default=None,
     )
+    worker_start: str | None = _doc(
+        "how the worker process started: `fork` (from the Hydra job's preloaded forkserver: torch, Lightning "
+        "and W&B imported once per job process, `worker.preload`; `fork (not preloaded)` if its imports "
+        "failed there), `exec` (a fresh interpreter: torchrun, a task per rank, GPUs, or by hand); None in "
+        "older records",
+        default=None,
+    )
     startup_cpu_s: float | None = _doc(
         "CPU seconds the worker process (all its threads) used before the first training step: start-up as "
         "work, whatever else shares the machine (W&B's service process not included)",

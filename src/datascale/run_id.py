@@ -26,6 +26,7 @@ NON_IDENTITY_DOTTED: frozenset[str] = frozenset(
         "worker.progress_refresh_rate",
         "worker.num_threads",  # how many cores a run uses, not what it computes (datascale.packing)
         "worker.adaptive_threads",
+        "worker.preload",  # how the worker process starts (a fork of a preloaded parent or a fresh one)
         "trainer.log_every_n_steps",
         "data.num_workers",
         "study.max_attempts",

@@ -86,3 +86,35 @@ def test_records_without_a_time_split_are_skipped_with_the_reason(tmp_path: Path
     old = synthetic_record("s", 4000, 0, (5.0, 5.0), True, ["a"], np.zeros(1), {}, 900_000)
     out = study_efficiency([(None, old)])
     assert "skipped" in out and "startup_s" in out["skipped"]
+
+
+def test_a_peak_below_what_the_steps_reached_is_flagged(tmp_path: Path) -> None:
+    """MFU above 1 cannot be: the peak was measured under load. The step says so (and the report shows it)
+    instead of printing a share of the peak above 100%."""
+    honest = timed_record(4000, T0, **TIMES, checkpoint_time_s=0.0)
+    assert study_efficiency([(write_run(tmp_path / "a", honest, 0.0), honest)])["peak_warning"] is None
+    # 1.2e12 training FLOPs over 120 core-seconds of steps = 10 GFLOP/s per core against a 5 GFLOP/s peak
+    low = [
+        dataclasses.replace(timed_record(u, T0, **TIMES, checkpoint_time_s=0.0), peak_flops_per_s=5e9, mfu=m)
+        for u, m in ((4000, 1.03), (8000, 0.9))
+    ]
+    out = study_efficiency([(write_run(tmp_path / "b", r, 0.0), r) for r in low])
+    assert out["step_mfu"] > 1.0
+    assert "measured under load" in out["peak_warning"] and low[0].run_id in out["peak_warning"]
+    assert low[1].run_id not in out["peak_warning"]
+    from scaling_analysis.steps.efficiency import efficiency_section
+
+    assert "**Peak warning**" in efficiency_section(out)
+
+
+def test_a_record_with_adaptive_threads_gives_its_peak_per_mean_thread() -> None:
+    """A run whose threads changed records the peak of the cores it held on average; older records (and
+    fixed-thread runs) the peak of their starting threads."""
+    from scaling_analysis.steps.efficiency import per_core_peak
+
+    base = timed_record(4000, T0, **TIMES, checkpoint_time_s=0.0)
+    scaled = dataclasses.replace(
+        base, threads_mean=1.5, peak_flops_per_s=135e9, peak_flops_source="... scaled to the run's 1.50 mean"
+    )
+    older = dataclasses.replace(base, threads_mean=1.5, peak_flops_per_s=90e9, peak_flops_source="measured")
+    assert per_core_peak(scaled) == pytest.approx(90e9) == per_core_peak(older) == per_core_peak(base)

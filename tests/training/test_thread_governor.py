@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datascale.training.callbacks import PhaseClock, ThreadGovernor, TrainThroughput, machine_busy_seconds
+from datascale.training.callbacks import PhaseClock, ThreadGovernor, TrainThroughput
+from datascale.training.machine_load import machine_busy_seconds, others_load
 
 
 class FakeMachine:
@@ -74,3 +75,57 @@ def test_clocks_restore_on_resume_but_not_when_the_best_checkpoint_is_tested() -
     throughput.load_state_dict({"seconds": 7.0, "batches": 14})  # the best checkpoint's, while testing
     clock.load_state_dict({"eval_s": 3.0, "checkpoint_s": 0.5})
     assert (throughput.seconds, clock.eval_s) == (9.0, 4.0)
+
+
+def test_others_load_is_the_rest_of_the_machine_over_the_block() -> None:
+    """Machine CPU seconds over the block less this process's own, per wall second: what a peak measured in
+    the block had to share the machine with."""
+    samples = iter([100.0, 103.0])  # the machine used 3 CPU seconds during the block
+    out: dict[str, float | None] = {}
+    with others_load(out, sample=lambda: next(samples)):
+        time.sleep(0.2)  # this process uses (almost) none of them
+    assert out["others_cores"] is not None and 3.0 / 0.4 < out["others_cores"] <= 3.0 / 0.2
+    missing: dict[str, float | None] = {}
+    with others_load(missing, sample=lambda: None):
+        pass
+    assert missing["others_cores"] is None
+
+
+def test_a_mid_run_thread_change_changes_float_summation_order_only(
+    make_artifacts, tmp_path, monkeypatch, restore_threads
+) -> None:
+    """What ``worker.adaptive_threads`` guarantees: a run whose threads go from 1 to every core mid-run (the
+    governor seeing a quiet machine) trains the same steps on the same data and stops at the same step as
+    the same run on 1 thread throughout; its losses differ by float summation order only (within the 1e-5
+    relative tolerance of the strategies' invariance, docs/scale-out.md), and its record lists the change."""
+    import os
+
+    from training_fixtures import resolved_config
+
+    from datascale.training import worker
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 usable cores to change the thread count")
+    quiet = FakeMachine()
+    monkeypatch.setattr(
+        worker, "ThreadGovernor", lambda base, most: ThreadGovernor(base, most, every=4, sample=quiet.sample)
+    )
+    artifacts = make_artifacts(2048)
+    runs = {}
+    for name, adaptive in (("fixed", False), ("adaptive", True)):
+        path = resolved_config(
+            tmp_path / name, artifacts, **{"worker.num_threads": 1, "worker.adaptive_threads": adaptive}
+        )
+        runs[name] = worker.run(path)
+    fixed, adaptive = runs["fixed"], runs["adaptive"]
+    assert fixed.thread_changes == [] and adaptive.thread_changes == [[12, len(os.sched_getaffinity(0))]]
+    assert (adaptive.steps, adaptive.best_step, adaptive.tokens_seen) == (
+        fixed.steps,
+        fixed.best_step,
+        fixed.tokens_seen,
+    )
+    for name in ("best_val_loss", "final_val_loss", "test_loss"):
+        assert getattr(adaptive, name) == pytest.approx(getattr(fixed, name), rel=1e-5), name
+    # its MFU is against the peak of the cores it held on average, not of its starting thread
+    assert "scaled to the run's" in adaptive.peak_flops_source and 1.0 < adaptive.threads_mean < 2.0
+    assert adaptive.peak_flops_per_s == pytest.approx(fixed.peak_flops_per_s * adaptive.threads_mean)

@@ -13,8 +13,10 @@ from datascale.model import GPT, GPTConfig
 from datascale.training.throughput import (
     cached_cpu_peak,
     compute_dtype,
+    cpu_peak_entry,
     matmul_parameters,
     mfu,
+    peak_source,
     table_peak,
     training_flops_per_token,
 )
@@ -88,3 +90,28 @@ def test_cpu_peak_is_measured_once_and_then_read_from_the_cache(tmp_path: Path) 
     assert "1 threads" in key
     cache_file.write_text(json.dumps({key: 123.0}))  # a cached value is used, not re-measured
     assert cached_cpu_peak(tmp_path, threads=1) == 123.0
+
+
+def test_a_cached_peak_below_the_steps_rate_is_measured_again_and_the_higher_one_kept(tmp_path: Path) -> None:
+    """A peak measured beside other work is low; a run whose steps beat it (MFU > 1) measures it again. The
+    cache keeps the higher value (contention only lowers a measured peak) with the load it was measured
+    under."""
+    entry = cpu_peak_entry(tmp_path, threads=1)
+    assert set(entry) == {"flops", "others_cores", "load_1min", "measured_at"}
+    assert entry["others_cores"] is None or entry["others_cores"] >= 0.0
+    cache_file = tmp_path / "matmul_peak.json"
+    (key,) = json.loads(cache_file.read_text())
+    cache_file.write_text(json.dumps({key: 123.0}))  # an old entry: a bare number, load unknown
+    assert cached_cpu_peak(tmp_path, threads=1, at_least=100.0) == 123.0  # not beaten: kept
+    again = cached_cpu_peak(tmp_path, threads=1, at_least=124.0)  # beaten: measured again
+    assert again > 1e8 and json.loads(cache_file.read_text())[key]["flops"] == again
+    cache_file.write_text(json.dumps({key: {"flops": 1e15, "others_cores": 0.0}}))
+    assert cached_cpu_peak(tmp_path, threads=1, remeasure=True) == 1e15  # a lower measurement never wins
+
+
+def test_the_peak_source_says_the_load_and_flags_a_peak_the_steps_beat() -> None:
+    entry = {"flops": 90e9, "others_cores": 0.8}
+    assert "0.80 other cores busy" in peak_source(1, entry, observed=50e9)
+    assert "BELOW" not in peak_source(1, entry, observed=50e9)
+    assert "BELOW the rate the training steps reached" in peak_source(1, entry, observed=95e9)
+    assert "unknown load" in peak_source(2, {"flops": 1.0, "others_cores": None}, observed=0.0)

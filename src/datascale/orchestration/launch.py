@@ -36,6 +36,7 @@ from datascale.config_errors import ConfigError, require, require_positive_int
 from datascale.configs import axis_values, instantiate_group
 from datascale.ladder_rules import apply_lr_rule, apply_tokens_per_param
 from datascale.orchestration.overrides import check_overrides
+from datascale.orchestration.preload import warm
 from datascale.orchestration.preregister import PreregistrationError, await_prediction, write_plan
 from datascale.orchestration.supervise import (
     ForwardedSignals,
@@ -46,6 +47,7 @@ from datascale.orchestration.supervise import (
     read_attempts,
     record_attempt,
     resume_point,
+    run_preloaded,
     run_worker,
 )
 from datascale.records import RECORD_FILENAME, is_done, read_record
@@ -287,9 +289,29 @@ class RankTask:
         }
 
 
+WORKER_MODULE = "datascale.training.worker"
+#: Device nodes of a GPU driver (NVIDIA, AMD): a machine with them keeps fresh worker interpreters.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd")
+
+
 def direct_command(resolved_path: Path) -> list[str]:
     """The worker itself in this interpreter: one rank (a world of one, or a task of a task-per-rank job)."""
-    return [sys.executable, "-m", "datascale.training.worker", str(resolved_path)]
+    return [sys.executable, "-m", WORKER_MODULE, str(resolved_path)]
+
+
+def forks_preloaded(cfg: DictConfig, task: RankTask | None) -> bool:
+    """True when the run's worker is forked from the preloaded parent (``datascale.orchestration.preload``):
+    one process on a CPU, started by this job, ``worker.preload`` on. torchrun, a task per rank and GPUs
+    (``trainer.accelerator`` cuda/gpu, or auto where a GPU driver is present) start a fresh interpreter."""
+    devices, num_nodes = layout(cfg)
+    if task is not None or devices * num_nodes != 1:
+        return False
+    if not OmegaConf.select(cfg, "worker.preload", default=True):
+        return False
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    return accelerator == "cpu" or (
+        accelerator == "auto" and not any(Path(p).exists() for p in GPU_DEVICE_NODES)
+    )
 
 
 def worker_command(resolved_path: Path, devices: int, num_nodes: int, task: RankTask | None) -> list[str]:
@@ -309,7 +331,7 @@ def worker_command(resolved_path: Path, devices: int, num_nodes: int, task: Rank
             f"trainer.devices={devices} x trainer.num_nodes={num_nodes}: set hydra.launcher.tasks_per_node"
             " = trainer.devices and hydra.launcher.nodes = trainer.num_nodes"
         )
-    return [sys.executable, "-m", "datascale.training.worker", str(resolved_path)]
+    return direct_command(resolved_path)
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -365,9 +387,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except PreregistrationError as err:
         log.error("run %s not started: %s", run_id, err)
         return summary | {"status": "failed", "reason": str(err)}
+    task = RankTask.from_submitit()
+    if forks_preloaded(cfg, task):  # the forkserver imports the worker meanwhile (the prediction's wait too)
+        warm()
     if preregistration:  # the wait for the prediction is not this run's start-up
         started = time.time()
-    task = RankTask.from_submitit()
     job = Job(cfg, run_dir, resolved, artifacts, summary, task, started, preregistration)
     if task is not None and task.rank > 0:  # one task per rank: rank 0 owns the lease and the record
         return summary | _train_rank(job)
@@ -460,6 +484,8 @@ def _run_worker(job: Job) -> tuple[int, ForwardedSignals]:
     resuming = f" (resuming from {resume})" if resume else ""
     log.info("train %s %s%s -> %s%s", job.summary["run_id"], job.summary["axes"], where, run_dir, resuming)
     env = worker_env(devices, task) | {JOB_STARTED_ENV: repr(job.started), SPAWNED_ENV: repr(time.time())}
+    if forks_preloaded(job.cfg, task):
+        return run_preloaded(WORKER_MODULE, [str(resolved_path)], env)
     return run_worker(cmd, env)
 
 
@@ -503,6 +529,9 @@ class StudyCallback(Callback):
         self.jobs: list[dict[str, Any]] = []  # job summaries, when the launcher runs jobs in this process
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sequential = "BasicLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        if sequential and forks_preloaded(config, None):  # the jobs run here: import while checking them
+            warm()
         loader = GlobalHydra.instance().config_loader()
         try:
             jobs = sweep_job_overrides(config)
@@ -517,7 +546,6 @@ class StudyCallback(Callback):
             except ConfigError as err:
                 raise SystemExit(f"config error in run [{' '.join(overrides)}]: {err}") from None
             points.append((int(job_cfg.subset.unique_tokens), run_dir_of(job_cfg, artifacts.subset_hash)[0]))
-        sequential = "BasicLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
         try:
             write_plan(config, points, sequential)
         except ConfigError as err:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from filelock import SoftFileLease, Timeout
 
@@ -128,12 +128,22 @@ def outcome_of(run_dir: Path, returncode: int, signalled: int | None, started: f
 
 
 # ---- signals ----------------------------------------------------------------------------------------------
+class WorkerProcess(Protocol):
+    """A running worker: a ``subprocess.Popen``, or a forked one (``preload.ForkedWorker``)."""
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def wait(self) -> int: ...
+
+
 @dataclass
 class ForwardedSignals:
     """While the worker runs: our signals are passed on to it as SIGTERM; :meth:`hand_on` gives the first
     one to the handler that had it before (after the worker saved and exited)."""
 
-    proc: subprocess.Popen
+    proc: WorkerProcess
     received: int | None = None
     previous: dict[int, Any] = field(default_factory=dict)
 
@@ -171,7 +181,19 @@ def run_worker(cmd: list[str], env: dict[str, str]) -> tuple[int, ForwardedSigna
     """Run the worker command to its end, passing our signals to it; (exit status, the signals). It runs in
     its own session and gets SIGTERM if this process dies (``datascale.orchestration.parent_guard``)."""
     guarded = [sys.executable, "-m", "datascale.orchestration.parent_guard", str(os.getpid()), *cmd]
-    proc = subprocess.Popen(guarded, env=env, start_new_session=True)
+    return supervised(subprocess.Popen(guarded, env=env, start_new_session=True))
+
+
+def run_preloaded(entry: str, argv: list[str], env: dict[str, str]) -> tuple[int, ForwardedSignals]:
+    """Like :func:`run_worker` for a one-process CPU run: ``entry.main(argv)`` forked from this process's
+    preloaded forkserver (``datascale.orchestration.preload``: own session, SIGTERM when we die)."""
+    from datascale.orchestration.preload import start
+
+    return supervised(start(entry, argv, env))
+
+
+def supervised(proc: WorkerProcess) -> tuple[int, ForwardedSignals]:
+    """Wait for a started worker, passing our signals to it; (exit status, the signals)."""
     with ForwardedSignals(proc) as signals:
         returncode = proc.wait()
     return returncode, signals

@@ -4,7 +4,6 @@ checkpoint writes, and a stop on a non-finite training loss."""
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+
+from datascale.training.machine_load import machine_busy_seconds
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -153,17 +154,6 @@ class PhaseClock(FitState):
 
     def restore(self, state_dict: dict[str, Any]) -> None:
         self.eval_s, self.checkpoint_s = float(state_dict["eval_s"]), float(state_dict["checkpoint_s"])
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds every process of this machine has been busy since boot (``/proc/stat``); None elsewhere."""
-    try:
-        with open("/proc/stat") as fh:
-            ticks = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class ThreadGovernor(pl.Callback):

@@ -17,6 +17,14 @@ from collections.abc import Mapping
 JOB_STARTED_ENV = "DATASCALE_JOB_STARTED_AT"
 #: When the Hydra job started the worker command (the process whose start-up ``startup_s`` measures).
 SPAWNED_ENV = "DATASCALE_SPAWNED_AT"
+#: How the worker process started (the record's ``worker_start``): set to ``fork`` by a forked worker
+#: (``datascale.orchestration.preload``); absent: ``exec``, a fresh interpreter.
+WORKER_START_ENV = "DATASCALE_WORKER_START"
+
+
+def worker_start(env: Mapping[str, str] | None = None) -> str:
+    """``fork`` (from a preloaded parent), ``fork (not preloaded)``, or ``exec`` (a fresh interpreter)."""
+    return (os.environ if env is None else env).get(WORKER_START_ENV) or "exec"
 
 
 def process_start_time() -> float:

@@ -169,10 +169,15 @@ class TokenDataModule(pl.LightningDataModule):
         seed: int,
         vocab_size: int | None = None,
         accumulation: int = 1,
+        max_forward_tokens: int | None = None,
     ) -> None:
         super().__init__()
         protocol.validate(seq_len, unique_tokens=len(train_tokens))
         self.accumulation = accumulation  # micro-batches per optimizer step (each rank)
+        # evaluation batches are cut to the memory bound of a forward pass (worker.max_micro_batch_tokens):
+        # each window is scored alone, so the batch size changes no result (tests/training/test_datamodule.py)
+        cap = protocol.eval_batch_sequences if max_forward_tokens is None else max_forward_tokens // seq_len
+        self.eval_batch_sequences = max(1, min(protocol.eval_batch_sequences, cap))
         self.train_tokens = train_tokens
         self.eval_sets = eval_sets
         self.domains = sorted(eval_sets)
@@ -197,6 +202,7 @@ class TokenDataModule(pl.LightningDataModule):
         seed: int,
         vocab_size: int | None = None,
         accumulation: int = 1,
+        max_forward_tokens: int | None = None,
     ) -> TokenDataModule:
         """Load the subset stream and the eval caches named by a ``DataArtifacts`` (no tokenisation)."""
         from datascale.data.subsets import SubsetManifest, load_subset_tokens
@@ -223,6 +229,7 @@ class TokenDataModule(pl.LightningDataModule):
             seed,
             vocab_size=vocab_size,
             accumulation=accumulation,
+            max_forward_tokens=max_forward_tokens,
         )
 
     # ---- world --------------------------------------------------------------------------------------------
@@ -271,7 +278,7 @@ class TokenDataModule(pl.LightningDataModule):
         return [
             DataLoader(
                 self.eval_dataset(d, split),
-                batch_size=self.protocol.eval_batch_sequences,
+                batch_size=self.eval_batch_sequences,
                 shuffle=False,
                 num_workers=0,
             )

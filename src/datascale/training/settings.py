@@ -30,6 +30,9 @@ class WorkerSettings:
     gradient accumulation (None: one micro-batch per rank and step)."""
     compile: bool = False
     """``torch.compile`` each Transformer block (helps on GPUs; on CPU the compile time rarely pays off)."""
+    preload: bool = True
+    """A one-process CPU run's worker is forked from a parent that imported torch, Lightning and W&B once
+    per Hydra job process (``datascale.orchestration.preload``); false: a fresh interpreter per run."""
 
     def __post_init__(self) -> None:
         require_choice("progress_bar", self.progress_bar, PROGRESS_BARS)
@@ -49,6 +52,7 @@ class WorkerSettings:
         if self.max_micro_batch_tokens is not None:
             require_positive_int("max_micro_batch_tokens", self.max_micro_batch_tokens)
         require(isinstance(self.compile, bool), "compile", self.compile, "must be true or false")
+        require(isinstance(self.preload, bool), "preload", self.preload, "must be true or false")
         require(
             isinstance(self.adaptive_threads, bool),
             "adaptive_threads",

@@ -62,7 +62,7 @@ from datascale.training.checkpoint_files import (
     checkpoint_step,
 )
 from datascale.training.checkpoints import consolidate
-from datascale.training.clock import launch_times
+from datascale.training.clock import launch_times, worker_start
 from datascale.training.cooldown import StableCheckpoints, checkpoint_step_of, cool_down
 from datascale.training.datamodule import TokenDataModule
 from datascale.training.mlm import objective_module, objective_of
@@ -297,15 +297,21 @@ def performance(
     step_tokens_per_s = throughput.rate(fitted.steps * leaves.protocol.batch_tokens)
     flops_per_token = training_flops_per_token(model.n_layer, model.d_model, model.vocab_size, model.seq_len)
     accelerator = accelerator_name(trainer)
+    governor = ctx.governor
+    per_rank = step_tokens_per_s * flops_per_token / trainer.world_size
     device_name, peak_per_device, source = device_peak(
         accelerator,
         str(trainer.precision),
         leaves.settings.matmul_precision,
         int(ctx.learned["threads"]),  # the run's own threads (a governor may have changed them since)
         machine_cache_dir(),  # measured once per machine (a run in a fresh project cache does not re-measure)
+        # steps faster than the cached peak prove it low (unless a governor changed the threads)
+        observed=per_rank if math.isfinite(per_rank) and not (governor and governor.changes) else 0.0,
     )
+    if governor and governor.changes:  # the peak of the cores the run held on average (per-thread peaks add)
+        peak_per_device *= governor.mean_threads / int(ctx.learned["threads"])
+        source += f", scaled to the run's {governor.mean_threads:.2f} mean threads (worker.adaptive_threads)"
     peak = peak_per_device * trainer.world_size
-    governor = ctx.governor
     return evaluation_cost(ctx, fitted, flops_per_token) | {
         "threads_mean": governor.mean_threads if governor else float(ctx.learned["threads"]),
         "thread_changes": [list(c) for c in governor.changes] if governor else [],
@@ -414,6 +420,7 @@ def build_data(ctx: RunContext, leaves: Leaves) -> tuple[TokenDataModule, dict[s
         int(ctx.cfg.seed),
         vocab_size=model.vocab_size,
         accumulation=accumulation,
+        max_forward_tokens=leaves.settings.max_micro_batch_tokens,
     )
     plan = protocol.plan(datamodule.unique_tokens, model.seq_len)
     plan.update(micro_batch_sequences=micro, accumulation=accumulation)
@@ -823,6 +830,7 @@ def overheads(ctx: RunContext) -> dict[str, Any]:
     evaluating, saving = clock.since_last_step()
     return {
         "startup_s": None if first is None else first - ctx.started,
+        "worker_start": worker_start(),
         "startup_cpu_s": clock.first_step_cpu,
         "job_setup_s": None if ctx.job_started is None else ctx.started - ctx.job_started,
         "teardown_s": None if last is None else now - last - evaluating - saving,
