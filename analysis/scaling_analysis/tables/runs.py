@@ -354,8 +354,8 @@ def keep_latest_protocol(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.D
     other = next(r for r in records if hashes[r.run_id] != kept)
     bad = (df["protocol"] != kept).to_numpy()
     differs = differing_keys(
-        protocol_view(newest.config, study_axes(newest.config)),
-        protocol_view(other.config, study_axes(other.config)),
+        protocol_view(config_of(newest), study_axes(config_of(newest))),
+        protocol_view(config_of(other), study_axes(config_of(other))),
     )
     step = {
         "rule": "other_protocol",
@@ -370,8 +370,15 @@ def keep_latest_protocol(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.D
 
 
 def record_protocol(record: RunRecord) -> str:
-    """The protocol hash of a run (the ``protocol`` column)."""
-    return protocol_hash(record.config, study_axes(record.config))
+    """The protocol hash of a run (the ``protocol`` column); records without a config (a W&B run without one)
+    share one."""
+    config = config_of(record)
+    return protocol_hash(config, study_axes(config))
+
+
+def config_of(record: RunRecord) -> Mapping[str, Any]:
+    """A record's resolved config, or an empty one (a W&B run may come without it)."""
+    return record.config if isinstance(record.config, Mapping) else {}
 
 
 def study_axes(config: Mapping[str, Any]) -> list[str]:
