@@ -8,7 +8,7 @@ import pytest
 
 from datascale.data import token_cache
 from datascale.data.documents import content_hash
-from datascale.data.token_cache import TokenCache, build_token_cache
+from datascale.data.token_cache import TokenCache, build_token_cache_from_batches
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer
 
 TEXTS = [f"Document {i}: " + "to be or not to be, that is the question. " * (i + 1) for i in range(12)] + [
@@ -30,8 +30,9 @@ def _build(
     chash: str = HASH,
     tok_hash: str | None = None,
 ) -> TokenCache:
-    return build_token_cache(
-        root, IDS[: len(texts)], texts, chash, tok.tokenizer, tok_hash or tok.hash, tok.eos_id
+    batch = {"doc_id": IDS[: len(texts)], "domain": [""] * len(texts), "text": texts}
+    return build_token_cache_from_batches(
+        root, [batch], chash, tok.tokenizer, tok_hash or tok.hash, tok.eos_id, n_docs=len(texts)
     )
 
 

@@ -73,8 +73,11 @@ def test_the_cooldown_trains_on_and_decays_the_lr_to_the_floor(cooled_run: tuple
     assert kept[0] == start and kept[-1] == record.best_step + TINY_TRAINING["patience"] * 8
 
 
-def test_the_recorded_test_loss_is_the_annealed_checkpoints(cooled_run: tuple[RunRecord, Path]) -> None:
-    """The cooled checkpoint differs from the stable one at the same step, and the test loss is its."""
+def test_the_annealed_checkpoint_differs_from_the_stable_one_at_the_same_step(
+    cooled_run: tuple[RunRecord, Path],
+) -> None:
+    """The cooled checkpoint (the record's ``best_checkpoint``) is another model than the stable one at the
+    best step, and the validation before the cooldown is the stable phase's at that step."""
     record, run_dir = cooled_run
     cooled = torch.load(record.best_checkpoint, weights_only=False)["state_dict"]
     stable = torch.load(run_dir / "checkpoints" / f"best-step={record.best_step}.ckpt", weights_only=False)

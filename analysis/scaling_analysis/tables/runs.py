@@ -346,12 +346,12 @@ def keep_latest_protocol(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.D
     """Runs of one folder trained under different protocols (``datascale.run_id.protocol_hash``: the config
     less the study's axes and the seed) are not points of one curve: keep the protocol of the newest record,
     drop the others by a recorded step that names the keys that differ (their records stay on disk)."""
-    hashes = {r.run_id: record_protocol(r) for r in records}
     if df["protocol"].nunique() <= 1:
         return df
-    newest = max((r for r in records if r.run_id in set(df["run_id"])), key=lambda r: r.created_at or "")
-    kept = hashes[newest.run_id]
-    other = next(r for r in records if hashes[r.run_id] != kept)
+    protocol = dict(zip(df["run_id"], df["protocol"], strict=True))  # the column, hashed once per record
+    newest = max((r for r in records if r.run_id in protocol), key=lambda r: r.created_at or "")
+    kept = protocol[newest.run_id]
+    other = next(r for r in records if protocol.get(r.run_id, kept) != kept)
     bad = (df["protocol"] != kept).to_numpy()
     differs = differing_keys(
         protocol_view(config_of(newest), study_axes(config_of(newest))),

@@ -431,28 +431,6 @@ def _record_build(meta: dict[str, Any], seconds: float) -> None:
     )
 
 
-def build_token_cache(
-    root: Path,
-    doc_ids: Sequence[str],
-    texts: Sequence[str],
-    content_hash: str,
-    tokenizer: Tokenizer,
-    tokenizer_hash: str,
-    eos_id: int,
-    name: str = "",
-    progress: bool = False,
-    domains: Sequence[str] | None = None,
-) -> TokenCache:
-    """:func:`build_token_cache_from_batches` for documents given as lists."""
-    domains = list(domains) if domains is not None else [""] * len(doc_ids)
-    if not len(doc_ids) == len(texts) == len(domains):
-        raise ValueError(f"{len(doc_ids)} doc ids for {len(texts)} texts and {len(domains)} domains")
-    batches = [{"doc_id": doc_ids, "domain": domains, "text": texts}]
-    return build_token_cache_from_batches(
-        root, batches, content_hash, tokenizer, tokenizer_hash, eos_id, name, progress, len(doc_ids)
-    )
-
-
 def build_token_cache_from_batches(
     root: Path,
     batches: Iterable[Batch],

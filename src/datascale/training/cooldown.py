@@ -49,6 +49,16 @@ def checkpoint_step_of(path: str | Path) -> int:
     return int(match.group(1))
 
 
+def stable_path(folder: Path, step: int) -> Path:
+    """The stable phase's checkpoint after ``step`` updates."""
+    return Path(folder) / f"{STABLE_PREFIX}{step}.ckpt"
+
+
+def stable_steps(folder: Path) -> list[int]:
+    """The steps of the stable checkpoints kept in ``folder``, ascending."""
+    return sorted(checkpoint_step_of(p) for p in Path(folder).glob(f"{STABLE_PREFIX}*.ckpt"))
+
+
 class StableCheckpoints(Checkpoint):
     """Saves the stable phase's model after every evaluation (``stable-step=<s>.ckpt``) and removes those
     no cooldown can start from any more: the best step only moves forward, so neither does the start.
@@ -59,22 +69,17 @@ class StableCheckpoints(Checkpoint):
     def __init__(self, folder: Path, schedule: WarmupStableCooldown, best: ModelCheckpoint) -> None:
         self.folder, self.schedule, self.best = Path(folder), schedule, best
 
-    def path(self, step: int) -> Path:
-        return self.folder / f"{STABLE_PREFIX}{step}.ckpt"
-
-    def saved_steps(self) -> list[int]:
-        return sorted(checkpoint_step_of(p) for p in self.folder.glob(f"{STABLE_PREFIX}*.ckpt"))
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        trainer.save_checkpoint(self.path(trainer.global_step))
+        trainer.save_checkpoint(stable_path(self.folder, trainer.global_step))
         if not (trainer.is_global_zero and self.best.best_model_path):
             return
-        start = self.schedule.cooldown_for(checkpoint_step_of(self.best.best_model_path), self.saved_steps())
-        for step in self.saved_steps():
+        saved = stable_steps(self.folder)
+        start = self.schedule.cooldown_for(checkpoint_step_of(self.best.best_model_path), saved)
+        for step in saved:
             if step < start.from_step:
-                remove_checkpoint(self.path(step))
+                remove_checkpoint(stable_path(self.folder, step))
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,13 @@ from datascale.training.checkpoint_files import (
 )
 from datascale.training.checkpoints import consolidate
 from datascale.training.clock import launch_times, worker_start
-from datascale.training.cooldown import StableCheckpoints, checkpoint_step_of, cool_down
+from datascale.training.cooldown import (
+    StableCheckpoints,
+    checkpoint_step_of,
+    cool_down,
+    stable_path,
+    stable_steps,
+)
 from datascale.training.datamodule import TokenDataModule
 from datascale.training.mlm import objective_module, objective_of
 from datascale.training.module import SELECTION_METRIC, GPTLightningModule
@@ -620,6 +626,7 @@ class Stable:
     tested_eval: dict[str, Any]
     tested_step: int
     cooldown: dict[str, Any] = field(default_factory=dict)
+    annealing: Cooldown | None = None
 
 
 def fit(
@@ -670,10 +677,9 @@ def anneal(
     schedule = leaves.schedule
     assert isinstance(schedule, WarmupStableCooldown)
     folder = ctx.run_dir / "checkpoints"
-    saved = StableCheckpoints(folder, schedule, ModelCheckpoint())
-    cooldown = schedule.cooldown_for(stable.best_step, saved.saved_steps())
+    cooldown = schedule.cooldown_for(stable.best_step, stable_steps(folder))
     at_best = cooldown.from_step == stable.best_step
-    start = stable.tested_checkpoint if at_best else str(saved.path(cooldown.from_step))
+    start = stable.tested_checkpoint if at_best else str(stable_path(folder, cooldown.from_step))
 
     def make_trainer(c: Cooldown) -> pl.Trainer:
         return new_trainer(ctx, leaves, [throughput, ctx.clock], c.end_step, c.end_step + 1, plan, False)
@@ -698,6 +704,7 @@ def anneal(
         tested_eval=cooled.evaluation,
         tested_step=cooldown.end_step,
         cooldown=summary,
+        annealing=cooldown,
     )
 
 
@@ -710,14 +717,13 @@ def test(
     plan: dict[str, Any],
 ) -> Fitted:
     """Test the reported model: the best checkpoint (loaded), or the annealed model (in memory)."""
-    ckpt_path = None if stable.cooldown else stable.tested_checkpoint
+    ckpt_path = None if stable.annealing else stable.tested_checkpoint
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     assert module.test_results is not None
     warmup, planned = plan["warmup_steps"], plan["planned_steps"]
     last_update = stable.tested_step - 1
-    if stable.cooldown:
-        cooldown = Cooldown(stable.cooldown["from_step"], stable.cooldown["steps"])
-        position, lr_ratio = 1.0, schedule.cooldown_factor(last_update, cooldown)
+    if stable.annealing is not None:
+        position, lr_ratio = 1.0, schedule.cooldown_factor(last_update, stable.annealing)
     else:
         position = schedule.decay_progress(stable.tested_step, warmup, planned)
         lr_ratio = schedule.factor(last_update, warmup, planned)
