@@ -21,6 +21,14 @@ from pathlib import Path
 
 DOMAIN_OF = {".py": "code", ".pyi": "code", ".md": "docs", ".rst": "docs", ".txt": "docs"}
 PASS_DOC_BYTES = (8192, 5003, 11003, 13001, 7001, 9001, 4001, 15001)
+
+
+def pass_doc_bytes(n: int) -> int:
+    """Document length of pass ``n``: the listed ones, then 3001 + 331 n (none equal to a listed one), so a
+    corpus larger than 8 passes (2.8 GB here) still cuts every pass at its own length."""
+    return PASS_DOC_BYTES[n] if n < len(PASS_DOC_BYTES) else 3001 + 331 * n
+
+
 MAX_FILE_BYTES = 2_000_000
 
 
@@ -53,7 +61,7 @@ def chunks(text: str, doc_bytes: int) -> Iterator[str]:
 def records(files: list[Path]) -> Iterator[dict[str, str]]:
     """Documents pass after pass (each pass cuts the files at other lengths), without end."""
     for n in range(10**6):
-        doc_bytes = PASS_DOC_BYTES[n % len(PASS_DOC_BYTES)]
+        doc_bytes = pass_doc_bytes(n)
         for path in files:
             try:
                 text = path.read_text(encoding="utf-8")
