@@ -13,7 +13,14 @@ from data_fixtures import Prepared
 from datascale.config_errors import ConfigError
 from datascale.data.documents import dataset_content_hash, documents_from_rows, make_document
 from datascale.data.executor import LocalExecutor
-from datascale.data.splits import HeldoutSplit, assign_splits, deduplicate, normalise_text, text_key
+from datascale.data.splits import (
+    HeldoutSplit,
+    assign_splits,
+    deduplicate,
+    first_occurrences,
+    normalise_text,
+    text_key,
+)
 from datascale.data.token_cache import TokenCache
 
 
@@ -92,6 +99,19 @@ def _planted(path: Path | None) -> datasets.Dataset:
         texts.insert(j, variant)
     rows = [make_document(f"p:{i:04d}", t, "ab"[i % 2], "test") for i, t in enumerate(texts)]
     return documents_from_rows(rows, path)
+
+
+def test_first_occurrences_of_digests_are_the_first_rows_of_each_non_zero_digest() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(200):  # few distinct values: many repeats, zero rows (empty texts) among them
+        digests = rng.integers(0, 3, (int(rng.integers(0, 30)), 2)).astype("<u8")
+        seen: set[tuple[int, int]] = set()
+        expected = []
+        for i, row in enumerate(map(tuple, digests.tolist())):
+            if row != (0, 0) and row not in seen:
+                seen.add(row)
+                expected.append(i)
+        assert first_occurrences(digests).tolist() == expected
 
 
 @pytest.mark.parametrize(("tasks", "on_disk"), [(1, False), (2, False), (3, True)])
