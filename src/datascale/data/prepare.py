@@ -108,9 +108,7 @@ class _Corpus:
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def _corpus_stage(
-    source: DocumentSource, root: Path, progress: bool, executor: DataExecutor | None = None
-) -> _Corpus:
+def _corpus_stage(source: DocumentSource, root: Path, progress: bool, executor: DataExecutor) -> _Corpus:
     fingerprint = source.fingerprint()
     key = canonical_json_hash({"source": fingerprint, "version": STAGE_VERSIONS["corpus"]})
     final = root / key[:24]
@@ -124,7 +122,6 @@ def _corpus_stage(
         work = root / f".work-{key[:24]}-dedup"
         # the source's Arrow files (memory-mapped, not in memory) live next to the corpus until it is saved
         with tempfile.TemporaryDirectory(prefix=".load-", dir=root) as scratch:
-            executor = executor or LocalExecutor()
             _build_corpus(source, fingerprint, Path(scratch), final, progress, executor, work)
         shutil.rmtree(work, ignore_errors=True)
     return _Corpus(final)
