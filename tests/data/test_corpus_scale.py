@@ -4,6 +4,7 @@ token-cache indexes, parallel tokenisation equal to one thread, and a disk that 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.data import token_cache
 from datascale.data.executor import LocalExecutor, SlurmExecutor, TokeniseParts
-from datascale.data.prepare import prepare_data
+from datascale.data.prepare import _assignment, _Corpus, _split_stage, prepare_data
 from datascale.data.sources import LocalFiles
 from datascale.data.splits import HeldoutSplit
 from datascale.data.subsets import SizeSubset
@@ -241,3 +243,39 @@ def test_data_executor_fields_are_validated() -> None:
         SlurmExecutor(partition="")
     assert LocalExecutor(min_task_bytes=1000).task_count(10**9) == token_cache.usable_cores()
     assert LocalExecutor().task_count(1000) == 1
+
+
+def test_the_split_pool_is_an_array_file_with_the_assignment_of_before(tmp_path: Path) -> None:
+    """The splits record keeps the held-out lists and points at ``<key>.pool.npy`` (int64, ascending); the
+    pool, the corpus and every hash are what the record held as a JSON list before (values from the commit
+    before this change on this corpus, with a planted spacing-only copy and a blank record)."""
+    files = _corpus(tmp_path / "c.jsonl", 400)
+    lines = files.read_text().splitlines()
+    tenth = json.loads(lines[9])["text"]
+    lines += [json.dumps({"text": "  " + tenth.replace(" ", "\n  ") + "\t", "domain": "b"}),
+              json.dumps({"text": " \n ", "domain": "a"})]  # fmt: skip
+    files.write_text("\n".join(lines) + "\n")
+    artifacts: DataArtifacts = _prepare(files, tmp_path / "cache")  # type: ignore[assignment]
+    (record_path,) = (tmp_path / "cache" / "splits").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert "pool" not in record["assignment"] and record["pool_file"] == f"{record_path.stem}.pool.npy"
+    pool = np.load(record_path.with_name(record["pool_file"]), mmap_mode="r")
+    assert pool.dtype == np.int64 and np.all(np.diff(pool) > 0)
+    assert len(pool) == record["assignment"]["pool_documents"] == 358
+    assert hashlib.sha256(json.dumps(pool.tolist()).encode()).hexdigest() == (
+        "113fd24cbdc38587fa663b59ff637cb6928bd038e06f20aba90342beb6191712"
+    )
+    assert artifacts.corpus_hash == "59dc9d931e020ffcd5a10aecb7b279b12e0b8ffaa35461d0d841ca9b3b67ba9f"
+    assert record["content_hashes"]["pool"] == (
+        "eaafe71ae8015813069eacf2994e4debbc2d0e05dc42306c9fb32329cf12633d"
+    )
+    # read back from the cache: the same assignment, the pool memory-mapped
+    splits = _split_stage(
+        _Corpus(Path(artifacts.corpus_manifest).parent),
+        HeldoutSplit(eval_bytes_per_domain=3000),
+        tmp_path / "cache" / "splits",
+    )
+    again = _assignment(splits)
+    assert isinstance(again.pool, np.memmap) and np.array_equal(again.pool, pool)
+    assert again.eval == record["assignment"]["eval"]
+    assert not list((tmp_path / "cache" / "corpus").glob(".work-*"))  # the dedup tasks' digests are gone

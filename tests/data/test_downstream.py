@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
 from data_fixtures import Prepared
 
 from datascale.data.downstream import DownstreamSuite, build_suite, label_of, passages
-from datascale.data.prepare import prepare_data
+from datascale.data.prepare import TrainingPool, _Corpus, prepare_data
 from datascale.data.splits import HeldoutSplit
 from datascale.data.token_cache import TokenCache
 
@@ -66,3 +68,23 @@ def test_prepared_suite_is_disjoint_from_the_pool(prepared: Prepared, tmp_path: 
     for task in tasks.values():
         for split in task.values():
             assert not {e["doc_id"] for e in split} & pool
+    # the suite the stage built (the pool checked by the held-out ids it holds) is the one the set of every
+    # pool id gives, from the held-out documents in the stage's order (per domain, val then test)
+    held = json.loads(next((tmp_path / "splits").glob("*.json")).read_text())["assignment"]["eval"]
+    rows = [i for domain in sorted(held) for name in ("val", "test") for i in held[domain][name]]
+    docs = datasets.load_from_disk(str(Path(art.corpus_manifest).parent / "documents")).select(rows).to_list()
+    suite = DownstreamSuite(min_per_label=2, passage_chars=300, span_chars=60)
+    whole_tasks, whole_manifest = build_suite(docs, pool, suite)
+    assert whole_manifest["hash"] == manifest["hash"]
+    assert json.loads(json.dumps([whole_tasks, whole_manifest])) == [tasks, manifest]  # tuples: JSON lists
+
+
+def test_the_pool_finds_only_its_own_ids_among_the_held_out(prepared: Prepared) -> None:
+    corpus = _Corpus(Path(prepared.artifacts.corpus_manifest).parent)
+    ids = corpus.documents["doc_id"]
+    pool = TrainingPool(corpus.documents, corpus.path / "documents", np.array([1, 4, 7], np.int64), "h")
+    assert pool.doc_ids_among({ids[0], ids[4], ids[7], "nowhere"}) == {ids[4], ids[7]}
+    assert TrainingPool(corpus.documents, corpus.path, None, "h").doc_ids_among({ids[0], "x"}) == {ids[0]}
+    with pytest.raises(ValueError, match="overlap the training pool"):
+        build_suite([{"doc_id": ids[4], "domain": "d", "text": "t", "meta": "{}"}],
+                    pool.doc_ids_among({ids[4]}), DownstreamSuite())  # fmt: skip

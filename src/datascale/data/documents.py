@@ -182,13 +182,15 @@ def content_hash(doc_ids: Iterable[str], domains: Iterable[str], texts: Iterable
     return h.hexdigest()
 
 
-def iter_rows(ds: datasets.Dataset, indices: Sequence[int] | None = None) -> Iterator[tuple[str, str, str]]:
+def iter_rows(
+    ds: datasets.Dataset, indices: Sequence[int] | np.ndarray | None = None
+) -> Iterator[tuple[str, str, str]]:
     """(doc_id, domain, text) of every document (or of rows ``indices``, in that order), read in batches."""
     for batch in iter_batches(ds, ["doc_id", "domain", "text"], indices):
         yield from zip(batch["doc_id"], batch["domain"], batch["text"], strict=True)
 
 
-def dataset_content_hash(ds: datasets.Dataset, indices: Sequence[int] | None = None) -> str:
+def dataset_content_hash(ds: datasets.Dataset, indices: Sequence[int] | np.ndarray | None = None) -> str:
     """:func:`content_hash` of a document Dataset (or of its rows ``indices``, in that order)."""
     h = hashlib.sha256()
     for row in iter_rows(ds, indices):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -169,10 +169,13 @@ def _task_manifest(kind: str, by_split: Mapping[str, list[dict]], n_options: int
 
 
 def build_suite(
-    heldout: Sequence[Mapping[str, Any]], pool_doc_ids: set[str], suite: DownstreamSuite
+    heldout: Sequence[Mapping[str, Any]], pool_doc_ids: Container[str], suite: DownstreamSuite
 ) -> tuple[dict[str, dict[str, list[dict]]], dict[str, Any]]:
-    """(tasks: name -> split -> examples, manifest) from the held-out documents; never the pool's."""
-    leaked = sorted({d["doc_id"] for d in heldout} & pool_doc_ids)
+    """(tasks: name -> split -> examples, manifest) from the held-out documents; never the pool's.
+
+    ``pool_doc_ids`` only answers ``in`` for the held-out ids: the data stage passes the few of them it found
+    in the pool (``TrainingPool.doc_ids_among``), not a set of every pool id."""
+    leaked = sorted({d["doc_id"] for d in heldout if d["doc_id"] in pool_doc_ids})
     if leaked:
         raise ValueError(f"downstream documents overlap the training pool: {leaked[:3]}")
     tasks: dict[str, dict[str, list[dict]]] = {}

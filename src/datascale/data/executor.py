@@ -1,12 +1,14 @@
-"""Where the training pool is tokenised (Hydra ``data_executor`` group): a datatrove pipeline, here or on
-SLURM.
+"""Where the training pool is tokenised and the corpus's dedup digests computed (Hydra ``data_executor``
+group): a datatrove pipeline, here or on SLURM.
 
 The pool's documents are cut into ``tasks`` contiguous ranges; each task is one run of datatrove's pipeline
 (:class:`TokeniseParts`, one step) that writes its range as one part of the token cache
 (:func:`datascale.data.token_cache.write_part`, atomic). datatrove marks each finished task complete in
 ``<cache root>/.work-<key>-<tasks>/datatrove/completions/``, so a build that was killed starts again with the
 tasks it had not finished; the parts are then merged, in order, into the one content-keyed cache directory
-every later stage reads (the same files, the same ids, whatever the executor and the task count).
+every later stage reads (the same files, the same ids, whatever the executor and the task count). The corpus
+stage's exact dedup runs on the same executor (:class:`datascale.data.splits.DigestParts`: each task writes
+its range's text digests as one ``.npy`` part).
 
 * ``local`` (the default): datatrove's ``LocalPipelineExecutor``, one process per task, as many at a time as
   there are usable cores; a pool under ``min_task_bytes`` per core gets fewer tasks (one task runs in this
@@ -64,7 +66,8 @@ class DebugLog(io.TextIOBase):
 
 class TokeniseParts(PipelineStep):
     """The datatrove step: task ``rank`` of ``world_size`` tokenises its contiguous range of the documents
-    into ``<out>/<rank>`` (skipped when that part is complete)."""
+    (or of their rows ``indices``: an array, or a ``.npy`` file each task memory-maps, so that no task
+    receives a copy) into ``<out>/<rank>`` (skipped when that part is complete)."""
 
     name = "tokenise"
     type = "datascale"
@@ -72,7 +75,7 @@ class TokeniseParts(PipelineStep):
     def __init__(
         self,
         documents: str,
-        indices: np.ndarray | None,
+        indices: np.ndarray | str | None,
         tokenizer: str,
         eos_token: str,
         out: str,
@@ -84,9 +87,10 @@ class TokeniseParts(PipelineStep):
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Iterator[Any]:
         docs = datasets.load_from_disk(self.documents)
-        n = len(self.indices) if self.indices is not None else len(docs)
+        indices = np.load(self.indices, mmap_mode="r") if isinstance(self.indices, str) else self.indices
+        n = len(indices) if indices is not None else len(docs)
         lo, hi = n * rank // world_size, n * (rank + 1) // world_size
-        rows = self.indices[lo:hi] if self.indices is not None else np.arange(lo, hi)
+        rows = indices[lo:hi] if indices is not None else np.arange(lo, hi)
         tok = load_tokenizer(Path(self.tokenizer), self.eos_token)
         eos_id = tok.token_to_id(self.eos_token)
         assert eos_id is not None  # load_tokenizer checked it
@@ -183,7 +187,7 @@ class SlurmExecutor:
             partition=self.partition,
             cpus_per_task=self.cpus_per_task,
             mem_per_cpu_gb=self.mem_per_cpu_gb,
-            job_name="datascale-tokenise",
+            job_name=f"datascale-{step.name}",
             logging_dir=str(work / "datatrove"),
             slurm_logs_folder=str(work / "slurm_logs"),
             env_command=f"export PATH={Path(sys.executable).parent}:$PATH",
@@ -208,13 +212,14 @@ def _positive_int(value: Any) -> bool:
 def tokenise_pool(
     root: Path,
     documents: Path,
-    indices: np.ndarray | None,
+    indices: np.ndarray | str | None,
     content_hash: str,
     tok: TrainedTokenizer,
     executor: DataExecutor,
     n_bytes: int,
 ) -> TokenCache:
-    """The pool's token cache (built by ``executor`` in parts, then merged, if it is not there yet)."""
+    """The pool's token cache (built by ``executor`` in parts, then merged, if it is not there yet); the pool
+    is ``documents``' rows ``indices`` (an array or its ``.npy`` file), or all of them."""
     tasks = executor.task_count(n_bytes)
     work = Path(root) / f".work-{cache_key(content_hash, tok.hash)[:32]}-{tasks}"
     eos_token = str(tok.tokenizer.id_to_token(tok.eos_id))

@@ -14,10 +14,12 @@ import argparse
 import errno
 import json
 import logging
+import os
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -26,6 +28,8 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import tokenizers
 from filelock import FileLock
 
@@ -33,6 +37,7 @@ from datascale.artifacts import DataArtifacts
 from datascale.config_errors import ConfigError
 from datascale.configs import instantiate_group
 from datascale.data.documents import (
+    BATCH_ROWS,
     Batch,
     dataset_content_hash,
     domain_stats,
@@ -55,7 +60,7 @@ log = logging.getLogger("datascale.data")
 #: The ``none`` leaf of the downstream group.
 NO_SUITE = DownstreamSuite(enabled=False)
 #: Bump a stage's version when its output format or rules change; it is part of that stage's cache key.
-STAGE_VERSIONS = {"corpus": 1, "splits": 1, "tokenizer": 1}
+STAGE_VERSIONS = {"corpus": 1, "splits": 2, "tokenizer": 1}  # splits 2: the pool in a .npy file
 GROUPS = ("source", "split", "tokenizer", "subset")
 
 
@@ -103,7 +108,7 @@ class _Corpus:
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def _corpus_stage(source: DocumentSource, root: Path, progress: bool) -> _Corpus:
+def _corpus_stage(source: DocumentSource, root: Path, progress: bool, executor: DataExecutor) -> _Corpus:
     fingerprint = source.fingerprint()
     key = canonical_json_hash({"source": fingerprint, "version": STAGE_VERSIONS["corpus"]})
     final = root / key[:24]
@@ -112,20 +117,30 @@ def _corpus_stage(source: DocumentSource, root: Path, progress: bool) -> _Corpus
         if (final / "manifest.json").exists():
             log.info("corpus: cached %s", final)
             return _Corpus(final)
+        # the dedup tasks' digests and completion markers: a build killed mid-dedup reruns only the tasks
+        # that had not finished (the source loads the same documents again: same fingerprint)
+        work = root / f".work-{key[:24]}-dedup"
         # the source's Arrow files (memory-mapped, not in memory) live next to the corpus until it is saved
         with tempfile.TemporaryDirectory(prefix=".load-", dir=root) as scratch:
-            _build_corpus(source, fingerprint, Path(scratch), final, progress)
+            _build_corpus(source, fingerprint, Path(scratch), final, progress, executor, work)
+        shutil.rmtree(work, ignore_errors=True)
     return _Corpus(final)
 
 
 def _build_corpus(
-    source: DocumentSource, fingerprint: str, scratch: Path, final: Path, progress: bool
+    source: DocumentSource,
+    fingerprint: str,
+    scratch: Path,
+    final: Path,
+    progress: bool,
+    executor: DataExecutor,
+    work: Path,
 ) -> None:
     start = time.perf_counter()
     with _quiet_datasets(progress):
         raw = source.load(scratch)
         validate_documents(raw)
-        docs, removed = deduplicate(raw)
+        docs, removed = deduplicate(raw, executor, work)
     stats = domain_stats(docs)
     provenance = source.provenance()
     manifest = {
@@ -165,7 +180,33 @@ def _bad_records(source: DocumentSource) -> dict[str, Any]:
     return {"bad_records": asdict(bad)} if bad else {}
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` atomically: readers see the whole file or none."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _with_pool_path(record: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The record as stored, plus ``pool_path`` (absolute; not stored, so the cache can move)."""
+    return {**record, "pool_path": str(root / record["pool_file"])}
+
+
+def _assignment(splits: dict[str, Any]) -> SplitAssignment:
+    """The split's assignment, its pool memory-mapped from the ``.npy`` file (int64, ascending)."""
+    return SplitAssignment.from_dict(splits["assignment"], np.load(splits["pool_path"], mmap_mode="r"))
+
+
 def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, Any]:
+    """The split record ``<key>.json`` (held-out lists, content hashes) and its pool ``<key>.pool.npy``."""
     key = canonical_json_hash(
         {"corpus": corpus.hash, "split": asdict(split), "version": STAGE_VERSIONS["splits"]}
     )
@@ -173,7 +214,7 @@ def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, 
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key[:24]}.lock")):
         if path.exists():
-            return json.loads(path.read_text())
+            return _with_pool_path(json.loads(path.read_text()), root)
         assignment = assign_splits(corpus.documents, split)
         hashes = {
             name: dataset_content_hash(corpus.documents, idx)
@@ -183,27 +224,30 @@ def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, 
         domains = {
             f"{d}/{n}": [d] * len(idx) for d, sets in assignment.eval.items() for n, idx in sets.items()
         }
+        pool_file = f"{key[:24]}.pool.npy"
         record = {
             "corpus_hash": corpus.hash,
             "split": asdict(split),
             "assignment": assignment.to_dict(),
+            "pool_file": pool_file,
             "content_hashes": hashes,
             "doc_domains": domains,
         }
+        _save_npy(root / pool_file, assignment.pool)  # before the record: the record marks done
         atomic_write_json(path, record)
         log.info(
             "splits: pool %d documents; held out per domain: %s",
             len(assignment.pool),
             {d: {n: len(v) for n, v in s.items()} for d, s in assignment.eval.items()},
         )
-        return record
+        return _with_pool_path(record, root)
 
 
 def _tokenizer_stage(
     corpus: _Corpus, splits: dict[str, Any], config: BPETokenizer, root: Path, progress: bool
 ) -> tuple[TrainedTokenizer, Path]:
     pool_hash = splits["content_hashes"]["pool"]
-    pool = np.asarray(SplitAssignment.from_dict(splits["assignment"]).pool, dtype=np.int64)
+    pool = _assignment(splits).pool
     sample = config.sample(text_bytes(corpus.documents)[pool])
     identity: dict[str, Any] = {
         "pool": pool_hash,
@@ -259,27 +303,51 @@ class TrainingPool:
     """The documents (memory-mapped): the corpus itself, or the transformed pool."""
     path: Path
     """Where ``documents`` were saved (``datasets.load_from_disk`` reads them back in another process)."""
-    indices: list[int] | None
-    """The pool's rows of ``documents`` in order (the untransformed pool), or None (all of them)."""
+    indices: np.ndarray | None
+    """The pool's rows of ``documents`` in order (the untransformed pool: int64, memory-mapped), or None (all
+    of them)."""
     content_hash: str
     manifest_path: str = ""
     """``pool/<key>/manifest.json`` with each transform's report; empty when no transform ran."""
     transforms: list[dict[str, Any]] = field(default_factory=list)
     """Per transform: group, name, params, documents in and out, removed per reason (for the run record)."""
+    indices_file: str = ""
+    """The ``.npy`` file ``indices`` is memory-mapped from (task processes map it too: no copy each)."""
 
     def batches(self) -> Iterator[Batch]:
         """The pool's documents in order, :data:`~datascale.data.documents.BATCH_ROWS` at a time."""
         return iter_batches(self.documents, ["doc_id", "domain", "text"], self.indices)
 
-    def doc_ids(self) -> set[str]:
-        return {
-            d for batch in iter_batches(self.documents, ["doc_id"], self.indices) for d in batch["doc_id"]
-        }
+    def doc_ids_among(self, doc_ids: Collection[str]) -> set[str]:
+        """Which of ``doc_ids`` (a few: the held-out documents') are pool documents. The pool's ids are read
+        in Arrow batches and matched by Arrow: no Python object per pool document."""
+        wanted = pa.array(sorted(doc_ids), type=pa.string())
+        in_pool = None
+        if self.indices is not None:
+            in_pool = np.zeros(len(self.documents), dtype=bool)
+            in_pool[self.indices] = True
+        found: set[str] = set()
+        start = 0
+        columns = self.documents.select_columns(["doc_id"]).with_format("arrow")
+        for batch in columns.iter(batch_size=BATCH_ROWS):
+            ids = batch["doc_id"]
+            hit = pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False)
+            if in_pool is not None:
+                hit &= in_pool[start : start + len(ids)]
+            found.update(ids.filter(pa.array(hit)).to_pylist())
+            start += len(ids)
+        return found
 
 
 def _split_pool(corpus: _Corpus, splits: dict[str, Any]) -> TrainingPool:
-    pool = SplitAssignment.from_dict(splits["assignment"]).pool
-    return TrainingPool(corpus.documents, corpus.path / "documents", pool, splits["content_hashes"]["pool"])
+    pool = _assignment(splits).pool
+    return TrainingPool(
+        corpus.documents,
+        corpus.path / "documents",
+        pool,
+        splits["content_hashes"]["pool"],
+        indices_file=splits["pool_path"],
+    )
 
 
 def _transform_summary(group: str, report: TransformReport) -> dict[str, Any]:
@@ -333,7 +401,7 @@ def _build_pool(
 ) -> None:
     start = time.perf_counter()
     with _quiet_datasets(progress):
-        docs = corpus.documents.select(SplitAssignment.from_dict(splits["assignment"]).pool)
+        docs = corpus.documents.select(_assignment(splits).pool)
     reports = []
     for group, transform in transforms.items():
         with _prefixed(group):
@@ -375,10 +443,10 @@ def _downstream_stage(
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key[:24]}.lock")):
         if not (final / "manifest.json").exists():
-            held = [i for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items()
-                    if name != "pool" for i in idx]  # fmt: skip
+            sets = _assignment(splits).all_indices()
+            held = [i for name, idx in sets.items() if name != "pool" for i in idx]
             docs = corpus.documents.select(held).to_list()
-            tasks, manifest = build_suite(docs, pool.doc_ids(), suite)
+            tasks, manifest = build_suite(docs, pool.doc_ids_among({d["doc_id"] for d in docs}), suite)
             with atomic_directory(final) as tmp:
                 atomic_write_json(tmp / "tasks.json", tasks)
                 atomic_write_json(tmp / "manifest.json", manifest)
@@ -416,16 +484,16 @@ def _token_cache_stage(
     """Token caches of the held-out sets (from the split, on this process's threads) and of the training pool
     (after its transforms; built by ``executor``, a datatrove pipeline)."""
     caches: dict[str, TokenCache] = {}
-    for name, idx in SplitAssignment.from_dict(splits["assignment"]).all_indices().items():
+    for name, idx in _assignment(splits).all_indices().items():
         if name != "pool":
             batches = iter_batches(corpus.documents, ["doc_id", "domain", "text"], idx)
             caches[name] = _cache(
                 root, name, batches, len(idx), splits["content_hashes"][name], tok, progress
             )
-    indices = np.asarray(pool.indices, dtype=np.int64) if pool.indices is not None else None
     sizes = text_bytes(pool.documents)
-    n_bytes = int(sizes[indices].sum() if indices is not None else sizes.sum())
-    caches["pool"] = tokenise_pool(root, pool.path, indices, pool.content_hash, tok, executor, n_bytes)
+    n_bytes = int(sizes[pool.indices].sum() if pool.indices is not None else sizes.sum())
+    rows = pool.indices_file or pool.indices  # the file: each datatrove task maps it, none gets a copy
+    caches["pool"] = tokenise_pool(root, pool.path, rows, pool.content_hash, tok, executor, n_bytes)
     return caches
 
 
@@ -461,8 +529,9 @@ def _prepare(
 ) -> tuple[DataArtifacts, list[dict[str, Any]]]:
     start = time.perf_counter()
     cache_dir = Path(cache_dir).expanduser().resolve()
+    executor = data_executor or LocalExecutor()
     with _prefixed("source"):
-        corpus = _corpus_stage(source, cache_dir / "corpus", progress)
+        corpus = _corpus_stage(source, cache_dir / "corpus", progress, executor)
     with _prefixed("split"):
         splits = _split_stage(corpus, split, cache_dir / "splits")
     pool = _pool_stage(corpus, splits, dict(transforms or {}), cache_dir / "pool", progress)
@@ -472,7 +541,6 @@ def _prepare(
         )
     with _prefixed("tokenizer"):  # trained on the untransformed pool: every quality condition shares it
         tok, token_bytes = _tokenizer_stage(corpus, splits, tokenizer, cache_dir / "tokenizers", progress)
-    executor = data_executor or LocalExecutor()
     caches = _token_cache_stage(corpus, splits, pool, tok, cache_dir / "tokens", progress, executor)
     with _prefixed("subset"):
         manifest_file, manifest = write_subset_manifest(cache_dir / "subsets", caches["pool"], subset)

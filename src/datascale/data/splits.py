@@ -8,18 +8,24 @@ can sit in both a held-out set and the training pool.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from datatrove.pipeline.base import PipelineStep
 
 from datascale.config_errors import ConfigError, require
-from datascale.data.documents import iter_batches, text_bytes
+from datascale.data.documents import BATCH_ROWS, text_bytes
+from datascale.data.executor import DataExecutor, LocalExecutor
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 _WHITESPACE = re.compile(r"\s+")
@@ -34,20 +40,131 @@ def text_key(text: str) -> str:
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
-def deduplicate(ds: datasets.Dataset) -> tuple[datasets.Dataset, int]:
-    """Drop exact duplicates (by normalised-text hash, keeping the first) and empty texts; returns (ds,
-    removed). Texts are read in batches; memory holds one 32-byte digest per distinct text."""
-    seen: set[bytes] = set()
-    keep: list[int] = []
-    i = 0
-    for batch in iter_batches(ds, ["text"]):
-        for text in batch["text"]:
-            normal = normalise_text(text)
-            key = hashlib.sha256(normal.encode("utf-8")).digest()
-            if normal and key not in seen:
-                seen.add(key)
-                keep.append(i)
-            i += 1
+#: Bytes of each text's sha256 kept as its dedup key (two uint64 columns): a collision among 10^9 distinct
+#: texts has odds of about 10^-21.
+DIGEST_BYTES = 16
+
+
+def text_digests(texts: Iterable[str]) -> np.ndarray:
+    """uint64[n, 2]: the first :data:`DIGEST_BYTES` bytes of the sha256 of each text's :func:`normalise_text`;
+    a row of zeros where the normalised text is empty (such texts are dropped). Call it a batch at a time:
+    it holds a bytes object per text until it returns."""
+    empty = bytes(DIGEST_BYTES)
+    keys = []
+    for text in texts:
+        normal = normalise_text(text)
+        keys.append(hashlib.sha256(normal.encode("utf-8")).digest()[:DIGEST_BYTES] if normal else empty)
+    return np.frombuffer(b"".join(keys), dtype="<u8").reshape(-1, 2).copy()
+
+
+def first_occurrences(digests: np.ndarray) -> np.ndarray:
+    """int64 rows (ascending) of the first occurrence of every distinct non-zero digest row of ``digests``
+    (uint64[n, 2]): numpy arrays of a few dozen bytes per document, no Python object per document."""
+    if not len(digests):
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((digests[:, 1], digests[:, 0]))  # rows grouped by digest
+    new_run = np.ones(len(order), dtype=bool)
+    for col in (0, 1):  # one sorted column at a time: 8 bytes a document, not 16
+        sorted_col = digests[order, col]
+        new_run[1:] &= sorted_col[1:] == sorted_col[:-1]
+        del sorted_col
+    np.logical_not(new_run, out=new_run)
+    new_run[0] = True
+    # the smallest row of each run of equal digests (whatever order the sort left ties in)
+    first = np.minimum.reduceat(order, np.flatnonzero(new_run)).astype(np.int64)
+    first = first[digests[first].any(axis=1)]  # the all-zero run: empty texts
+    first.sort()
+    return first
+
+
+def open_documents(path: str) -> datasets.Dataset:
+    """Documents another process wrote: a ``save_to_disk`` directory or one Arrow file (memory-mapped)."""
+    return datasets.load_from_disk(path) if Path(path).is_dir() else datasets.Dataset.from_file(path)
+
+
+def documents_on_disk(ds: datasets.Dataset, scratch: Path) -> str:
+    """Where a task process can open ``ds``: its own Arrow file when that is all of it (a source's memory-
+    mapped file), otherwise a copy saved under ``scratch`` (an in-memory or a selected Dataset)."""
+    files = [str(f["filename"]) for f in ds.cache_files]
+    if (
+        len(files) == 1
+        and getattr(ds, "_indices", None) is None
+        and datasets.Dataset.from_file(files[0]).num_rows == len(ds)
+    ):
+        return files[0]
+    ds.save_to_disk(str(scratch / "documents"))
+    return str(scratch / "documents")
+
+
+class DigestParts(PipelineStep):
+    """The datatrove step: task ``rank`` of ``world_size`` writes the :func:`text_digests` of its contiguous
+    range of the documents to ``<out>/<rank>.npy`` (atomically; datatrove skips a completed task)."""
+
+    name = "digest"
+    type = "datascale"
+
+    def __init__(self, documents: str, out: str):
+        super().__init__()
+        self.documents, self.out = documents, out
+
+    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Iterator[Any]:
+        docs = open_documents(self.documents)
+        n = len(docs)
+        lo, hi = n * rank // world_size, n * (rank + 1) // world_size
+        part = docs.select_columns(["text"]).select(range(lo, hi))  # contiguous: a slice, no index mapping
+        digests = np.concatenate(
+            [np.zeros((0, 2), dtype="<u8")]
+            + [text_digests(batch["text"]) for batch in part.iter(batch_size=BATCH_ROWS)]
+        )
+        out = Path(self.out) / f"{rank:05d}.npy"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, digests)
+        os.replace(tmp, out)
+        self.stat_update("documents", value=hi - lo)
+        yield from ()
+
+
+def _text_bytes_total(ds: datasets.Dataset) -> int:
+    return sum(
+        int(pc.sum(pc.binary_length(batch["text"])).as_py() or 0)
+        for batch in ds.select_columns(["text"]).with_format("arrow").iter(batch_size=BATCH_ROWS)
+    )
+
+
+def deduplicate(
+    ds: datasets.Dataset, executor: DataExecutor | None = None, work: Path | None = None
+) -> tuple[datasets.Dataset, int]:
+    """Drop exact duplicates (by normalised-text digest, keeping the first) and empty texts; returns (ds,
+    removed).
+
+    The digests are computed by ``executor`` (a datatrove pipeline of :class:`DigestParts`: local processes by
+    default, a SLURM array with ``data_executor=slurm``), each task over a contiguous range of the documents;
+    with ``work`` a rebuild after a kill reruns only the tasks without a completion marker there (the caller
+    removes ``work`` once the corpus is saved). This process then holds 16 bytes a document (plus the sort's
+    indices), never a Python object per document.
+    """
+    executor = executor or LocalExecutor()
+    tasks = min(max(1, len(ds)), executor.task_count(_text_bytes_total(ds)))
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".dedup-", dir=work) as scratch:
+        parts = Path(work or scratch) / f"tasks-{tasks}"
+        step = DigestParts(documents_on_disk(ds, Path(scratch)), str(parts / "digests"))
+        executor.run(step, tasks, parts)
+        digests = np.empty((len(ds), 2), dtype="<u8")  # filled part by part: no second copy
+        filled = 0
+        for r in range(tasks):
+            part = np.load(parts / "digests" / f"{r:05d}.npy", mmap_mode="r")
+            if filled + len(part) > len(ds):
+                break
+            digests[filled : filled + len(part)] = part
+            filled += len(part)
+            del part
+    if filled != len(ds):
+        raise RuntimeError(f"dedup: digests for {filled} of {len(ds)} documents")
+    keep = first_occurrences(digests)
     removed = len(ds) - len(keep)
     if removed == 0:
         return ds, 0
@@ -105,21 +222,30 @@ class HeldoutSplit:
 class SplitAssignment:
     """Row indices into the deduplicated corpus: the training pool and per-domain val/test sets."""
 
-    pool: list[int]
+    pool: np.ndarray
+    """int64, ascending: one row per pool document (stored as a ``.npy`` file beside the splits record)."""
     eval: dict[str, dict[str, list[int]]]
     domains: list[str] = field(default_factory=list)
     train_domains: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's JSON part: the held-out lists (small) and the pool's length, not the pool itself."""
+        return {
+            "eval": self.eval,
+            "domains": self.domains,
+            "train_domains": self.train_domains,
+            "pool_documents": len(self.pool),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SplitAssignment:
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], pool: np.ndarray) -> SplitAssignment:
+        if len(pool) != data["pool_documents"]:
+            raise ValueError(f"the pool array has {len(pool)} rows, its record says {data['pool_documents']}")
+        return cls(pool, data["eval"], data["domains"], data["train_domains"])
 
-    def all_indices(self) -> dict[str, list[int]]:
+    def all_indices(self) -> dict[str, Sequence[int] | np.ndarray]:
         """Every split by name (``pool``, ``<domain>/val``, ``<domain>/test``)."""
-        out = {"pool": self.pool}
+        out: dict[str, Sequence[int] | np.ndarray] = {"pool": self.pool}
         for domain, sets in self.eval.items():
             for name, idx in sets.items():
                 out[f"{domain}/{name}"] = idx
@@ -185,7 +311,7 @@ def assign_splits(ds: datasets.Dataset, split: HeldoutSplit) -> SplitAssignment:
         if domain in train_domains:
             pool.append(rest)
     return SplitAssignment(
-        pool=np.sort(np.concatenate([np.zeros(0, np.int64), *pool])).tolist(),
+        pool=np.sort(np.concatenate([np.zeros(0, np.int64), *pool])).astype(np.int64),
         eval=eval_sets,
         domains=corpus_domains,
         train_domains=train_domains,
