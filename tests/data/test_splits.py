@@ -15,6 +15,7 @@ from datascale.data.documents import dataset_content_hash, documents_from_rows, 
 from datascale.data.executor import LocalExecutor
 from datascale.data.splits import (
     HeldoutSplit,
+    SplitAssignment,
     assign_splits,
     deduplicate,
     first_occurrences,
@@ -161,6 +162,20 @@ def test_heldout_sets_ignore_input_order_but_follow_the_split_seed() -> None:
     assert held(shuffled, split) == base
     assert held(ds, HeldoutSplit(seed=8, eval_bytes_per_domain=3000)) != base
     assert all(len(v) >= 2 for v in base.values())
+
+
+def test_split_order_is_the_same_fresh_and_read_back_from_its_record() -> None:
+    """The record is stored with sorted keys ("test" before "val"); what draws from the held-out documents in
+    the order of ``all_indices`` (the downstream suite) must see one order either way."""
+    fresh = assign_splits(_corpus(), HeldoutSplit(eval_bytes_per_domain=3000))
+    stored = json.loads(json.dumps(fresh.to_dict(), sort_keys=True))
+    read_back = SplitAssignment.from_dict(stored, fresh.pool)
+    assert list(stored["eval"]["a"]) == ["test", "val"]  # what made the orders differ
+    names = list(fresh.all_indices())
+    assert names == ["pool", "a/val", "a/test", "b/val", "b/test"]
+    assert list(read_back.all_indices()) == names
+    fresh_rows = [list(v) for v in fresh.all_indices().values()]
+    assert [list(v) for v in read_back.all_indices().values()] == fresh_rows
 
 
 def test_train_domains_limits_the_pool_not_the_heldout_sets() -> None:

@@ -244,11 +244,13 @@ class SplitAssignment:
         return cls(pool, data["eval"], data["domains"], data["train_domains"])
 
     def all_indices(self) -> dict[str, Sequence[int] | np.ndarray]:
-        """Every split by name (``pool``, ``<domain>/val``, ``<domain>/test``)."""
+        """Every split by name: ``pool``, then ``<domain>/val`` and ``<domain>/test`` per domain in sorted
+        order, whether the assignment was just made or read back from its record (stored with sorted keys), so
+        what is drawn from the held-out documents in this order (the downstream suite) is the same."""
         out: dict[str, Sequence[int] | np.ndarray] = {"pool": self.pool}
-        for domain, sets in self.eval.items():
-            for name, idx in sets.items():
-                out[f"{domain}/{name}"] = idx
+        for domain in sorted(self.eval):
+            for name in EVAL_SPLITS:
+                out[f"{domain}/{name}"] = self.eval[domain][name]
         return out
 
 
