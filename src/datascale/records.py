@@ -286,9 +286,11 @@ class RunRecord:
         default_factory=dict,
     )
     cooldown: dict[str, Any] = _doc(
-        "`schedule=wsd_cooldown`: the annealing run from the best checkpoint: `from_step` (= best_step), "
-        "`steps`, `shape`, `time_s`, `val_selection_loss_before` (the best checkpoint's) and "
-        "`val_selection_loss_after` (the annealed model's); empty under a planned schedule",
+        "`schedule=wsd_cooldown`: the anneal at the length early stopping chose: `anchor` (`end_at_best`: "
+        "from the stable checkpoint at or before best_step - cooldown_fraction x best_step, ending at "
+        "best_step; `start_at_best`: from best_step), `from_step`, `steps`, `shape`, `time_s`, "
+        "`val_selection_loss_before` (the best checkpoint's) and `val_selection_loss_after` (the annealed "
+        "model's); empty under a planned schedule",
         default_factory=dict,
     )
     schedule_position: float | None = _doc(

@@ -14,7 +14,6 @@ import argparse
 import errno
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from datascale.data.subsets import SizeSubset, SubsetManifest, verify_nested, wr
 from datascale.data.token_cache import TokenCache, build_token_cache_from_batches, cache_key, reference_losses
 from datascale.data.tokenizer import BPETokenizer, TrainedTokenizer, token_byte_lengths
 from datascale.data.transforms import TRANSFORM_GROUPS, Identity, PoolTransform, TransformReport
-from datascale.storage import atomic_directory, atomic_write_json, canonical_json_hash
+from datascale.storage import atomic_directory, atomic_write, atomic_write_json, canonical_json_hash
 
 log = logging.getLogger("datascale.data")
 
@@ -180,21 +179,6 @@ def _bad_records(source: DocumentSource) -> dict[str, Any]:
     return {"bad_records": asdict(bad)} if bad else {}
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` atomically: readers see the whole file or none."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _with_pool_path(record: dict[str, Any], root: Path) -> dict[str, Any]:
     """The record as stored, plus ``pool_path`` (absolute; not stored, so the cache can move)."""
     return {**record, "pool_path": str(root / record["pool_file"])}
@@ -233,7 +217,9 @@ def _split_stage(corpus: _Corpus, split: HeldoutSplit, root: Path) -> dict[str, 
             "content_hashes": hashes,
             "doc_domains": domains,
         }
-        _save_npy(root / pool_file, assignment.pool)  # before the record: the record marks done
+        atomic_write(
+            root / pool_file, lambda fh: np.save(fh, assignment.pool)
+        )  # before the record: it marks done
         atomic_write_json(path, record)
         log.info(
             "splits: pool %d documents; held out per domain: %s",

@@ -8,7 +8,6 @@ can sit in both a held-out set and the training pool.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
 import unicodedata
@@ -26,6 +25,7 @@ from datatrove.pipeline.base import PipelineStep
 from datascale.config_errors import ConfigError, require
 from datascale.data.documents import BATCH_ROWS, text_bytes
 from datascale.data.executor import DataExecutor, LocalExecutor
+from datascale.storage import atomic_write
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 _WHITESPACE = re.compile(r"\s+")
@@ -116,21 +116,9 @@ class DigestParts(PipelineStep):
             [np.zeros((0, 2), dtype="<u8")]
             + [text_digests(batch["text"]) for batch in part.iter(batch_size=BATCH_ROWS)]
         )
-        out = Path(self.out) / f"{rank:05d}.npy"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, digests)
-        os.replace(tmp, out)
+        atomic_write(Path(self.out) / f"{rank:05d}.npy", lambda fh: np.save(fh, digests))
         self.stat_update("documents", value=hi - lo)
         yield from ()
-
-
-def _text_bytes_total(ds: datasets.Dataset) -> int:
-    return sum(
-        int(pc.sum(pc.binary_length(batch["text"])).as_py() or 0)
-        for batch in ds.select_columns(["text"]).with_format("arrow").iter(batch_size=BATCH_ROWS)
-    )
 
 
 def deduplicate(
@@ -146,7 +134,7 @@ def deduplicate(
     indices), never a Python object per document.
     """
     executor = executor or LocalExecutor()
-    tasks = min(max(1, len(ds)), executor.task_count(_text_bytes_total(ds)))
+    tasks = min(max(1, len(ds)), executor.task_count(int(text_bytes(ds).sum())))
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".dedup-", dir=work) as scratch:
